@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: a virtualenv in .venv with the right torch build and sodadata (editable, with dev extras).
+# CPU-only machines get the CPU build of torch (a bare `torch` requirement would pull a multi-GB CUDA build).
+# Override with TORCH_SPEC (e.g. "torch==2.13.0") and TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  TORCH_SPEC=${TORCH_SPEC:-torch}
+else
+  TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+fi
+if ! python -c "import torch" >/dev/null 2>&1; then
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    python -m pip install -q "$TORCH_SPEC" --index-url "$TORCH_INDEX_URL"
+  else
+    python -m pip install -q "$TORCH_SPEC"
+  fi
+fi
+python -m pip install -q -e '.[dev]'
+# System packages for the tests (headless Chromium for the HTML report test, sox/espeak-ng for real speech).
+if [ "${SODADATA_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  missing=""
+  for p in chromium espeak-ng sox; do command -v "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) \
+      || echo "setup: could not apt-get install$missing; the tests that need them will be skipped" >&2
+  fi
+fi
+python -c "import torch, sodadata; print(f'sodadata {sodadata.__version__} ready (torch {torch.__version__}, cuda={torch.cuda.is_available()})')"

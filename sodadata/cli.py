@@ -1,0 +1,55 @@
+"""``sodadata`` command line: one subcommand per module, imported only when used (fast ``--help``)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+# name -> (module, one-line help). Each module has ``main(argv: list[str] | None) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "emilia": ("sodadata.recipes.emilia", "prepare Emilia / Emilia-YODAS (same as python -m sodadata.recipes.emilia)"),
+    "yodas2": ("sodadata.recipes.yodas2", "prepare Yodas2"),
+    "mls": ("sodadata.recipes.mls", "prepare Multilingual LibriSpeech English"),
+    "nemotron-cc": ("sodadata.recipes.nemotron_cc", "prepare Nemotron-CC (text only)"),
+    "tokenizer": ("sodadata.tokenizer", "build the extended tokenizer (markers + 16,384 audio tokens)"),
+    "stats": ("sodadata.stats", "per-component statistics table, Markdown and plots"),
+    "push": ("sodadata.hub", "publish an output directory to the Hugging Face Hub"),
+    "validate": ("sodadata.validate", "check every shard against the format contract"),
+    "decode": ("sodadata.decode", "decode one row back to audio"),
+    "inspect": ("sodadata.inspect", "static HTML report: listen to sampled documents"),
+    "export": ("sodadata.export", "export a mixture recipe to another trainer's config (levanter)"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: sodadata <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'sodadata <command> --help' for the options of one command."]
+    return "\n".join(lines)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"sodadata: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Mimi encoding: load the codec once per process and encode utterances in length-bucketed, masked batches.
+
+``--codec`` is a Hub id (default ``kyutai/mimi``), a local ``MimiModel.save_pretrained`` directory, or one of
+two seeded random models: ``tiny-random`` (small, for tests and the offline demo) and ``full-random`` (the real
+architecture with random weights: it costs exactly what real Mimi costs, for benchmarks). Their codes are NOT
+real Mimi codes.
+
+Batching without changing codes: transformers' Mimi encoder ignores ``padding_mask``, and its convolutions pad
+the end of the signal (zeros in the SEANet, a repeat of the last value in the downsampling conv). Right-padding
+a batch would therefore change the last frame of every shorter item. We hook every encoder convolution and
+re-pad its input past each item's valid length exactly as a one-item call would, so batched codes equal
+one-at-a-time ``MimiModel.encode`` codes (the encoder is causal: earlier frames never see the padding).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sodadata.codes import CODEBOOK_SIZE, NUM_CODEBOOKS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_samples
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CODEC = "kyutai/mimi"
+RANDOM_CODECS = ("tiny-random", "full-random")
+MAX_PIECE_SECONDS = 60
+MAX_PIECE_SAMPLES = MAX_PIECE_SECONDS * SAMPLE_RATE  # 750 frames exactly: pieces concatenate frame-aligned
+DTYPES = ("float32", "tf32", "bfloat16", "float16")
+NOT_REAL_WARNING = (
+    "codec {name!r} is a seeded RANDOM model: its codes are NOT real Mimi codes. "
+    "Use it for tests, demos and benchmarks only; use --codec kyutai/mimi for training data."
+)
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Which codec to load and how to run it. Frozen and hashable: it keys the per-process model cache."""
+
+    codec: str = DEFAULT_CODEC
+    revision: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int | None = None  # None: 1 on CPU (batching is slower there), 64 on CUDA
+    max_batch_seconds: float | None = None  # padded audio per batch; None: 120 s on CPU, 1,920 s on CUDA
+    num_codebooks: int = NUM_CODEBOOKS
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not 1 <= self.num_codebooks <= NUM_CODEBOOKS:
+            raise ValueError(f"num_codebooks must be in 1..{NUM_CODEBOOKS}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+
+    @property
+    def is_random(self) -> bool:
+        return self.codec in RANDOM_CODECS
+
+    def effective_batch_size(self) -> int:
+        if self.batch_size is not None:
+            return max(1, self.batch_size)
+        return 1 if self.device == "cpu" else 64
+
+    def effective_max_batch_samples(self) -> int:
+        seconds = self.max_batch_seconds
+        if seconds is None:
+            seconds = 120.0 if self.device == "cpu" else 1920.0
+        return int(seconds * SAMPLE_RATE)
+
+    def describe(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def tiny_random_config():
+    """A small Mimi with the real framing (24 kHz, 1920 samples a frame, 2048 codes a codebook)."""
+    from transformers import MimiConfig
+
+    kwargs = dict(
+        hidden_size=32,
+        num_filters=4,
+        num_residual_layers=1,
+        codebook_dim=16,
+        vector_quantization_hidden_dimension=16,
+        num_quantizers=NUM_CODEBOOKS,
+        num_semantic_quantizers=1,
+        num_hidden_layers=2,
+        intermediate_size=64,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        upsample_groups=32,
+    )
+    return MimiConfig(**kwargs)
+
+
+def _fill_codebooks(model, seed: int) -> None:
+    """Give every codebook seeded random centroids: a fresh MimiModel's are all zero, so every code would be 0."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    for name, buf in model.named_buffers():
+        if name.endswith("embed_sum"):
+            buf.copy_(torch.randn(buf.shape, generator=gen, dtype=buf.dtype))
+        elif name.endswith("cluster_usage"):
+            buf.fill_(1.0)
+    for module in model.modules():
+        if hasattr(module, "_embed"):
+            module._embed = None
+
+
+def build_random_mimi(name: str, seed: int = 0, encoder_only: bool = False):
+    """``tiny-random`` or ``full-random``: deterministic across processes and machines for the same torch."""
+    import torch
+    from transformers import MimiConfig, MimiModel
+
+    if name == "tiny-random":
+        config = tiny_random_config()
+    elif name == "full-random":
+        config = MimiConfig()
+    else:
+        raise ValueError(f"unknown random codec {name!r}; expected one of {RANDOM_CODECS}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MimiModel(config)
+    with torch.no_grad():
+        _fill_codebooks(model, seed)
+    if encoder_only:  # built whole first so the weights do not depend on encoder_only
+        model.decoder = None
+    return model.eval()
+
+
+def load_mimi(config: CodecConfig, encoder_only: bool = False):
+    """Load the MimiModel named by ``config.codec`` on its device and dtype (not cached: see :func:`get_encoder`)."""
+    import torch
+    from transformers import MimiConfig, MimiModel
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.is_random:
+        log.warning(NOT_REAL_WARNING.format(name=config.codec))
+        model = build_random_mimi(config.codec, encoder_only=encoder_only)
+    else:
+        source = config.codec
+        local = Path(source).expanduser()
+        kwargs = {} if local.is_dir() else {"revision": config.revision}
+        if local.is_dir():
+            source = str(local)
+        try:
+            mcfg = MimiConfig.from_pretrained(source, **kwargs)
+            if encoder_only:
+                mcfg.decoder_config = None
+            model = MimiModel.from_pretrained(source, config=mcfg, **kwargs)
+        except OSError as exc:
+            raise RuntimeError(
+                f"could not load Mimi from {config.codec!r}: {exc}. Pass a Hub id you can reach, a local "
+                "directory written by MimiModel.save_pretrained, or --codec tiny-random for an offline demo."
+            ) from exc
+    dtype = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        config.dtype
+    ]
+    if config.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = config.dtype == "tf32"
+        torch.backends.cudnn.allow_tf32 = config.dtype == "tf32"
+    return model.to(device=config.device, dtype=dtype).eval()
+
+
+class _PaddingRepairer:
+    """Forward hooks that make a right-padded batch compute what each item alone would (see module docstring)."""
+
+    def __init__(self, encoder) -> None:
+        from transformers.models.mimi.modeling_mimi import MimiConv1d
+
+        self.lengths = None  # valid input length of the next conv, per batch item (torch.LongTensor)
+        self.handles = []
+        self.supported = True
+        for module in encoder.modules():
+            if isinstance(module, MimiConv1d):
+                if module.pad_mode not in ("constant", "replicate") or not module.causal:
+                    self.supported = False
+                self.handles.append(module.register_forward_pre_hook(self._pre))
+                self.handles.append(module.register_forward_hook(self._post))
+
+    def _pre(self, module, args):
+        if self.lengths is None:
+            return None
+        import torch
+
+        x = args[0]
+        t = torch.arange(x.shape[-1], device=x.device)
+        if module.pad_mode == "replicate":
+            idx = torch.minimum(t[None, :], (self.lengths - 1).clamp(min=0)[:, None])
+            x = torch.gather(x, 2, idx[:, None, :].expand(x.shape[0], x.shape[1], -1))
+        else:
+            x = x * (t[None, :] < self.lengths[:, None])[:, None, :].to(x.dtype)
+        return (x, *args[1:])
+
+    def _post(self, module, args, output):
+        if self.lengths is not None:
+            self.lengths = module._get_output_length(self.lengths).to(self.lengths.device)
+
+
+@dataclass
+class EncodeStats:
+    calls: int = 0
+    batches: int = 0
+    items: int = 0
+    audio_seconds: float = 0.0
+    padded_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    by_batch_size: dict = field(default_factory=dict)
+
+
+class MimiEncoder:
+    """Encodes 24 kHz mono float32 waveforms into ``(num_codebooks, ceil(n/1920))`` int16 code arrays."""
+
+    def __init__(self, config: CodecConfig, model=None) -> None:
+        self.config = config
+        self.model = model if model is not None else load_mimi(config, encoder_only=True)
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self._repair = _PaddingRepairer(self.model.encoder if self.model.encoder is not None else self.model)
+        self.batch_size = config.effective_batch_size() if self._repair.supported else 1
+        self.max_batch_samples = config.effective_max_batch_samples()
+        self.stats = EncodeStats()
+        self._lock = threading.Lock()  # one forward at a time per model: threads share the weights, not the hooks
+
+    def encode(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Encode many utterances; each is split into 60 s pieces, pieces are batched by similar length."""
+        pieces: list[tuple[int, int, np.ndarray]] = []  # (utterance index, piece index, samples)
+        for i, w in enumerate(waves):
+            w = np.asarray(w, dtype=np.float32)
+            if w.ndim != 1 or w.size == 0:
+                raise ValueError(f"utterance {i}: expected non-empty 1-D 24 kHz audio, got shape {w.shape}")
+            for p, start in enumerate(range(0, w.size, MAX_PIECE_SAMPLES)):
+                pieces.append((i, p, w[start : start + MAX_PIECE_SAMPLES]))
+        codes: dict[tuple[int, int], np.ndarray] = {}
+        for batch in self._batches(pieces):
+            for (i, p, _), c in zip(batch, self._encode_batch([b[2] for b in batch])):
+                codes[(i, p)] = c
+        out = []
+        for i, w in enumerate(waves):
+            n_pieces = math.ceil(len(w) / MAX_PIECE_SAMPLES)
+            out.append(np.concatenate([codes[(i, p)] for p in range(n_pieces)], axis=1))
+        self.stats.calls += 1
+        return out
+
+    def _batches(self, pieces):
+        order = sorted(pieces, key=lambda x: len(x[2]), reverse=True)
+        batch: list = []
+        for item in order:
+            longest = len(batch[0][2]) if batch else len(item[2])
+            if batch and (len(batch) >= self.batch_size or longest * (len(batch) + 1) > self.max_batch_samples):
+                yield batch
+                batch = []
+            batch.append(item)
+        if batch:
+            yield batch
+
+    def _encode_batch(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        lengths = [len(w) for w in waves]
+        longest = max(lengths)
+        x = np.zeros((len(waves), 1, longest), dtype=np.float32)
+        for j, w in enumerate(waves):
+            x[j, 0, : len(w)] = w
+        t0 = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            inputs = torch.from_numpy(x).to(self.device, self.dtype)
+            padded = len(waves) > 1 and min(lengths) != longest
+            self._repair.lengths = torch.tensor(lengths, device=self.device) if padded else None
+            try:
+                padding_mask = (torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]).to(self.device)
+                result = self.model.encode(
+                    inputs, padding_mask=padding_mask, num_quantizers=self.config.num_codebooks, return_dict=True
+                )
+            finally:
+                self._repair.lengths = None
+            codes = result.audio_codes[:, : self.config.num_codebooks].to("cpu", torch.int16).numpy()
+        elapsed = time.perf_counter() - t0
+        st = self.stats
+        st.batches += 1
+        st.items += len(waves)
+        st.audio_seconds += sum(lengths) / SAMPLE_RATE
+        st.padded_seconds += longest * len(waves) / SAMPLE_RATE
+        st.encode_seconds += elapsed
+        st.by_batch_size[len(waves)] = st.by_batch_size.get(len(waves), 0) + 1
+        out = []
+        for j, n in enumerate(lengths):
+            c = codes[j, :, : frames_for_samples(n)]
+            if c.shape[1] != frames_for_samples(n):
+                raise RuntimeError(f"codec returned {c.shape[1]} frames for {n} samples, expected {frames_for_samples(n)}")
+            if c.min() < 0 or c.max() >= CODEBOOK_SIZE:
+                raise RuntimeError("codec returned codes outside [0, 2048): is this a Mimi checkpoint?")
+            out.append(np.ascontiguousarray(c))
+        return out
+
+
+_ENCODERS: dict[CodecConfig, MimiEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def get_encoder(config: CodecConfig) -> MimiEncoder:
+    """The process-wide encoder for ``config``: loaded once per worker process, shared by its threads."""
+    with _ENCODERS_LOCK:
+        enc = _ENCODERS.get(config)
+        if enc is None:
+            t0 = time.perf_counter()
+            enc = MimiEncoder(config)
+            log.info(
+                "loaded codec %s on %s/%s in %.1fs (pid %d, batch size %d)",
+                config.codec, config.device, config.dtype, time.perf_counter() - t0, os.getpid(), enc.batch_size,
+            )
+            _ENCODERS[config] = enc
+        return enc
+
+
+def reference_encode(model, wave: np.ndarray, num_codebooks: int = NUM_CODEBOOKS) -> np.ndarray:
+    """One utterance through plain ``MimiModel.encode``: the reference our batched path must equal."""
+    import torch
+
+    param = next(model.parameters())
+    with torch.inference_mode():
+        x = torch.from_numpy(np.asarray(wave, dtype=np.float32))[None, None].to(param.device, param.dtype)
+        codes = model.encode(x, num_quantizers=num_codebooks, return_dict=True).audio_codes
+    return codes[0, :num_codebooks].to("cpu", torch.int16).numpy()
+
+
+__all__ = [
+    "DEFAULT_CODEC",
+    "SAMPLES_PER_FRAME",
+    "CodecConfig",
+    "MimiEncoder",
+    "build_random_mimi",
+    "get_encoder",
+    "load_mimi",
+    "reference_encode",
+]

@@ -1,0 +1,228 @@
+"""Parquet shards, their JSON records and reject lists, written atomically.
+
+Layout of an output directory::
+
+    <out>/<component>/<stem>.parquet          rows (ROW_SCHEMA)
+    <out>/<component>/<stem>.json             the shard's record; its presence marks the shard finished
+    <out>/<component>/rejects/<stem>.parquet  rejected inputs (REJECT_SCHEMA), one row each, with reason
+
+A shard is visible under its final name only once complete: it is written to a hidden temporary name in the
+same directory and renamed. The record is written last, so a shard without a record is redone by a rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROW_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),
+        pa.field("n_utterances", pa.int32(), nullable=False),
+        pa.field("audio_seconds", pa.float64(), nullable=False),
+        pa.field("n_audio_tokens", pa.int64(), nullable=False),
+        pa.field("metadata", pa.string(), nullable=True),  # JSON: source fields we keep but do not interpret
+    ]
+)
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+# Row groups are bounded by bytes, not rows: a Yodas row (a whole video) is 1 MB+, an Emilia row a few kB.
+# ~64 MiB uncompressed keeps the HF dataset viewer and streaming readers happy and Arrow far from its 2 GiB cap.
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+MAX_ROWS_PER_GROUP = 10_000
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 3
+RECORD_VERSION = 1
+_COMPONENT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+
+
+def check_component(component: str) -> str:
+    if not _COMPONENT_RE.match(component) or ".." in component:
+        raise ValueError(f"component name {component!r} must look like 'corpus/lang' (lower case, no '..')")
+    return component
+
+
+@dataclass(frozen=True)
+class ShardPaths:
+    out: Path
+    component: str
+    stem: str
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.out) / self.component
+
+    @property
+    def parquet(self) -> Path:
+        return self.dir / f"{self.stem}.parquet"
+
+    @property
+    def record(self) -> Path:
+        return self.dir / f"{self.stem}.json"
+
+    @property
+    def rejects(self) -> Path:
+        return self.dir / "rejects" / f"{self.stem}.parquet"
+
+    def is_finished(self) -> bool:
+        return self.record.exists() and self.parquet.exists()
+
+
+def _temp_name(final: Path) -> Path:
+    # Hidden and not ending in .parquet/.json, so no glob of finished shards ever matches a partial file.
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (network mounts) refuse directory fsync; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def parquet_writer_options() -> dict:
+    """Options for every Parquet file we write: zstd, page index, content-defined chunking where supported."""
+    opts: dict = dict(
+        compression=COMPRESSION,
+        compression_level=COMPRESSION_LEVEL,
+        write_page_index=True,
+        write_statistics=["id", "split", "corpus", "format", "n_utterances", "audio_seconds", "n_audio_tokens"],
+    )
+    if _supports_cdc():
+        opts["use_content_defined_chunking"] = True
+    return opts
+
+
+def _supports_cdc() -> bool:
+    import inspect
+
+    try:
+        return "use_content_defined_chunking" in inspect.signature(pq.ParquetWriter.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ShardWriter:
+    """Writes one Parquet file atomically; row groups are flushed by byte size.
+
+    Use as a context manager: ``commit()`` renames the finished file into place; leaving the block with an
+    exception removes the temporary file, so nothing partial is ever visible.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema = ROW_SCHEMA, row_group_bytes: int = ROW_GROUP_BYTES) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.row_group_bytes = row_group_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _temp_name(self.path)
+        opts = parquet_writer_options()
+        if schema is not ROW_SCHEMA:
+            opts.pop("write_statistics")
+        self._writer = pq.ParquetWriter(self.tmp, schema, **opts)
+        self._buffer: list[dict] = []
+        self._buffer_bytes = 0
+        self.rows = 0
+        self.committed = False
+
+    def write(self, row: dict) -> None:
+        self._buffer.append(row)
+        self._buffer_bytes += sum(len(v) if isinstance(v, str) else 8 for v in row.values())
+        if self._buffer_bytes >= self.row_group_bytes or len(self._buffer) >= MAX_ROWS_PER_GROUP:
+            self.flush()
+
+    def write_all(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        self._writer.write_table(table, row_group_size=len(self._buffer))
+        self.rows += len(self._buffer)
+        self._buffer = []
+        self._buffer_bytes = 0
+
+    def commit(self) -> Path:
+        self.flush()
+        self._writer.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self.committed = True
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        except Exception:  # noqa: BLE001 - the writer may already be broken (disk full); we are cleaning up
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or not self.committed:
+            self.abort()
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def read_record(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def finished_records(out: Path) -> list[tuple[str, Path, dict]]:
+    """Every finished shard under ``out``: (component, record path, record), sorted."""
+    found = []
+    for rec_path in sorted(Path(out).rglob("*.json")):
+        if rec_path.name.startswith(".") or "rejects" in rec_path.parts or rec_path.parent == Path(out):
+            continue
+        if not rec_path.with_suffix(".parquet").exists():
+            continue
+        rec = read_record(rec_path)
+        if rec.get("record_version") != RECORD_VERSION:
+            continue
+        found.append((rec["component"], rec_path, rec))
+    return found
