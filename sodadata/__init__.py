@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sodadata.codes import check_audio_span, chars_to_codes, codes_to_chars
+from sodadata.codes import chars_to_codes, check_audio_span, codes_to_chars
 
 __version__ = "0.1.0"
 
@@ -10,8 +10,8 @@ __all__ = [
     "__version__",
     "audio_to_str",
     "audio_to_string",
-    "check_audio_span",
     "chars_to_codes",
+    "check_audio_span",
     "codes_to_chars",
     "str_to_audio",
     "string_to_audio",

@@ -243,7 +243,7 @@ class MimiEncoder:
                 pieces.append((i, p, w[start : start + MAX_PIECE_SAMPLES]))
         codes: dict[tuple[int, int], np.ndarray] = {}
         for batch in self._batches(pieces):
-            for (i, p, _), c in zip(batch, self._encode_batch([b[2] for b in batch])):
+            for (i, p, _), c in zip(batch, self._encode_batch([b[2] for b in batch]), strict=True):
                 codes[(i, p)] = c
         out = []
         for i, w in enumerate(waves):

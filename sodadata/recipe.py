@@ -86,6 +86,7 @@ class Recipe(ABC):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Recipe-specific options (``--lang``, ``--subset``, ``--source`` ...)."""
+        return None
 
     @classmethod
     @abstractmethod

@@ -13,6 +13,7 @@ same directory and renamed. The record is written last, so a shard without a rec
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import uuid
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 ROW_SCHEMA = pa.schema(
     [
@@ -180,8 +183,8 @@ class ShardWriter:
     def abort(self) -> None:
         try:
             self._writer.close()
-        except Exception:  # noqa: BLE001 - the writer may already be broken (disk full); we are cleaning up
-            pass
+        except Exception as exc:  # the writer may already be broken (disk full): clean up, say so, go on
+            log.warning("closing the partial %s failed while aborting (%s); removing it", self.tmp.name, exc)
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
