@@ -1,0 +1,97 @@
+"""The command line every recipe shares: ``python -m sodadata.recipes.<corpus> [options]``.
+
+A recipe module adds its own options (``--lang``, ``--subset``, ``--source`` ...) through
+``Recipe.add_arguments``; everything about codec, runner and output is here, identical for every corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from sodadata.codec import DEFAULT_CODEC, DTYPES, NOT_REAL_WARNING, CodecConfig
+from sodadata.pipeline import PipelineConfig
+from sodadata.recipe import Recipe
+from sodadata.runner import RunnerConfig, failure_line, format_summary, run_recipe
+
+log = logging.getLogger("sodadata")
+
+
+def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", required=True, help="output directory (local or shared filesystem)")
+    parser.add_argument("--limit-shards", type=int, default=None, metavar="N", help="process only the first N source shards")
+    recipe_cls.add_arguments(parser)
+
+    run = parser.add_argument_group("running")
+    run.add_argument("--workers", type=int, default=1, help="LocalCluster worker processes (default 1)")
+    run.add_argument("--threads-per-worker", type=int, default=1, help="tasks run at once per worker (default 1)")
+    run.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="use a running Dask scheduler instead of a LocalCluster")
+    run.add_argument("--retries", type=int, default=2, help="retries of a failed shard before it is reported (default 2)")
+    run.add_argument("--serial", action="store_true", help="run shards one by one in this process, without Dask (debugging)")
+    run.add_argument("--memory-limit", default="auto", help="LocalCluster memory limit per worker (default auto)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    if recipe_cls.kind == "speech":
+        codec = parser.add_argument_group("codec")
+        codec.add_argument(
+            "--codec", default=DEFAULT_CODEC,
+            help=f"Mimi: a Hub id (default {DEFAULT_CODEC}), a local save_pretrained directory, or tiny-random / "
+            "full-random (seeded random models for tests and benchmarks: NOT real Mimi codes)",
+        )
+        codec.add_argument("--codec-revision", default=None, help="Hub revision of --codec")
+        codec.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+        codec.add_argument("--dtype", default="float32", choices=DTYPES, help="model dtype (default float32; tf32 = float32 with TF32 matmuls on GPU)")
+        codec.add_argument("--batch-size", type=int, default=None, help="utterances per encoder batch (default: 1 on CPU, 64 on GPU)")
+        codec.add_argument("--max-batch-seconds", type=float, default=None, help="padded audio seconds per batch (default: 120 CPU, 1920 GPU)")
+        codec.add_argument("--torch-threads", type=int, default=None, help="torch threads per task (default: cores / (workers x threads))")
+        codec.add_argument("--max-utterance-seconds", type=float, default=600.0, help="reject longer utterances (default 600)")
+    return parser
+
+
+def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, description: str) -> int:
+    parser = build_parser(recipe_cls, prog, description)
+    args = parser.parse_args(argv)
+    from sodadata.cli import setup_logging
+
+    setup_logging(args.verbose)
+    try:
+        recipe = recipe_cls.from_args(args)
+        codec = None
+        if recipe_cls.kind == "speech":
+            threads = args.torch_threads
+            if threads is None and not args.scheduler:
+                threads = max(1, (os.cpu_count() or 1) // max(1, args.workers * args.threads_per_worker))
+            codec = CodecConfig(
+                codec=args.codec, revision=args.codec_revision, device=args.device, dtype=args.dtype,
+                batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, threads=threads,
+            )
+            if codec.is_random:
+                banner = NOT_REAL_WARNING.format(name=codec.codec)
+                print(f"\n*** WARNING: {banner} ***\n", file=sys.stderr)
+        pipeline = PipelineConfig(
+            out=args.out, codec=codec,
+            max_utterance_seconds=getattr(args, "max_utterance_seconds", 600.0),
+        )
+        runner = RunnerConfig(
+            workers=args.workers, threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
+            retries=args.retries, serial=args.serial, memory_limit=args.memory_limit, progress=not args.no_progress,
+        )
+        result = run_recipe(recipe, pipeline, runner, limit_shards=args.limit_shards)
+    except KeyboardInterrupt:
+        print("interrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+        log.debug("fatal", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(result))
+    if not result.ok:
+        print(failure_line(result), file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,368 @@
+"""Run one task: read -> check -> decode -> encode -> documents -> rows -> shard + rejects + record.
+
+The shape is datatrove's: small steps over iterators, run per task, each keeping counts. Decoding and
+resampling run in a background thread that feeds the encoder, so on a multi-core worker they hide under the
+codec instead of adding to it. Every item the recipe yields is counted once as written or rejected; the
+counts are checked before anything is committed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sodadata import __version__
+from sodadata.audio import DEFAULT_MAX_SECONDS, AudioError, decode_audio, to_mono_24k
+from sodadata.codec import CodecConfig, MimiEncoder, get_encoder
+from sodadata.codes import SAMPLE_RATE, codes_to_chars
+from sodadata.document import (
+    AUDIO_FIRST,
+    ROW_SUFFIX,
+    TEXT_FIRST,
+    TEXT_ONLY,
+    EncodedUtterance,
+    clean_transcript,
+    format_speech_row,
+    format_text_row,
+    transcript_error,
+)
+from sodadata.recipe import RawUtterance, Recipe, Reject, ShardTask, TextRecord
+from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    out: str
+    codec: CodecConfig | None = None  # None for text-only recipes
+    max_utterance_seconds: float = DEFAULT_MAX_SECONDS
+    # Audio gathered before encoding, so the encoder can sort it into batches of similar length.
+    bucket_seconds: float = 600.0
+    prefetch_items: int = 32  # decoded utterances queued ahead of the encoder
+
+
+@dataclass
+class TaskCounts:
+    read: int = 0
+    written: int = 0
+    rejects: Counter = field(default_factory=Counter)
+    timings: dict = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects.values())
+
+
+class _Rejects:
+    """Collects reject rows for one task (one per rejected input item)."""
+
+    def __init__(self, source: str, counts: TaskCounts) -> None:
+        self.source = source
+        self.counts = counts
+        self.rows: list[dict] = []
+
+    def add(self, item_id: str, reason: str, detail: str = "") -> None:
+        self.counts.rejects[reason] += 1
+        self.rows.append({"id": item_id, "reason": reason, "detail": detail[:2000], "source": self.source})
+
+
+def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
+    """Process one task and commit its shard, rejects and record; return the record."""
+    paths = ShardPaths(Path(config.out), task.component, task.stem)
+    t0 = time.perf_counter()
+    counts = TaskCounts()
+    rejects = _Rejects(task.stem, counts)
+    if recipe.kind == "speech":
+        if config.codec is None:
+            raise ValueError(f"recipe {recipe.name} needs a codec")
+        extra = _run_speech(recipe, task, config, paths, counts, rejects)
+    else:
+        extra = _run_text(recipe, task, paths, counts, rejects)
+    writer: ShardWriter = extra["shard_writer"]
+    try:
+        if counts.read != counts.written + counts.rejected:
+            raise RuntimeError(
+                f"{task.name}: counts do not balance (read {counts.read} != written {counts.written} + "
+                f"rejected {counts.rejected}); nothing was committed"
+            )
+        tw = time.perf_counter()
+        with ShardWriter(paths.rejects, schema=REJECT_SCHEMA) as w:
+            w.write_all(rejects.rows)
+            w.commit()
+        writer.commit()
+        counts.timings["write"] += time.perf_counter() - tw
+    except BaseException:
+        writer.abort()
+        raise
+    record = {
+        "record_version": RECORD_VERSION,
+        "component": task.component,
+        "shard": task.stem,
+        "split": task.split,
+        "unit": recipe.unit,
+        "source": {"inputs": [{"url": f.url, "size": f.size} for f in task.inputs], "revision": task.revision},
+        "rows": extra["rows"],
+        "documents": extra["documents"],
+        "read": counts.read,
+        "written": counts.written,
+        "rejected": counts.rejected,
+        "rejects": dict(sorted(counts.rejects.items())),
+        "audio_seconds": round(extra["audio_seconds"], 4),
+        "audio_tokens": extra["audio_tokens"],
+        "text_chars": extra["text_chars"],
+        "codec": config.codec.describe() if (config.codec and recipe.kind == "speech") else None,
+        "sodadata_version": __version__,
+        "elapsed_seconds": round(time.perf_counter() - t0, 3),
+        "timings": {k: round(v, 4) for k, v in sorted(counts.timings.items())},
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    tw = time.perf_counter()
+    write_json_atomic(paths.record, record)
+    record["timings"]["write"] = round(record["timings"].get("write", 0.0) + time.perf_counter() - tw, 4)
+    return record
+
+
+# --- speech -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    item: RawUtterance
+    text: str
+    wave: np.ndarray
+
+
+def _checked(items: Iterable, counts: TaskCounts, rejects: _Rejects, max_seconds: float) -> Iterator[_Decoded]:
+    """Count every item; turn bad ones into rejects; decode the rest to 24 kHz mono."""
+    seen: set[str] = set()
+    for item in items:
+        counts.read += 1
+        if isinstance(item, Reject):
+            rejects.add(item.id, item.reason, item.detail)
+            continue
+        if not isinstance(item, RawUtterance):
+            raise TypeError(f"a speech recipe yielded {type(item).__name__}, expected RawUtterance or Reject")
+        if item.id in seen:
+            rejects.add(item.id, "duplicate_id", "an earlier item of this shard has the same id")
+            continue
+        seen.add(item.id)
+        text = clean_transcript(item.text) if isinstance(item.text, str) else ""
+        reason = transcript_error(text)
+        if reason is not None:
+            rejects.add(item.id, reason, repr(text[:200]))
+            continue
+        t = time.perf_counter()
+        try:
+            if isinstance(item.audio, (bytes, bytearray, memoryview)):
+                wave = decode_audio(bytes(item.audio), max_seconds=max_seconds)
+            else:
+                if item.sample_rate is None:
+                    raise AudioError("bad_sample_rate", "samples given without a sample rate")
+                wave = to_mono_24k(item.audio, item.sample_rate, max_seconds=max_seconds)
+        except AudioError as exc:
+            rejects.add(item.id, exc.reason, exc.detail)
+            continue
+        finally:
+            counts.timings["read_decode"] += time.perf_counter() - t
+        item.audio = b""  # the encoded bytes are no longer needed; keep memory to the decoded wave
+        yield _Decoded(item, text, wave)
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator, depth: int) -> Iterator:
+    """Run ``items`` in a background thread, ``depth`` items ahead. Exceptions re-raise in the consumer."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for x in items:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put((_DONE, exc))
+
+    thread = threading.Thread(target=produce, name="sodadata-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            x, exc = q.get()
+            if x is _DONE:
+                if exc is not None:
+                    raise exc
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _encode_buckets(decoded: Iterator[_Decoded], encoder: MimiEncoder, bucket_samples: int) -> Iterator[EncodedUtterance]:
+    bucket: list[_Decoded] = []
+    size = 0
+    for d in decoded:
+        bucket.append(d)
+        size += d.wave.size
+        if size >= bucket_samples:
+            yield from _encode_bucket(bucket, encoder)
+            bucket, size = [], 0
+    if bucket:
+        yield from _encode_bucket(bucket, encoder)
+
+
+def _encode_bucket(bucket: list[_Decoded], encoder: MimiEncoder) -> Iterator[EncodedUtterance]:
+    codes = encoder.encode([d.wave for d in bucket])
+    for d, c in zip(bucket, codes, strict=True):
+        yield EncodedUtterance(
+            id=d.item.id,
+            doc_id=d.item.doc_id,
+            order=d.item.order,
+            text=d.text,
+            audio=codes_to_chars(c),
+            seconds=d.wave.size / SAMPLE_RATE,
+        )
+
+
+def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
+    encoder = get_encoder(config.codec)
+    enc_before = encoder.stats.encode_seconds
+    metadata: dict[str, dict] = {}
+    docs: dict[str, list[EncodedUtterance]] = defaultdict(list)
+
+    def remember_metadata(items):
+        for d in items:
+            if d.item.metadata:
+                metadata[d.item.id] = d.item.metadata
+            yield d
+
+    decoded = prefetch(_checked(recipe.read(task), counts, rejects, config.max_utterance_seconds), config.prefetch_items)
+    for u in _encode_buckets(remember_metadata(decoded), encoder, int(config.bucket_seconds * SAMPLE_RATE)):
+        docs[u.doc_id].append(u)
+        counts.written += 1
+    counts.timings["encode"] += encoder.stats.encode_seconds - enc_before
+
+    tw = time.perf_counter()
+    writer = ShardWriter(paths.parquet)
+    rows = audio_tokens = text_chars = 0
+    audio_seconds = 0.0
+    try:
+        for doc_id in sorted(docs):
+            utts = sorted(docs[doc_id], key=lambda u: (u.order, u.id))
+            n_tokens = sum(len(u.audio) for u in utts)
+            seconds = sum(u.seconds for u in utts)
+            meta = {"utterances": [{"id": u.id, **metadata.get(u.id, {})} for u in utts]}
+            meta_json = json.dumps(meta, ensure_ascii=False, sort_keys=True)
+            for fmt in (TEXT_FIRST, AUDIO_FIRST):
+                text = format_speech_row(utts, fmt)
+                writer.write(
+                    {
+                        "id": doc_id + ROW_SUFFIX[fmt],
+                        "split": task.split,
+                        "text": text,
+                        "corpus": task.component,
+                        "format": fmt,
+                        "n_utterances": len(utts),
+                        "audio_seconds": seconds,
+                        "n_audio_tokens": n_tokens,
+                        "metadata": meta_json,
+                    }
+                )
+                rows += 1
+                audio_tokens += n_tokens
+                text_chars += len(text)
+            audio_seconds += seconds
+            del docs[doc_id][:]  # free the codes as rows are written
+    except BaseException:
+        writer.abort()
+        raise
+    counts.timings["write"] += time.perf_counter() - tw
+    return {
+        "shard_writer": writer,
+        "rows": rows,
+        "documents": len(docs),
+        "audio_seconds": audio_seconds,
+        "audio_tokens": audio_tokens,
+        "text_chars": text_chars,
+    }
+
+
+# --- text ---------------------------------------------------------------------------------------------------
+
+
+def _run_text(recipe, task, paths, counts, rejects) -> dict:
+    writer = ShardWriter(paths.parquet)
+    seen: set[str] = set()
+    rows = text_chars = 0
+    t = time.perf_counter()
+    try:
+        for item in recipe.read(task):
+            counts.read += 1
+            if isinstance(item, Reject):
+                rejects.add(item.id, item.reason, item.detail)
+                continue
+            if not isinstance(item, TextRecord):
+                raise TypeError(f"a text recipe yielded {type(item).__name__}, expected TextRecord or Reject")
+            if item.id in seen:
+                rejects.add(item.id, "duplicate_id", "an earlier record of this shard has the same id")
+                continue
+            seen.add(item.id)
+            text = item.text if isinstance(item.text, str) else ""
+            # Web text is kept as the source gives it (not stripped), but it must not read back as structure or audio.
+            reason = "empty_text" if not text.strip() else transcript_error(text)
+            if reason is not None:
+                reason = {"empty_transcript": "empty_text", "transcript_has_audio_char": "text_has_audio_char",
+                          "transcript_has_marker": "text_has_marker"}.get(reason, reason)
+                rejects.add(item.id, reason, repr(text[:200]))
+                continue
+            row_text = format_text_row(text)
+            writer.write(
+                {
+                    "id": item.id,
+                    "split": task.split,
+                    "text": row_text,
+                    "corpus": task.component,
+                    "format": TEXT_ONLY,
+                    "n_utterances": 0,
+                    "audio_seconds": 0.0,
+                    "n_audio_tokens": 0,
+                    "metadata": json.dumps(item.metadata, ensure_ascii=False, sort_keys=True) if item.metadata else None,
+                }
+            )
+            counts.written += 1
+            rows += 1
+            text_chars += len(row_text)
+    except BaseException:
+        writer.abort()
+        raise
+    counts.timings["read_write"] += time.perf_counter() - t
+    return {
+        "shard_writer": writer,
+        "rows": rows,
+        "documents": rows,
+        "audio_seconds": 0.0,
+        "audio_tokens": 0,
+        "text_chars": text_chars,
+    }

@@ -1,0 +1,175 @@
+"""Emilia and Emilia-YODAS (``amphion/Emilia-Dataset``) -> components ``emilia/<lang>``, ``emilia-yodas/<lang>``.
+
+Layout on the Hub (SPEC.md §5; catalog: ``catalogs/emilia.yaml``)::
+
+    Emilia/EN/EN-B000000.tar … EN-B001139.tar          Emilia, CC-BY-NC-4.0
+    Emilia-YODAS/EN/EN-B000000.tar … EN-B001361.tar    Emilia-YODAS, CC-BY-4.0
+      each tar: <key>.json + <key>.mp3 pairs (24 kHz mono MP3, 3–30 s), in no guaranteed order
+      Emilia key        EN_B00000_S00000_W000000  -> document EN_B00000_S00000
+      Emilia-YODAS key  EN_<video id>_W000000     -> document EN_<video id> (video ids contain _ and -)
+      JSON {"id", "wav", "text": " leading space…", "duration", "speaker", "language", "dnsmos"};
+      Emilia-YODAS records may lack id/wav: only "text" is required, the id is the member name.
+
+One task per tar, one output shard per tar (``<out>/emilia/en/EN-B000000.parquet``). Tars are streamed
+(``tarfile`` in ``r|`` mode over ``HfFileSystem`` or a local file), never extracted. Members are paired by
+key: the tar name is not the batch (``EN-B000060.tar`` holds ``EN_B00006_*``).
+
+    python -m sodadata.recipes.emilia --lang en --subset both --out data/
+    python -m sodadata.recipes.emilia --lang en --source sample/emilia --codec tiny-random --out out/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from sodadata import cli_recipe, sources
+from sodadata.catalog import load_catalog
+from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask
+
+SUBSETS = ("emilia", "emilia-yodas")
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
+_KEY_RE = re.compile(r"^(?P<doc>.+)_W(?P<w>\d+)$")
+
+
+@dataclass(frozen=True)
+class EmiliaRecipe(Recipe):
+    lang: str = "en"
+    subsets: tuple[str, ...] = SUBSETS
+    source: str | None = None  # repo root: local path or hf://datasets/amphion/Emilia-Dataset[@rev]
+    revision: str | None = None
+
+    name = "emilia"
+    kind = "speech"
+    unit = "utterance"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--lang", default="en", help="language folder (EN, DE, FR, JA, KO, ZH); default en")
+        parser.add_argument("--subset", default="both", choices=[*SUBSETS, "both"], help="which corpus (default both)")
+        parser.add_argument(
+            "--source", default=None,
+            help="dataset root holding Emilia/ and Emilia-YODAS/: a local path or hf:// URL "
+            "(default: the Hub repo in catalogs/emilia.yaml)",
+        )
+        parser.add_argument("--revision", default=None, help="Hub revision (default: catalog's, resolved to a commit)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EmiliaRecipe:
+        subsets = SUBSETS if args.subset == "both" else (args.subset,)
+        return cls(lang=args.lang, subsets=subsets, source=args.source, revision=args.revision)
+
+    def _root(self) -> tuple[str, str | None]:
+        """(source root URL, resolved revision or None for local sources)."""
+        catalog = load_catalog("emilia")
+        source = self.source or sources.hf_url(catalog["repo"])
+        if not sources.is_hf(source):
+            return source, None
+        _, repo, rev_in_url, _ = sources.parse_hf_url(source)
+        commit = sources.resolve_hf_revision(repo, self.revision or rev_in_url or catalog["revision"])
+        return sources.with_revision(source, commit), commit
+
+    def tasks(self) -> list[ShardTask]:
+        catalog = load_catalog("emilia")
+        root, commit = self._root()
+        lang = self.lang.upper()
+        tasks = []
+        for subset in self.subsets:
+            sub = catalog["subsets"][subset]
+            folder = sources.join(root, sub["path"].format(LANG=lang))
+            for f in sources.list_files(folder, sub["pattern"].format(LANG=lang)):
+                stem = PurePosixPath(f.url).name.removesuffix(".tar")
+                tasks.append(
+                    ShardTask(
+                        component=f"{sub['component_prefix']}/{self.lang.lower()}",
+                        stem=stem,
+                        split=f"{sub['split_prefix']}-{stem}",
+                        inputs=(f,),
+                        revision=commit,
+                    )
+                )
+        return tasks
+
+    def read(self, task: ShardTask) -> Iterator[RawUtterance | Reject]:
+        (src,) = task.inputs
+        try:
+            with sources.open_binary(src.url) as fileobj:
+                yield from _read_tar(fileobj, src.url)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise ShardError(f"cannot read tar {src.url}: {type(exc).__name__}: {exc}") from exc
+
+    def describe(self) -> dict:
+        catalog = load_catalog("emilia")
+        return {
+            "recipe": self.name, "lang": self.lang, "subsets": list(self.subsets), "source": self.source or catalog["repo"],
+            "licences": {s: catalog["subsets"][s]["licence"] for s in self.subsets},
+        }
+
+
+def _member_key(name: str) -> tuple[str, str]:
+    """(key, extension) of a tar member; only the base name counts (member paths are never used as paths)."""
+    base = PurePosixPath(name).name
+    stem, dot, ext = base.rpartition(".")
+    return (stem, "." + ext.lower()) if dot else (base, "")
+
+
+def _read_tar(fileobj, url: str) -> Iterator[RawUtterance | Reject]:
+    pending: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            key, ext = _member_key(member.name)
+            if not member.isfile():
+                yield Reject(member.name, "tar_unsupported_member", "links and devices are not read")
+                continue
+            if ext != ".json" and ext not in AUDIO_EXTENSIONS:
+                yield Reject(member.name, "unexpected_member", f"extension {ext or '(none)'}")
+                continue
+            kind = "json" if ext == ".json" else "audio"
+            data = tar.extractfile(member).read()
+            slot = pending.setdefault(key, {})
+            if kind in slot:
+                yield Reject(key, "duplicate_id", f"second {ext} member for this key in {PurePosixPath(url).name}")
+                continue
+            slot[kind] = data
+            if "json" in slot and "audio" in slot:
+                del pending[key]
+                yield _utterance(key, slot["json"], slot["audio"])
+    for key in sorted(pending):
+        missing = "missing_json" if "json" not in pending[key] else "missing_audio"
+        yield Reject(key, missing, f"no {'.json' if missing == 'missing_json' else 'audio'} member with this key")
+
+
+def _utterance(key: str, raw_json: bytes, audio: bytes) -> RawUtterance | Reject:
+    m = _KEY_RE.match(key)
+    if not m:
+        return Reject(key, "bad_key", "expected <document>_W<number>")
+    try:
+        meta = json.loads(raw_json.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Reject(key, "invalid_json", f"not UTF-8: {exc}")
+    except json.JSONDecodeError as exc:
+        return Reject(key, "invalid_json", str(exc))
+    if not isinstance(meta, dict):
+        return Reject(key, "invalid_json", f"expected an object, got {type(meta).__name__}")
+    text = meta.pop("text", None)
+    if not isinstance(text, str):
+        return Reject(key, "missing_text", "no string 'text' field")
+    return RawUtterance(
+        id=key, doc_id=m["doc"], order=(int(m["w"]),), text=text, audio=audio, metadata=meta
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_recipe.main(EmiliaRecipe, argv, prog="python -m sodadata.recipes.emilia", description=__doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Run a recipe's tasks with Dask: one task per source shard, finished shards skipped, retries, progress, summary.
+
+A LocalCluster by default (``--workers`` processes x ``--threads-per-worker`` threads); any running cluster with
+``--scheduler tcp://host:port``. Each worker process loads the codec once (``sodadata.codec.get_encoder``).
+A killed run resumes where it stopped: a shard counts as finished once its JSON record exists.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import logging
+import sys
+import time
+import traceback
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sodadata.pipeline import PipelineConfig, run_task
+from sodadata.recipe import Recipe, ShardTask
+from sodadata.shards import ShardPaths, read_record, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    workers: int = 1
+    threads_per_worker: int = 1
+    scheduler: str | None = None  # tcp://host:port of a running dask scheduler
+    retries: int = 2
+    serial: bool = False  # run in this process without Dask (debugging, profiling)
+    memory_limit: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class TaskFailure:
+    task: str
+    error: str
+    traceback: str = ""
+
+
+@dataclass
+class RunResult:
+    tasks: int
+    skipped: int
+    done: int
+    failures: list[TaskFailure] = field(default_factory=list)
+    records: dict[str, dict] = field(default_factory=dict)  # task name -> record (finished before or now)
+    elapsed_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def execute_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
+    """What a worker runs. Skips a shard finished meanwhile (e.g. by a task that outlived a lost worker)."""
+    paths = ShardPaths(Path(config.out), task.component, task.stem)
+    if paths.is_finished():
+        return read_record(paths.record)
+    return run_task(recipe, task, config)
+
+
+def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, limit_shards: int | None = None) -> RunResult:
+    t0 = time.perf_counter()
+    tasks = recipe.tasks()
+    if limit_shards is not None:
+        tasks = tasks[:limit_shards]
+    if not tasks:
+        raise RuntimeError(f"recipe {recipe.name} found no source shards: check --source and the subset options")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        dup = [n for n, c in Counter(names).items() if c > 1][:3]
+        raise RuntimeError(f"two tasks would write the same shard: {dup}")
+    out = Path(pipeline.out)
+    result = RunResult(tasks=len(tasks), skipped=0, done=0)
+    pending = []
+    for task in tasks:
+        paths = ShardPaths(out, task.component, task.stem)
+        if paths.is_finished():
+            result.records[task.name] = read_record(paths.record)
+            result.skipped += 1
+        else:
+            pending.append(task)
+    log.info("%d shards: %d already finished (skipped), %d to do", len(tasks), result.skipped, len(pending))
+    if pending:
+        if runner.serial:
+            _run_serial(recipe, pending, pipeline, runner, result)
+        else:
+            _run_dask(recipe, pending, pipeline, runner, result)
+    result.elapsed_seconds = time.perf_counter() - t0
+    _write_run_summary(out, recipe, pipeline, runner, result)
+    return result
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="shard", desc="shards", disable=not enabled or total == 0, file=sys.stderr)
+
+
+def _on_done(result: RunResult, bar, task: ShardTask, record: dict, hours: list[float]) -> None:
+    result.records[task.name] = record
+    result.done += 1
+    hours[0] += record.get("audio_seconds", 0.0) / 3600
+    bar.set_postfix_str(f"{hours[0]:.2f} h audio")
+    bar.update(1)
+
+
+def _on_failed(result: RunResult, bar, task: ShardTask, exc: BaseException, tb: str) -> None:
+    msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    result.failures.append(TaskFailure(task.name, msg, tb))
+    log.error("shard %s failed: %s", task.name, msg)
+    bar.update(1)
+
+
+def _run_serial(recipe, pending, pipeline, runner, result) -> None:
+    hours = [0.0]
+    with _progress(len(pending), runner.progress) as bar:
+        for task in pending:
+            for attempt in range(runner.retries + 1):
+                try:
+                    record = execute_task(recipe, task, pipeline)
+                except Exception as exc:
+                    if attempt < runner.retries:
+                        log.warning("shard %s failed (%s); retry %d/%d", task.name, exc, attempt + 1, runner.retries)
+                        continue
+                    _on_failed(result, bar, task, exc, traceback.format_exc())
+                else:
+                    _on_done(result, bar, task, record, hours)
+                break
+
+
+def _run_dask(recipe, pending, pipeline, runner, result) -> None:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if runner.scheduler:
+        client = Client(runner.scheduler)
+        log.info("connected to %s (%d workers)", runner.scheduler, len(client.scheduler_info().get("workers", {})))
+    else:
+        dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+        cluster = LocalCluster(
+            n_workers=runner.workers,
+            threads_per_worker=runner.threads_per_worker,
+            processes=True,
+            memory_limit=runner.memory_limit,
+            dashboard_address=dashboard,
+        )
+        client = Client(cluster)
+        log.info(
+            "LocalCluster: %d workers x %d threads%s", runner.workers, runner.threads_per_worker,
+            f", dashboard {client.dashboard_link}" if dashboard else " (pip install bokeh for the dashboard)",
+        )
+    hours = [0.0]
+    try:
+        futures = {}
+        for task in pending:
+            fut = client.submit(
+                execute_task, recipe, task, pipeline, key=f"sodadata-{task.name}", retries=runner.retries, pure=False
+            )
+            futures[fut] = task
+        with _progress(len(pending), runner.progress) as bar:
+            for fut in as_completed(list(futures)):
+                task = futures[fut]
+                if fut.status == "finished":
+                    _on_done(result, bar, task, fut.result(), hours)
+                else:
+                    exc = fut.exception()
+                    tb = "".join(traceback.format_tb(fut.traceback())) if fut.traceback() else ""
+                    _on_failed(result, bar, task, exc, tb)
+    except KeyboardInterrupt:
+        log.error("interrupted: finished shards are kept; rerun the same command to resume")
+        raise
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def summary_rows(records: dict[str, dict]) -> list[dict]:
+    """Per component: shards, documents, rows, hours, tokens, read/written/rejected, rejects by reason."""
+    agg: dict[str, dict] = defaultdict(
+        lambda: {"shards": 0, "documents": 0, "rows": 0, "hours": 0.0, "audio_tokens": 0, "read": 0, "written": 0,
+                 "rejected": 0, "rejects": Counter()}
+    )
+    for rec in records.values():
+        a = agg[rec["component"]]
+        a["shards"] += 1
+        for k in ("documents", "rows", "audio_tokens", "read", "written", "rejected"):
+            a[k] += rec.get(k, 0)
+        a["hours"] += rec.get("audio_seconds", 0.0) / 3600
+        a["rejects"].update(rec.get("rejects", {}))
+    return [{"component": c, **v, "rejects": dict(sorted(v["rejects"].items()))} for c, v in sorted(agg.items())]
+
+
+def format_summary(result: RunResult) -> str:
+    rows = summary_rows(result.records)
+    headers = ["component", "shards", "documents", "rows", "hours", "audio tokens", "read", "written", "rejected"]
+    body = [
+        [r["component"], r["shards"], r["documents"], r["rows"], f"{r['hours']:.3f}", r["audio_tokens"], r["read"],
+         r["written"], r["rejected"]]
+        for r in rows
+    ]
+    widths = [max(len(str(h)), *(len(str(b[i])) for b in body)) for i, h in enumerate(headers)] if body else []
+    lines = [
+        f"shards: {result.tasks} in this run, {result.skipped} already finished, {result.done} done now, "
+        f"{len(result.failures)} failed ({result.elapsed_seconds:.1f} s)"
+    ]
+    if body:
+        lines.append("  ".join(str(h).rjust(w) for h, w in zip(headers, widths)))
+        lines += ["  ".join(str(v).rjust(w) for v, w in zip(b, widths)) for b in body]
+    for r in rows:
+        if r["rejects"]:
+            reasons = ", ".join(f"{k} {v}" for k, v in r["rejects"].items())
+            lines.append(f"rejects in {r['component']}: {reasons}")
+    return "\n".join(lines)
+
+
+def failure_line(result: RunResult) -> str:
+    shown = "; ".join(f"{f.task}: {f.error}" for f in result.failures[:3])
+    more = f" (and {len(result.failures) - 3} more)" if len(result.failures) > 3 else ""
+    return (
+        f"error: {len(result.failures)} of {result.tasks} shards failed: {shown}{more}. Fix the cause and rerun "
+        "the same command: finished shards are skipped."
+    )
+
+
+def _write_run_summary(out: Path, recipe, pipeline, runner, result: RunResult) -> None:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    write_json_atomic(
+        out / "_runs" / f"{stamp}.json",
+        {
+            "recipe": recipe.describe(),
+            "pipeline": {"out": str(pipeline.out), "codec": pipeline.codec.describe() if pipeline.codec else None},
+            "runner": asdict(runner),
+            "tasks": result.tasks,
+            "skipped": result.skipped,
+            "done": result.done,
+            "failures": [asdict(f) for f in result.failures],
+            "summary": summary_rows(result.records),
+            "elapsed_seconds": round(result.elapsed_seconds, 3),
+        },
+    )

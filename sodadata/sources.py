@@ -1,0 +1,163 @@
+"""Where source files come from: a local path, the Hugging Face Hub (``hf://``), or plain HTTP(S).
+
+Every recipe takes ``--source`` as any of these, so tests pass local paths to the very code that reads the Hub.
+Hub reads go through ``HfFileSystem`` (streamed, pinned to a commit); HTTP through ``urllib`` (streamed).
+Tokens come from the environment / the HF login, never from URLs, and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO
+
+from sodadata.recipe import SourceFile
+
+log = logging.getLogger(__name__)
+
+HF_PREFIX = "hf://"
+_HF_RE = re.compile(r"^hf://(?P<type>datasets|models|spaces)/(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?(?P<path>/.*)?$")
+HTTP_RETRIES = 5
+READ_BLOCK = 8 * 1024 * 1024
+
+
+def is_hf(url: str) -> bool:
+    return url.startswith(HF_PREFIX)
+
+
+def is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def hf_url(repo: str, path: str = "", revision: str | None = None, repo_type: str = "datasets") -> str:
+    rev = f"@{revision}" if revision else ""
+    return f"hf://{repo_type}/{repo}{rev}" + (f"/{path.lstrip('/')}" if path else "")
+
+
+def parse_hf_url(url: str) -> tuple[str, str, str | None, str]:
+    """(repo_type, repo, revision, path) of an ``hf://`` URL."""
+    m = _HF_RE.match(url)
+    if not m:
+        raise ValueError(f"not an hf:// URL of the form hf://datasets/ORG/NAME[@REV]/path: {url!r}")
+    return m["type"], m["repo"], m["rev"], (m["path"] or "").lstrip("/")
+
+
+def resolve_hf_revision(repo: str, revision: str | None, repo_type: str = "dataset") -> str:
+    """The commit a branch/tag points to now, so every task of a run reads the same files."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().repo_info(repo, repo_type=repo_type, revision=revision)
+    except Exception as exc:
+        raise RuntimeError(
+            f"cannot reach {repo_type} {repo!r} on the Hugging Face Hub ({type(exc).__name__}). If it is gated, "
+            f"accept its terms at https://huggingface.co/{repo_type}s/{repo} and set HF_TOKEN; offline, pass "
+            "--source with a local copy."
+        ) from None  # the original error may quote request headers; it is not chained
+    return info.sha
+
+
+def with_revision(url: str, revision: str) -> str:
+    """``hf://datasets/org/name/path`` -> ``hf://datasets/org/name@<revision>/path``."""
+    kind, repo, _, path = parse_hf_url(url)
+    return hf_url(repo, path, revision, kind)
+
+
+def _hf_fs():
+    from huggingface_hub import HfFileSystem
+
+    return HfFileSystem()
+
+
+def _hf_fs_path(url: str) -> str:
+    kind, repo, rev, path = parse_hf_url(url)
+    prefix = "" if kind == "models" else f"{kind}/"
+    rev = f"@{rev.replace('/', '%2F')}" if rev else ""
+    return f"{prefix}{repo}{rev}" + (f"/{path}" if path else "")
+
+
+def list_files(base: str, pattern: str) -> list[SourceFile]:
+    """Files under ``base`` matching the glob ``pattern`` (relative), sorted, with sizes."""
+    if is_hf(base):
+        fs = _hf_fs()
+        root = _hf_fs_path(base).rstrip("/")
+        found = []
+        for p in sorted(fs.glob(f"{root}/{pattern}")):
+            info = fs.info(p)
+            rel = p[len(root) :].lstrip("/")
+            found.append(SourceFile(url=f"{base.rstrip('/')}/{rel}", size=info.get("size")))
+        return found
+    if is_http(base):
+        raise ValueError(f"cannot list files over plain HTTP ({base}); give a file list or a local mirror")
+    root = Path(base).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"source {base!r} does not exist")
+    return [SourceFile(url=str(p), size=p.stat().st_size) for p in sorted(root.glob(pattern)) if p.is_file()]
+
+
+def join(base: str, *parts: str) -> str:
+    if is_hf(base) or is_http(base):
+        return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(base).expanduser().joinpath(*parts))
+
+
+def exists(url: str) -> bool:
+    if is_hf(url):
+        return _hf_fs().exists(_hf_fs_path(url))
+    if is_http(url):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30):
+                return True
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return False
+            raise
+    return Path(url).expanduser().exists()
+
+
+def open_binary(url: str) -> BinaryIO:
+    """A streaming binary file object for a local path, ``hf://`` or ``http(s)://`` URL. Close it when done."""
+    if is_hf(url):
+        return _hf_fs().open(_hf_fs_path(url), "rb", block_size=READ_BLOCK)
+    if is_http(url):
+        return _open_http(url)
+    path = Path(url).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"source file {url!r} does not exist")
+    return open(path, "rb", buffering=READ_BLOCK)
+
+
+def _open_http(url: str) -> BinaryIO:
+    delay = 1.0
+    for attempt in range(1, HTTP_RETRIES + 1):
+        try:
+            return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "sodadata"}), timeout=120)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 500, 502, 503, 504) or attempt == HTTP_RETRIES:
+                raise
+            log.warning("HTTP %d for %s (attempt %d/%d); retrying in %.0fs", exc.code, url, attempt, HTTP_RETRIES, delay)
+        except urllib.error.URLError as exc:
+            if attempt == HTTP_RETRIES:
+                raise
+            log.warning("%s for %s (attempt %d/%d); retrying in %.0fs", exc.reason, url, attempt, HTTP_RETRIES, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 60)
+    raise AssertionError("unreachable")
+
+
+def copy_to(url: str, dest: Path) -> Path:
+    """Download (or copy) one file to ``dest`` atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    with open_binary(url) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, READ_BLOCK)
+    os.replace(tmp, dest)
+    return dest
