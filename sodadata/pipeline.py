@@ -246,11 +246,56 @@ def _encode_bucket(bucket: list[_Decoded], encoder: MimiEncoder) -> Iterator[Enc
         )
 
 
+class _DocumentRows:
+    """Turns finished documents into their two rows, written as they come (ShardWriter bounds memory by bytes)."""
+
+    def __init__(self, writer: ShardWriter, task: ShardTask, metadata: dict[str, dict]) -> None:
+        self.writer, self.task, self.metadata = writer, task, metadata
+        self.rows = self.documents = self.audio_tokens = self.text_chars = 0
+        self.audio_seconds = 0.0
+
+    def write(self, doc_id: str, utts: list[EncodedUtterance]) -> None:
+        utts = sorted(utts, key=lambda u: (u.order, u.id))
+        n_tokens = sum(len(u.audio) for u in utts)
+        seconds = sum(u.seconds for u in utts)
+        meta = {"utterances": [{"id": u.id, **self.metadata.pop(u.id, {})} for u in utts]}
+        meta_json = json.dumps(meta, ensure_ascii=False, sort_keys=True)
+        for fmt in (TEXT_FIRST, AUDIO_FIRST):
+            text = format_speech_row(utts, fmt)
+            self.writer.write(
+                {
+                    "id": doc_id + ROW_SUFFIX[fmt],
+                    "split": self.task.split,
+                    "text": text,
+                    "corpus": self.task.component,
+                    "format": fmt,
+                    "n_utterances": len(utts),
+                    "audio_seconds": seconds,
+                    "n_audio_tokens": n_tokens,
+                    "metadata": meta_json,
+                }
+            )
+            self.rows += 1
+            self.audio_tokens += n_tokens
+            self.text_chars += len(text)
+        self.documents += 1
+        self.audio_seconds += seconds
+
+
 def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
+    """Encode every utterance; write documents as rows.
+
+    Recipes whose documents arrive whole and in order (``contiguous_documents``, e.g. one Yodas video after
+    another) have each document written as soon as the next one starts, so memory is bounded by a document.
+    Otherwise (Emilia: a document's utterances may be anywhere in the tar) codes are kept until the end of
+    the task and documents are written sorted by id. Either order is deterministic.
+    """
     encoder = get_encoder(config.codec)
     enc_before = encoder.stats.encode_seconds
+    contiguous = bool(getattr(recipe, "contiguous_documents", False))
     metadata: dict[str, dict] = {}
     docs: dict[str, list[EncodedUtterance]] = defaultdict(list)
+    finished: set[str] = set()
 
     def remember_metadata(items):
         for d in items:
@@ -258,54 +303,39 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
                 metadata[d.item.id] = d.item.metadata
             yield d
 
-    decoded = prefetch(_checked(recipe.read(task), counts, rejects, config.max_utterance_seconds), config.prefetch_items)
-    for u in _encode_buckets(remember_metadata(decoded), encoder, int(config.bucket_seconds * SAMPLE_RATE)):
-        docs[u.doc_id].append(u)
-        counts.written += 1
-    counts.timings["encode"] += encoder.stats.encode_seconds - enc_before
-
-    tw = time.perf_counter()
     writer = ShardWriter(paths.parquet)
-    rows = audio_tokens = text_chars = 0
-    audio_seconds = 0.0
+    out = _DocumentRows(writer, task, metadata)
     try:
+        decoded = prefetch(
+            _checked(recipe.read(task), counts, rejects, config.max_utterance_seconds), config.prefetch_items
+        )
+        for u in _encode_buckets(remember_metadata(decoded), encoder, int(config.bucket_seconds * SAMPLE_RATE)):
+            if contiguous and u.doc_id not in docs:
+                if u.doc_id in finished:
+                    raise RuntimeError(f"{task.name}: document {u.doc_id} came back after it ended ({recipe.name} "
+                                       "declares contiguous_documents)")
+                tw = time.perf_counter()
+                for done in list(docs):
+                    out.write(done, docs.pop(done))
+                    finished.add(done)
+                counts.timings["write"] += time.perf_counter() - tw
+            docs[u.doc_id].append(u)
+            counts.written += 1
+        counts.timings["encode"] += encoder.stats.encode_seconds - enc_before
+        tw = time.perf_counter()
         for doc_id in sorted(docs):
-            utts = sorted(docs[doc_id], key=lambda u: (u.order, u.id))
-            n_tokens = sum(len(u.audio) for u in utts)
-            seconds = sum(u.seconds for u in utts)
-            meta = {"utterances": [{"id": u.id, **metadata.get(u.id, {})} for u in utts]}
-            meta_json = json.dumps(meta, ensure_ascii=False, sort_keys=True)
-            for fmt in (TEXT_FIRST, AUDIO_FIRST):
-                text = format_speech_row(utts, fmt)
-                writer.write(
-                    {
-                        "id": doc_id + ROW_SUFFIX[fmt],
-                        "split": task.split,
-                        "text": text,
-                        "corpus": task.component,
-                        "format": fmt,
-                        "n_utterances": len(utts),
-                        "audio_seconds": seconds,
-                        "n_audio_tokens": n_tokens,
-                        "metadata": meta_json,
-                    }
-                )
-                rows += 1
-                audio_tokens += n_tokens
-                text_chars += len(text)
-            audio_seconds += seconds
-            del docs[doc_id][:]  # free the codes as rows are written
+            out.write(doc_id, docs.pop(doc_id))
+        counts.timings["write"] += time.perf_counter() - tw
     except BaseException:
         writer.abort()
         raise
-    counts.timings["write"] += time.perf_counter() - tw
     return {
         "shard_writer": writer,
-        "rows": rows,
-        "documents": len(docs),
-        "audio_seconds": audio_seconds,
-        "audio_tokens": audio_tokens,
-        "text_chars": text_chars,
+        "rows": out.rows,
+        "documents": out.documents,
+        "audio_seconds": out.audio_seconds,
+        "audio_tokens": out.audio_tokens,
+        "text_chars": out.text_chars,
     }
 
 

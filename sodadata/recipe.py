@@ -82,6 +82,9 @@ class Recipe(ABC):
     name: str = ""
     kind: str = "speech"  # "speech" (needs the codec) or "text"
     unit: str = "utterance"  # what one read item is, in records and summaries
+    # True when read() yields each document's utterances together (one video, then the next): the pipeline then
+    # writes each document as soon as the next starts, so a task's memory is bounded by one document.
+    contiguous_documents: bool = False
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
