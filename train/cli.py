@@ -1,0 +1,86 @@
+"""``python -m train``: train a SODA-family decoder on a mixture recipe's shards (see docs/training.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+
+from train.config import MODELS, MeshConfig, OptimizerConfig, TrainConfig
+
+log = logging.getLogger("train")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    p.add_argument("--recipe", required=True, help="mixture recipe YAML (e.g. recipes/soda.yaml)")
+    p.add_argument("--data", help="directory (or URL) the recipe's relative component paths are resolved against")
+    p.add_argument("--model", default="tiny", choices=sorted(MODELS), help="model size (default: tiny)")
+    p.add_argument("--steps", type=int, required=True, help="total optimizer steps (the LR schedule's length)")
+    p.add_argument("--batch-size", type=int, default=32, help="global batch, in windows (default: 32)")
+    p.add_argument("--seq-len", type=int, help="window length in tokens (default: the recipe's)")
+    p.add_argument("--tokenizer", help="tokenizer.json path or Hub id (default: the recipe's)")
+    p.add_argument("--vocab", type=int, help="override the model's vocabulary size (tests with a small tokenizer)")
+    p.add_argument("--lr", type=float, default=OptimizerConfig.learning_rate, help="peak learning rate")
+    p.add_argument("--warmup", type=int, help="warmup steps (default: 10%% of --steps)")
+    p.add_argument("--min-lr-ratio", type=float, default=OptimizerConfig.min_lr_ratio)
+    p.add_argument("--weight-decay", type=float, default=OptimizerConfig.weight_decay)
+    p.add_argument("--mesh-data", type=int, help="size of the 'data' mesh axis (default: number of hosts)")
+    p.add_argument("--mesh-fsdp", type=int, default=-1, help="size of the 'fsdp' axis (default: the rest)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    p.add_argument("--remat", action="store_true", help="recompute layer activations in the backward pass")
+    p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
+    p.add_argument("--ckpt", help="checkpoint directory; a run resumes from its newest checkpoint")
+    p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints to keep (default: 2)")
+    p.add_argument("--stop-after", type=int, help="leave after N steps of this invocation (checkpointing first)")
+    p.add_argument("--repeat-batch", action="store_true", help="train on the first batch repeatedly (smoke test)")
+    p.add_argument("--metrics", help="append one JSON line per step (and a setup record) to this file")
+    p.add_argument("--log-every", type=int, default=1)
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host: a TPU pod slice, a GPU cluster)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    model = MODELS[a.model].with_vocab(a.vocab)
+    if a.seq_len is not None and a.seq_len < 2:
+        raise ValueError("--seq-len must be at least 2")
+    return TrainConfig(
+        recipe=a.recipe, model=model, steps=a.steps, data=a.data, tokenizer=a.tokenizer, batch_size=a.batch_size,
+        seq_len=a.seq_len,
+        optimizer=replace(OptimizerConfig(), learning_rate=a.lr, warmup_steps=a.warmup, min_lr_ratio=a.min_lr_ratio,
+                          weight_decay=a.weight_decay),
+        mesh=MeshConfig(data=a.mesh_data, fsdp=a.mesh_fsdp), compute_dtype=a.dtype, remat=a.remat, seed=a.seed,
+        ckpt_dir=a.ckpt, ckpt_every=a.ckpt_every, keep_checkpoints=a.keep, stop_after=a.stop_after,
+        repeat_batch=a.repeat_batch, log_every=a.log_every, metrics_path=a.metrics,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if a.steps < 1:
+        log.error("--steps must be at least 1")
+        return 2
+    import jax
+
+    if a.distributed:
+        # On a TPU VM pod slice (or a SLURM / Open MPI GPU cluster) every argument is discovered from the environment.
+        jax.distributed.initialize()
+    from train.trainer import train
+
+    try:
+        cfg = config_from_args(a)
+        train(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
