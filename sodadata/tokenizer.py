@@ -1,0 +1,286 @@
+"""The extended tokenizer (SPEC.md §3): a base tokenizer plus four markers and the 16,384 audio characters.
+
+``sodadata tokenizer build --base stanford-crfm/marin-tokenizer --out DIR`` writes ``DIR/tokenizer.json`` (and a
+``tokenizer_config.json`` so ``transformers.AutoTokenizer.from_pretrained(DIR)`` loads it too).
+
+Id layout. With the Llama-3 base (128,256 tokens) the markers get 128256..128259 and the audio character of
+codebook ``i``, code ``c`` gets ``128260 + i*2048 + c``, exactly as SPEC §3. A smaller base (the tests train a
+few-hundred-token BPE) is padded with unused special tokens ``<|sodadata_pad_N|>`` up to id 128255, so the SPEC's
+ids hold for every base of at most 128,256 tokens and a model or data cache never depends on the base's size. A
+larger base cannot hold them: its markers start at its vocabulary size and audio follows in the same order (a
+warning says so); :class:`TokenizerLayout` reads the actual ids from any built tokenizer.
+
+Why audio survives untouched: every marker and audio character is an added *special* token with
+``normalized=False``. The tokenizer splits those out of the raw string before the base's normalizer,
+pre-tokenizer and BPE see anything, so no NFC/NFKC normalizer touches them, each is exactly one token, and
+``decode(ids, skip_special_tokens=False)`` gives the characters back. :func:`check_tokenizer` proves this on all
+16,384 characters after every build (and on load, via :class:`RowEncoder`).
+
+Rows carry their own ``<|begin_of_text|>``/``<|end_of_text|>`` strings (SPEC §2), while the Llama-3 base's
+post-processor prepends BOS again: rows are always encoded with ``add_special_tokens=False``. The base's
+post-processor is kept unchanged so the tokenizer still behaves like the published one on plain text.
+
+Speed: running 360,000 audio characters of a Yodas row through the added-token matcher and BPE is needless
+work. :class:`RowEncoder` maps audio runs straight to ids (``audio_base + ord(c) - 0xE000``) with NumPy and
+sends only the text between them (markers and transcripts) through the tokenizer; since audio characters are
+added tokens, the tokenizer itself cuts the row at exactly those points, so the result is identical (tested on
+every generated row and on adversarial ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import AddedToken, Tokenizer
+
+from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, CODEBOOK_SIZE, NUM_CODEBOOKS
+from sodadata.document import AUDIO_END, AUDIO_START, BOS, EOS, TEXT_END, TEXT_START
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE = "stanford-crfm/marin-tokenizer"
+PUBLISHED = "soda-research/marin-mimi-bpe-8cb-16k-tokenizer"
+ADDED_MARKERS = (TEXT_START, TEXT_END, AUDIO_START, AUDIO_END)  # in SPEC order: ids 128256..128259
+N_AUDIO_TOKENS = NUM_CODEBOOKS * CODEBOOK_SIZE  # 16,384
+FIRST_MARKER_ID = 128_256  # the Llama-3 base's vocabulary size
+FIRST_AUDIO_ID = FIRST_MARKER_ID + len(ADDED_MARKERS)  # 128,260
+SPEC_VOCAB_SIZE = FIRST_AUDIO_ID + N_AUDIO_TOKENS  # 144,644
+PAD_TOKEN = "<|sodadata_pad_{}|>"
+
+
+def audio_characters() -> list[str]:
+    """The 16,384 audio characters in id order (codebook-major: codebook ``i``, code ``c`` at ``i*2048 + c``)."""
+    return [chr(AUDIO_BASE + k) for k in range(N_AUDIO_TOKENS)]
+
+
+def _special(content: str) -> AddedToken:
+    # normalized=False: matched on the raw string, before the base's normalizer could rewrite it (SPEC §1).
+    return AddedToken(content, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)
+
+
+def load_tokenizer(spec: str | Path | Tokenizer, revision: str | None = None) -> Tokenizer:
+    """A tokenizer from a ``tokenizer.json`` file, a directory holding one, or a Hub id (network)."""
+    if isinstance(spec, Tokenizer):
+        return spec
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    if path.suffix == ".json" or str(spec).startswith((".", "/")):
+        raise FileNotFoundError(f"no tokenizer file at {path}")
+    return Tokenizer.from_pretrained(str(spec), revision=revision or "main")
+
+
+def build_tokenizer(base: str | Path | Tokenizer, revision: str | None = None) -> Tokenizer:
+    """The base tokenizer extended with the markers and audio characters at SPEC §3's ids (see module doc)."""
+    tok = Tokenizer.from_str(load_tokenizer(base, revision).to_str())  # a copy: the caller's base stays as it was
+    vocab = tok.get_vocab(with_added_tokens=True)
+    for name in (BOS, EOS):
+        if name not in vocab:
+            raise ValueError(f"the base tokenizer has no {name} token; SODA rows begin and end with it (SPEC §2)")
+    clashes = [t for t in (*ADDED_MARKERS, *audio_characters()) if t in vocab]
+    if clashes:
+        raise ValueError(
+            f"the base tokenizer already has {len(clashes)} of the tokens to add (first: {clashes[0]!r}); "
+            "is it already extended?"
+        )
+    next_id = max(vocab.values()) + 1
+    if next_id < FIRST_MARKER_ID:
+        log.info("base has %d ids; padding with %d unused special tokens so the markers start at %d",
+                 next_id, FIRST_MARKER_ID - next_id, FIRST_MARKER_ID)
+        tok.add_special_tokens([_special(PAD_TOKEN.format(i)) for i in range(next_id, FIRST_MARKER_ID)])
+    elif next_id > FIRST_MARKER_ID:
+        log.warning("base has %d ids (> %d): markers start at %d, not at SPEC §3's ids",
+                    next_id, FIRST_MARKER_ID, next_id)
+    first_marker = max(tok.get_vocab(with_added_tokens=True).values()) + 1
+    tok.add_special_tokens([_special(m) for m in ADDED_MARKERS])
+    tok.add_special_tokens([_special(c) for c in audio_characters()])
+    layout = TokenizerLayout.of(tok)
+    if layout.marker_ids[TEXT_START] != first_marker:
+        raise RuntimeError(f"markers landed at {layout.marker_ids}, expected to start at {first_marker}")
+    check_tokenizer(tok)
+    return tok
+
+
+@dataclass(frozen=True)
+class TokenizerLayout:
+    """Where the SODA tokens sit in a built tokenizer (read from it, not assumed)."""
+
+    bos_id: int
+    eos_id: int
+    marker_ids: dict[str, int]
+    audio_base: int  # id of U+E000; audio character ``ch`` is ``audio_base + ord(ch) - 0xE000``
+    vocab_size: int
+
+    @classmethod
+    def of(cls, tok: Tokenizer) -> TokenizerLayout:
+        def tid(t: str) -> int:
+            i = tok.token_to_id(t)
+            if i is None:
+                raise ValueError(f"tokenizer lacks {t!r}: build it with `sodadata tokenizer build`")
+            return i
+
+        markers = {m: tid(m) for m in ADDED_MARKERS}
+        audio_base = tid(chr(AUDIO_BASE))
+        ids = np.fromiter((tid(c) for c in audio_characters()), dtype=np.int64, count=N_AUDIO_TOKENS)
+        bad = np.flatnonzero(ids != audio_base + np.arange(N_AUDIO_TOKENS))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"audio ids are not contiguous: U+{AUDIO_BASE + k:04X} has id {int(ids[k])}, "
+                             f"expected {audio_base + k}")
+        return cls(bos_id=tid(BOS), eos_id=tid(EOS), marker_ids=markers, audio_base=audio_base,
+                   vocab_size=tok.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def matches_spec(self) -> bool:
+        return (self.bos_id, self.eos_id, self.marker_ids[TEXT_START], self.audio_base) == (
+            128_000, 128_001, FIRST_MARKER_ID, FIRST_AUDIO_ID
+        )
+
+
+def check_tokenizer(tok: Tokenizer) -> TokenizerLayout:
+    """Raise if any audio character or marker is not one token that decodes back to itself."""
+    layout = TokenizerLayout.of(tok)
+    special = tok.get_added_tokens_decoder()
+    for i in (*layout.marker_ids.values(), layout.audio_base, layout.audio_base + N_AUDIO_TOKENS - 1):
+        if i not in special or not special[i].special or special[i].normalized:
+            raise ValueError(f"token {i} must be a special added token with normalized=False")
+    text = "".join(audio_characters())
+    ids = np.asarray(tok.encode(text, add_special_tokens=False).ids)
+    expected = layout.audio_base + np.arange(N_AUDIO_TOKENS)
+    if ids.shape != expected.shape or (ids != expected).any():
+        raise ValueError("the audio characters do not encode to one token each at their ids")
+    if tok.decode(ids.tolist(), skip_special_tokens=False) != text:
+        raise ValueError("the audio characters do not decode back to themselves; the base's decoder alters them")
+    for m, i in layout.marker_ids.items():
+        if tok.encode(m, add_special_tokens=False).ids != [i]:
+            raise ValueError(f"{m} is not a single token")
+    return layout
+
+
+class RowEncoder:
+    """Rows -> int32 token ids, equal to ``tok.encode(row, add_special_tokens=False).ids`` but fast on audio."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.layout = TokenizerLayout.of(tokenizer)
+
+    def encode(self, row: str) -> np.ndarray:
+        return self.encode_batch([row])[0]
+
+    def encode_batch(self, rows: Sequence[str]) -> list[np.ndarray]:
+        plans, texts = [], []
+        for row in rows:
+            points = np.frombuffer(row.encode("utf-32-le"), dtype=np.uint32) if row else np.zeros(0, np.uint32)
+            is_audio = (points >= AUDIO_BASE) & (points < AUDIO_END_CODEPOINT)
+            edges = np.flatnonzero(np.diff(is_audio.astype(np.int8))) + 1
+            bounds = [0, *edges.tolist(), len(points)]
+            pieces = []  # (is_audio, start, stop) runs in order; text runs become indices into ``texts``
+            for start, stop in itertools.pairwise(bounds):
+                if start == stop:
+                    continue
+                if is_audio[start]:
+                    pieces.append((True, start, stop))
+                else:
+                    pieces.append((False, len(texts), 0))
+                    texts.append(row[start:stop])
+            plans.append((points, pieces))
+        encoded = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+        out = []
+        for points, pieces in plans:
+            parts = [
+                (points[a:b].astype(np.int32) + np.int32(self.layout.audio_base - AUDIO_BASE)) if audio
+                else np.asarray(encoded[a].ids, dtype=np.int32)
+                for audio, a, b in pieces
+            ]
+            out.append(np.concatenate(parts) if parts else np.zeros(0, np.int32))
+        return out
+
+
+# Llama-3's pre-tokenizer split (its tokenizer.json), so a small base cuts text the way the real one does.
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def train_small_base(corpus: Sequence[str], vocab_size: int = 1000) -> Tokenizer:
+    """A small Llama-3-shaped base (byte-level BPE, BOS/EOS specials, BOS-prepending post-processor).
+
+    For tests, benchmarks and offline work where the real base cannot be downloaded; the extension and row
+    encoding only rely on what this shares with Llama-3's tokenizer.
+    """
+    from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                       special_tokens=[(BOS, tok.token_to_id(BOS))])
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, out: Path) -> Path:
+    """Write ``tokenizer.json`` and a minimal ``tokenizer_config.json`` (for ``transformers.AutoTokenizer``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tokenizer.json"
+    tok.save(str(path))
+    layout = TokenizerLayout.of(tok)
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "model_max_length": 1_000_000_000,
+        "clean_up_tokenization_spaces": False,  # would edit text around punctuation on decode
+        "sodadata": {"markers": layout.marker_ids, "audio_base": layout.audio_base,
+                     "vocab_size": layout.vocab_size, "matches_spec": layout.matches_spec,
+                     "note": "encode SODA rows with add_special_tokens=False: rows carry their own BOS/EOS"},
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sodadata tokenizer", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="extend a base tokenizer with the SODA markers and audio tokens")
+    b.add_argument("--base", default=DEFAULT_BASE, help=f"Hub id, tokenizer.json or its directory (default {DEFAULT_BASE})")
+    b.add_argument("--revision", help="Hub revision of the base")
+    b.add_argument("--out", required=True, type=Path, help="output directory")
+    c = sub.add_parser("check", help="verify a built tokenizer: one token per audio character, markers, ids")
+    c.add_argument("tokenizer", help="tokenizer.json, its directory, or a Hub id")
+    args = parser.parse_args(argv)
+    from sodadata.cli import setup_logging
+
+    setup_logging()
+    try:
+        if args.command == "build":
+            tok = build_tokenizer(args.base, args.revision)
+            path = save_tokenizer(tok, args.out)
+        else:
+            tok = load_tokenizer(args.tokenizer)
+            path = args.tokenizer
+        layout = check_tokenizer(tok)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"sodadata tokenizer: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: vocabulary {layout.vocab_size:,}; BOS {layout.bos_id}, EOS {layout.eos_id}; markers "
+          + ", ".join(f"{m} {i}" for m, i in layout.marker_ids.items())
+          + f"; audio {layout.audio_base}..{layout.audio_base + N_AUDIO_TOKENS - 1}"
+          + ("" if layout.matches_spec else " (NOT the SPEC §3 ids)"))
+    return 0
