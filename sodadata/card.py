@@ -1,0 +1,298 @@
+"""The dataset card (README.md) of a pushed output: YAML configs, format, sources and licences, statistics.
+
+One Hub config per component. Hub config names cannot contain ``/``, so a component's config name is its name
+with ``/`` replaced by ``_`` (``emilia/en`` -> ``emilia_en``, ``nemotron-cc/hq-actual`` ->
+``nemotron-cc_hq-actual``).
+
+Licences and sources come from ``catalogs/<corpus>.yaml`` where a catalog names the component (a top-level
+``licence``/``repo``/``revision``, or a ``subsets`` entry whose ``component_prefix`` is the component's corpus
+part, as in ``catalogs/emilia.yaml``), and otherwise from ``KNOWN_SOURCES`` below. Revisions come from the
+shard records (``source.revision``: the commit the recipe resolved), falling back to the catalog's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sodadata.stats import CorpusStats, render_markdown
+
+CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalogs"
+DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR = "data", "records", "rejects", "stats"
+
+
+@dataclass(frozen=True)
+class Licence:
+    name: str  # as the source states it, e.g. "CC-BY-NC-4.0"
+    hub_id: str  # the Hub's licence identifier for the card YAML ("other" when the Hub has none)
+    url: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class KnownSource:
+    title: str
+    repo: str | None  # Hub dataset repo, if the source is on the Hub
+    url: str
+    licence: Licence
+
+
+CC = "https://creativecommons.org/licenses"
+COMMON_CRAWL_TERMS = Licence(
+    "Common Crawl Terms of Use", "other", "https://commoncrawl.org/terms-of-use",
+    "Nemotron-CC is derived from Common Crawl and distributed under the Common Crawl terms of use.",
+)
+# Fallback when no catalog states a licence; keyed by the corpus part of the component name (before the '/').
+KNOWN_SOURCES: dict[str, KnownSource] = {
+    "emilia": KnownSource(
+        "Emilia", "amphion/Emilia-Dataset", "https://huggingface.co/datasets/amphion/Emilia-Dataset",
+        Licence("CC-BY-NC-4.0", "cc-by-nc-4.0", f"{CC}/by-nc/4.0/", "Non-commercial use only."),
+    ),
+    "emilia-yodas": KnownSource(
+        "Emilia-YODAS", "amphion/Emilia-Dataset", "https://huggingface.co/datasets/amphion/Emilia-Dataset",
+        Licence("CC-BY-4.0", "cc-by-4.0", f"{CC}/by/4.0/"),
+    ),
+    "yodas2": KnownSource(
+        "YODAS2", "espnet/yodas2", "https://huggingface.co/datasets/espnet/yodas2",
+        Licence("CC-BY-3.0", "cc-by-3.0", f"{CC}/by/3.0/"),
+    ),
+    "mls": KnownSource(
+        "Multilingual LibriSpeech (English)", "parler-tts/mls_eng", "https://huggingface.co/datasets/parler-tts/mls_eng",
+        Licence("CC-BY-4.0", "cc-by-4.0", f"{CC}/by/4.0/"),
+    ),
+    "nemotron-cc": KnownSource(
+        "Nemotron-CC (high quality, actual)", None,
+        "https://data.commoncrawl.org/contrib/Nemotron/Nemotron-CC/index.html", COMMON_CRAWL_TERMS,
+    ),
+}
+# Licence names a catalog may give -> Hub identifiers (anything else becomes "other" with a link).
+HUB_LICENCE_IDS = {
+    "cc-by-nc-4.0", "cc-by-4.0", "cc-by-3.0", "cc-by-sa-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-3.0", "cc-by-sa-3.0",
+    "cc0-1.0", "apache-2.0", "mit", "odc-by", "odbl",
+}
+TOKENIZER_REPO = "soda-research/marin-mimi-bpe-8cb-16k-tokenizer"
+
+
+def config_name(component: str) -> str:
+    """Hub config name of a component: ``/`` is not allowed there, so it becomes ``_``."""
+    return component.replace("/", "_")
+
+
+def check_config_names(components: Sequence[str]) -> None:
+    seen: dict[str, str] = {}
+    for c in components:
+        name = config_name(c)
+        if name in seen:
+            raise ValueError(f"components {seen[name]!r} and {c!r} map to the same Hub config name {name!r}")
+        seen[name] = c
+
+
+@dataclass
+class SourceInfo:
+    component: str
+    title: str
+    repo: str | None
+    url: str
+    licence: Licence
+    revisions: list[str] = field(default_factory=list)  # commits recorded by the shards, or the catalog's
+    revision_from: str = "records"  # "records", "catalog" or "unknown"
+
+
+def _licence_from_name(name: str, fallback: Licence | None) -> Licence:
+    if fallback is not None and fallback.name.lower() == name.lower():
+        return fallback
+    hub_id = name.lower().replace(" ", "-")
+    if hub_id in HUB_LICENCE_IDS:
+        major = hub_id.removeprefix("cc-").rsplit("-", 1)
+        url = f"{CC}/{major[0]}/{major[1]}/" if hub_id.startswith("cc-") and len(major) == 2 else ""
+        return Licence(name, hub_id, url)
+    if "common crawl" in name.lower():
+        return COMMON_CRAWL_TERMS
+    return Licence(name, "other", fallback.url if fallback else "")
+
+
+def _catalog_entry(component: str, catalog_dir: Path) -> dict | None:
+    """Licence/repo/revision for ``component`` from the catalogs, or None if no catalog names it."""
+    corpus = component.split("/")[0]
+    if not Path(catalog_dir).is_dir():
+        return None
+    for path in sorted(Path(catalog_dir).glob("*.yaml")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                cat = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(cat, dict):
+            continue
+        for sub in (cat.get("subsets") or {}).values():
+            if isinstance(sub, dict) and sub.get("component_prefix") == corpus:
+                return {**{k: cat.get(k) for k in ("repo", "revision", "homepage", "licence")},
+                        **{k: v for k, v in sub.items() if v is not None}}
+        if cat.get("component_prefix", cat.get("corpus")) == corpus:
+            return cat
+    return None
+
+
+def source_info(component: str, records: Sequence[dict], catalog_dir: Path = CATALOG_DIR) -> SourceInfo:
+    corpus = component.split("/")[0]
+    known = KNOWN_SOURCES.get(corpus)
+    entry = _catalog_entry(component, catalog_dir) or {}
+    licence = known.licence if known else Licence("unknown: see the source", "other", "")
+    if entry.get("licence"):
+        licence = _licence_from_name(str(entry["licence"]), known.licence if known else None)
+    repo = entry.get("repo") or (known.repo if known else None)
+    url = entry.get("homepage") or (known.url if known else "") or (f"https://huggingface.co/datasets/{repo}" if repo else "")
+    revisions = sorted({str(r["source"]["revision"]) for r in records
+                        if isinstance(r.get("source"), dict) and r["source"].get("revision")})
+    revision_from = "records"
+    if not revisions and entry.get("revision"):
+        revisions, revision_from = [str(entry["revision"])], "catalog"
+    elif not revisions:
+        revision_from = "unknown"
+    return SourceInfo(component, known.title if known else corpus, repo, url, licence, revisions, revision_from)
+
+
+def data_glob(component: str, bucketed: bool) -> str:
+    return f"{DATA_DIR}/{component}/*/*.parquet" if bucketed else f"{DATA_DIR}/{component}/*.parquet"
+
+
+def card_metadata(repo_id: str, sources: Sequence[SourceInfo], bucketed: dict[str, bool]) -> dict:
+    licences = sorted({s.licence.hub_id for s in sources})
+    meta: dict = {"pretty_name": repo_id.split("/")[-1]}
+    meta["license"] = licences[0] if len(licences) == 1 else licences
+    other = [s.licence for s in sources if s.licence.hub_id == "other"]
+    if other:
+        meta["license_name"] = re.sub(r"[^a-z0-9]+", "-", other[0].name.lower()).strip("-")
+        if other[0].url:
+            meta["license_link"] = other[0].url
+    langs = sorted({c.split("/")[-1] for c in (s.component for s in sources) if re.fullmatch(r"[a-z]{2,3}", c.split("/")[-1])})
+    meta["language"] = langs or ["en"]
+    meta["tags"] = ["audio", "speech", "mimi", "audio-tokens", "interleaved", "soda", "sodadata"]
+    meta["configs"] = [
+        {"config_name": config_name(s.component),
+         "data_files": [{"split": "train", "path": data_glob(s.component, bucketed.get(s.component, False))}]}
+        for s in sources
+    ]
+    return meta
+
+
+def _revision_text(s: SourceInfo) -> str:
+    if not s.revisions:
+        return "not recorded"
+    shown = ", ".join(f"`{r}`" for r in s.revisions[:3]) + (f" (+{len(s.revisions) - 3} more)" if len(s.revisions) > 3 else "")
+    return shown + (" (catalog; not recorded by the shards)" if s.revision_from == "catalog" else "")
+
+
+def render_card(repo_id: str, sources: Sequence[SourceInfo], stats: CorpusStats, bucketed: dict[str, bool],
+                revision: str | None = None, sodadata_version: str = "") -> str:
+    """README.md text: YAML front matter (configs, licences) and the Markdown body."""
+    check_config_names([s.component for s in sources])
+    meta = card_metadata(repo_id, sources, bucketed)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    by_name = stats.by_name()
+    first = config_name(sources[0].component) if sources else "CONFIG"
+    rev_arg = f', revision="{revision}"' if revision and revision != "main" else ""
+    rows = []
+    for s in sources:
+        c = by_name.get(s.component)
+        lic = f"[{s.licence.name}]({s.licence.url})" if s.licence.url else s.licence.name
+        src = f"[{s.repo or s.title}]({s.url})" if s.url else (s.repo or s.title)
+        rows.append(f"| `{config_name(s.component)}` | `{s.component}` | {src} | {_revision_text(s)} | {lic} | "
+                    + (f"{c.documents:,} | {c.rows:,} | {c.hours:,.1f} |" if c else "- | - | - |"))
+    notes = [f"- `{config_name(s.component)}` ({s.title}): {s.licence.name}. {s.licence.note}".rstrip()
+             for s in sources]
+    body = f"""
+# {repo_id.split("/")[-1]}
+
+Speech (and text) data in the SODA format: transcripts interleaved with **Mimi audio codes written as Unicode
+characters**, one string per row, ready to tokenize and train a native audio language model. Made with
+sodadata{f" {sodadata_version}" if sodadata_version else ""} from public corpora; each config is one source
+component and keeps that source's licence.
+
+## Configs, sources and licences
+
+| config | component | source | source revision | licence | documents | rows | hours |
+|---|---|---|---|---|---:|---:|---:|
+{chr(10).join(rows)}
+
+Config names are the component names with `/` replaced by `_` (the Hub does not allow `/` in config names).
+
+**Licences differ per config; there is no single licence for the repository.** Use each config under its
+source's terms and credit the source:
+
+{chr(10).join(notes)}
+
+## Loading
+
+```python
+from datasets import load_dataset
+
+ds = load_dataset("{repo_id}", "{first}", split="train"{rev_arg}, streaming=True)
+row = next(iter(ds))
+print(row["id"], row["format"], row["n_utterances"], row["audio_seconds"])
+```
+
+Each config is plain Parquet under `data/<component>/`: any Parquet reader works (polars, pyarrow, DuckDB), and
+a Levanter/Marin config with `text_key="text"` reads the `text` column unchanged.
+
+## Format
+
+**Rows.** A speech row is one *document*: the consecutive utterances of one source recording (a YODAS2 video,
+an Emilia speaker session, an MLS recording), in order. Every document appears twice, once per layout, and both
+rows are meant for training:
+
+- `<doc_id>_type1`, text first (`format = "text_first"`):
+  `<|begin_of_text|><|text_start|>T1<|text_end|><|audio_start|>A1<|audio_end|><|text_start|>T2<|text_end|>…<|end_of_text|>`
+- `<doc_id>_type2`, audio first (`format = "audio_first"`):
+  `<|begin_of_text|><|audio_start|>A1<|audio_end|><|text_start|>T1<|text_end|>…<|end_of_text|>`
+
+`T1` is the first utterance's transcript (as the source gives it, surrounding whitespace removed) and `A1` its
+audio. Pieces are joined with nothing in between. A text-only row (`format = "text"`, Nemotron-CC) is
+`<|begin_of_text|>TEXT<|end_of_text|>`.
+
+**Columns.** `id`, `split` (where the row came from, e.g. the source shard), `text`, and metadata to filter and
+count without parsing `text`: `corpus` (the component), `format`, `n_utterances`, `audio_seconds`,
+`n_audio_tokens`, `metadata` (source fields kept as a JSON string, or null).
+
+**Audio as characters.** Audio is encoded with the Mimi codec (`kyutai/mimi`, 24 kHz, 12.5 frames per second),
+keeping the first 8 of its codebooks (2048 codes each). Code `c` of codebook `i` is the character
+`chr(0xE000 + i * 2048 + c)`, written frame by frame: `f0c0 f0c1 … f0c7 f1c0 …`. That is 8 characters per
+80 ms frame, **100 characters per second**, and one token per character with the SODA tokenizer. Back to codes:
+
+```python
+import re
+import numpy as np
+
+for span in re.findall(r"<\\|audio_start\\|>(.*?)<\\|audio_end\\|>", row["text"], flags=re.S):
+    cp = np.frombuffer(span.encode("utf-32-le"), dtype=np.uint32).reshape(-1, 8)  # (frames, 8)
+    codes = (cp - 0xE000 - 2048 * np.arange(8)).T  # (8 codebooks, frames): decode with Mimi
+```
+
+**Do not normalize the text.** The characters span U+E000..U+11FFF; some of them are changed by Unicode
+normalization (NFC/NFKC), whitespace stripping or "cleaning", which silently corrupts the audio. Read and
+tokenize the strings exactly as stored.
+
+**Tokenizing.** Every row already holds its `<|begin_of_text|>` and `<|end_of_text|>` as text: tokenize
+**without adding special tokens** (`add_special_tokens=False`), or rows get a doubled BOS. The matching
+tokenizer is [`{TOKENIZER_REPO}`](https://huggingface.co/{TOKENIZER_REPO}) (Llama-3 with the four markers and
+the 16,384 audio characters added as single tokens).
+
+**Mixing.** Mixture weights such as SODA's are shares of *tokens*, not rows: a YODAS2 document is a whole video,
+an Emilia document a few utterances. The statistics below give tokens per config.
+
+## Files
+
+- `data/<component>/` — the Parquet shards (loaded by the configs{"; split into sub-folders where a component has many files" if any(bucketed.values()) else ""}).
+- `records/<component>/records.jsonl` — one JSON record per shard: source files and revision, counts read,
+  written and rejected, codec settings, timings. Not loaded by any config.
+- `rejects/<component>/rejects.parquet` — every rejected input with its reason (`id`, `reason`, `detail`,
+  `source`, `shard`). Not loaded by any config.
+- `stats/` — the statistics and plots below (`stats.json` for machines).
+
+{render_markdown(stats, image_prefix=f"{STATS_DIR}/", heading_level=2)}
+"""
+    return f"---\n{front}---\n{body}"
