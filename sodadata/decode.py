@@ -498,13 +498,18 @@ class FoundRow:
         return codec if isinstance(codec, dict) else None
 
 
-def find_rows(out_dir: Path, ids: Sequence[str], columns: Sequence[str] | None = None) -> list[FoundRow]:
-    """The rows with these ids, read with a filter on ``id`` (row-group statistics skip the rest)."""
+def find_rows(
+    where: Path | Sequence[Path], ids: Sequence[str], columns: Sequence[str] | None = None
+) -> list[FoundRow]:
+    """The rows with these ids under ``where`` (a directory, or a list of shards), in the order of ``ids``.
+
+    Read with a filter on ``id``: the ``id`` column's row-group statistics let Arrow skip what cannot match.
+    """
     import json
 
     import pyarrow.dataset as ds
 
-    files = row_files(out_dir)
+    files = row_files(where) if isinstance(where, (str, Path)) else [Path(f) for f in where]
     if not files or not ids:
         return []
     dataset = ds.dataset([str(f) for f in files], format="parquet")
@@ -598,7 +603,7 @@ def write_audio(path: Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE, fm
     if peak > 1.0:
         gain = 0.99 / peak
         x = x * gain
-        log.warning("%s: decoded audio peaks at %.2f; scaled by %.3f to avoid clipping", path.name, peak, gain)
+        log.debug("%s: decoded audio peaks at %.2f; scaled by %.3f to avoid clipping", path.name, peak, gain)
     if x.size == 0:
         x = np.zeros(1, dtype=np.float32)  # some encoders refuse empty files; one silent sample is harmless
     major, subtype, opts = AUDIO_FORMATS[fmt]
@@ -621,8 +626,11 @@ def add_codec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "tf32", "bfloat16", "float16"))
 
 
-def codec_config_from(args: argparse.Namespace, recorded: dict | None) -> CodecConfig:
-    """The decoding codec: ``--codec`` if given (warning when the data says another), else the recorded one."""
+def codec_config_from(args: Any, recorded: dict | None) -> CodecConfig:
+    """The decoding codec: ``--codec`` if given (warning when the data says another), else the recorded one.
+
+    ``args``: anything with ``codec``, ``revision``, ``device`` and ``dtype`` (parsed options, InspectOptions).
+    """
     rec_name = (recorded or {}).get("codec")
     rec_rev = (recorded or {}).get("revision")
     name, revision = args.codec, args.revision
@@ -693,7 +701,9 @@ def main(argv: list[str] | None = None) -> int:
         decoder = get_decoder(config)
         waves = decoder.decode([chars_to_codes(u.audio, config.num_codebooks) for u in utts])
         wave = np.concatenate(waves)
-        write_audio(out, wave)
+        gain = write_audio(out, wave)
+        if gain < 1.0:
+            log.warning("decoded audio peaks above full scale: written %.3f times as loud to avoid clipping", gain)
     except (RuntimeError, ValueError) as exc:
         print(f"sodadata decode: {exc}", file=sys.stderr)
         return 1
