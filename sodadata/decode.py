@@ -412,10 +412,22 @@ def _as_numpy(audio: Any) -> np.ndarray:
     return x
 
 
+def _check_rate(sample_rate: Any, extra: tuple, name: str) -> int:
+    # SODA's own helpers are called as (x, mimi_model, device): say how ours differ instead of failing obscurely
+    if extra or isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise TypeError(
+            f"{name} takes (x, sample_rate, codec=...), not SODA's (x, mimi_model, device): pass your model as "
+            f"codec=model and the sample rate as an int (got {type(sample_rate).__name__})"
+        )
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    return int(sample_rate)
+
+
 def audio_to_string(
     audio: Any,
     sample_rate: int = SAMPLE_RATE,
-    *,
+    *soda_args: Any,
     codec: Any = DEFAULT_CODEC,
     device: str = "cpu",
     dtype: str = "float32",
@@ -431,12 +443,8 @@ def audio_to_string(
     """
     from sodadata.audio import to_mono_24k
 
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
-        raise TypeError(
-            f"sample_rate must be an int (Hz), got {type(sample_rate).__name__}: sodadata's audio_to_str takes "
-            "(audio, sample_rate, codec=...), not SODA's (audio, mimi_model, device); pass your model as codec="
-        )
-    wave = to_mono_24k(_as_numpy(audio), int(sample_rate), max_seconds=None)
+    rate = _check_rate(sample_rate, soda_args, "audio_to_string")
+    wave = to_mono_24k(_as_numpy(audio), rate, max_seconds=None)
     codes = _encoder_for(codec, device, dtype).encode([wave])[0]
     span = codes_to_chars(codes)
     return AUDIO_START + span + AUDIO_END if markers else span
@@ -445,7 +453,7 @@ def audio_to_string(
 def string_to_audio(
     text: str,
     sample_rate: int = SAMPLE_RATE,
-    *,
+    *soda_args: Any,
     codec: Any = DEFAULT_CODEC,
     device: str = "cpu",
     dtype: str = "float32",
@@ -458,11 +466,12 @@ def string_to_audio(
     """
     import soxr
 
+    rate = _check_rate(sample_rate, soda_args, "string_to_audio")
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     wave = _decoder_for(codec, device, dtype).decode_string(text)
-    if sample_rate != SAMPLE_RATE and wave.size:
-        wave = soxr.resample(wave, SAMPLE_RATE, int(sample_rate), quality="HQ").astype(np.float32, copy=False)
+    if rate != SAMPLE_RATE and wave.size:
+        wave = soxr.resample(wave, SAMPLE_RATE, rate, quality="HQ").astype(np.float32, copy=False)
     return wave
 
 
