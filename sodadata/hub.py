@@ -50,7 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sodadata import __version__
@@ -250,8 +252,21 @@ def parquet_hub_problem(path: Path, max_row_group_bytes: int) -> str | None:
     return None
 
 
+def _row_bytes(batch: pa.RecordBatch) -> list[int]:
+    """Uncompressed bytes of each row: UTF-8 bytes of strings (audio characters are 3-4 bytes, not 1)."""
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for col in batch.columns:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type) \
+                or pa.types.is_large_binary(col.type):
+            sizes += pc.fill_null(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
+        else:
+            sizes += max(getattr(col.type, "bit_width", 64) // 8, 1)
+    return sizes.tolist()
+
+
 def rewrite_for_hub(src: Path, dst: Path, row_group_bytes: int = REWRITE_ROW_GROUP_BYTES) -> None:
-    """Copy a Parquet file with Hub-friendly options and row groups of about ``row_group_bytes`` (real bytes)."""
+    """Copy a Parquet file with Hub-friendly options and row groups of at most ``row_group_bytes`` (real bytes;
+    a single larger row gets a group of its own)."""
     pf = pq.ParquetFile(src)
     opts = parquet_writer_options()
     if "write_statistics" in opts:  # restrict statistics to the columns this file has
@@ -261,14 +276,24 @@ def rewrite_for_hub(src: Path, dst: Path, row_group_bytes: int = REWRITE_ROW_GRO
         with pq.ParquetWriter(tmp, pf.schema_arrow, **opts) as writer:
             pending: list[pa.RecordBatch] = []
             pending_bytes = 0
-            for batch in pf.iter_batches(batch_size=16):
-                pending.append(batch)
-                pending_bytes += batch.nbytes  # Arrow buffer bytes: UTF-8 bytes for strings, not characters
-                if pending_bytes >= row_group_bytes:
-                    writer.write_table(pa.Table.from_batches(pending), row_group_size=sum(len(b) for b in pending))
-                    pending, pending_bytes = [], 0
-            if pending:
-                writer.write_table(pa.Table.from_batches(pending), row_group_size=sum(len(b) for b in pending))
+
+            def flush() -> None:
+                nonlocal pending, pending_bytes
+                if pending:
+                    writer.write_table(pa.Table.from_batches(pending, schema=pf.schema_arrow),
+                                       row_group_size=sum(len(b) for b in pending))
+                pending, pending_bytes = [], 0
+
+            for batch in pf.iter_batches(batch_size=256):
+                start = 0
+                for i, size in enumerate(_row_bytes(batch)):
+                    if pending_bytes + size > row_group_bytes and (pending or i > start):
+                        pending.append(batch.slice(start, i - start))
+                        flush()
+                        start = i
+                    pending_bytes += size
+                pending.append(batch.slice(start))
+            flush()
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
@@ -356,7 +381,7 @@ def stage(config: PushConfig) -> Staged:
                     log.debug("%s: reusing the rewritten copy from the last run", rel)
                 else:
                     log.info("rewriting %s for the Hub: %s", rel, problem)
-                    rewrite_for_hub(src, dst)
+                    rewrite_for_hub(src, dst, min(REWRITE_ROW_GROUP_BYTES, max_rg // 2))
                 manifest[rel] = key
                 rewritten.append(rel)
             add(rel, dst, "data")
