@@ -1,0 +1,152 @@
+"""Mixture recipes: which components, where their shards are, their token weights, tokenizer, window length, seed.
+
+A recipe is a YAML file (``recipes/soda.yaml``; docs/mixture.md explains every field)::
+
+    tokenizer: soda-research/marin-mimi-bpe-8cb-16k-tokenizer   # Hub id, tokenizer.json or its directory
+    seq_len: 4096
+    seed: 0
+    root: out                   # relative component paths are taken under this (a directory or a URL)
+    components:
+      - {name: yodas2/en, path: yodas2/en, weight: 0.516390}
+      - {name: nemotron-cc/hq-actual, path: "hf://datasets/ORG/NAME/nemotron-cc/hq-actual/*.parquet", weight: 0.05}
+
+Weights are shares of **tokens** (SPEC §4); they are normalized to sum to one. A component's ``path`` is a
+directory of finished shards (``*.parquet`` with their ``.json`` record beside them, as the recipes write them), or
+a glob of Parquet files (``*`` / ``**``), local or any fsspec URL (``hf://datasets/...`` reads through
+``HfFileSystem``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from sodadata.tokenizer import PUBLISHED
+
+
+@dataclass
+class ComponentConfig:
+    name: str  # e.g. "yodas2/en"; the label reported per component
+    path: str  # directory of finished shards or a glob; relative paths are taken under MixtureConfig.root
+    weight: float  # share of tokens (normalized over the components)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a component needs a name")
+        if not self.path:
+            raise ValueError(f"component {self.name!r} needs a path")
+        self.weight = float(self.weight)
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"component {self.name!r}: weight must be a positive number, got {self.weight}")
+
+
+@dataclass
+class MixtureConfig:
+    components: list[ComponentConfig]
+    tokenizer: str = PUBLISHED  # Hub id, tokenizer.json, or the directory `sodadata tokenizer build` wrote
+    seq_len: int = 4096  # tokens per window
+    seed: int = 0  # every shuffle and the mixing order derive from it
+    block_size: int = 1000  # windows per mixing block: each component's count per block is fixed by its weight
+    lanes: int = 8  # independent sub-streams the reading work is split into (hosts, workers); see docs/mixture.md
+    text_key: str = "text"  # the column holding the row text
+    root: str | None = None  # base of relative component paths (a directory or URL); None: the working directory
+    source: str | None = field(default=None, compare=False)  # the file it was loaded from (for messages)
+
+    def __post_init__(self) -> None:
+        self.components = [c if isinstance(c, ComponentConfig) else ComponentConfig(**c) for c in self.components]
+        if not self.components:
+            raise ValueError("a mixture needs at least one component")
+        names = [c.name for c in self.components]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"component names must be unique; repeated: {dup}")
+        for name in ("seq_len", "block_size", "lanes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.seq_len < 2:
+            raise ValueError("seq_len must be at least 2")
+        empty = [c.name for c, n in zip(self.components, self.block_counts()) if n == 0]
+        if empty:
+            raise ValueError(
+                f"block_size {self.block_size} gives components {empty} no window per block; raise block_size"
+            )
+
+    @classmethod
+    def load(cls, path: str | Path, root: str | None = None) -> MixtureConfig:
+        """Read a recipe; ``root`` overrides the recipe's own (e.g. where this machine keeps the shards)."""
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a mixture recipe is a YAML mapping")
+        config = cls.from_dict(data, source=str(path))
+        if root is not None:
+            config.root = str(root)
+        return config
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | None = None) -> MixtureConfig:
+        known = {f.name for f in fields(cls)} - {"source"}
+        unknown = sorted(set(data) - known)
+        where = f"{source}: " if source else ""
+        if unknown:
+            raise ValueError(f"{where}unknown recipe keys {unknown}; known: {sorted(known)}")
+        try:
+            comps = [ComponentConfig(**c) for c in data.get("components") or []]
+        except TypeError as exc:
+            raise ValueError(f"{where}each component needs exactly name, path and weight ({exc})") from None
+        return cls(**{**data, "components": comps}, source=source)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.components]
+
+    def weights(self) -> list[float]:
+        """Normalized token shares, in component order."""
+        total = sum(c.weight for c in self.components)
+        return [c.weight / total for c in self.components]
+
+    def block_counts(self) -> list[int]:
+        """Windows per component in every block: largest remainder of ``weight * block_size`` (ties: order)."""
+        quotas = np.asarray(self.weights()) * self.block_size
+        counts = np.floor(quotas).astype(np.int64)
+        short = self.block_size - int(counts.sum())
+        by_remainder = sorted(range(len(counts)), key=lambda i: (-(quotas[i] - counts[i]), i))
+        for i in by_remainder[:short]:
+            counts[i] += 1
+        return counts.tolist()
+
+    def component_location(self, component: ComponentConfig) -> str:
+        """The component's path with ``root`` applied (URLs and absolute paths are kept as they are)."""
+        path = component.path
+        if "://" in path or Path(path).is_absolute() or not self.root:
+            return path
+        return self.root.rstrip("/") + "/" + path
+
+    def data_files(self) -> dict[str, list[str]]:
+        """Every component's shard files (URLs for remote ones): ``datasets.load_dataset("parquet", data_files=...)``
+        reads them as they are, e.g. with ``streaming=True``."""
+        from sodadata.streaming import list_shards
+
+        return {c.name: list_shards(self.component_location(c)).urls() for c in self.components}
+
+    def fingerprint(self) -> str:
+        """What a stream's order depends on (not where the files are): a resumed stream must match it."""
+        key = {k: v for k, v in self.to_dict().items() if k not in ("root", "tokenizer")}
+        for c in key["components"]:
+            c.pop("path")
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

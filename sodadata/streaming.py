@@ -1,0 +1,242 @@
+"""Shard reading for the mixture stream: listing, per-epoch shuffles, one row group at a time, resumable.
+
+One :class:`ComponentReader` is the endless token stream of one component inside one *lane* (see packing.py).
+Epoch ``e`` of a component is a permutation ``perm_e`` of its ``n`` shards drawn from ``(seed, component, e)``.
+Lane ``l`` of ``L`` reads, in its epoch ``e``, the shards ``perm_e[l], perm_e[l+L], …``; when there are fewer
+shards than lanes, the lanes ``l ≡ k (mod n)`` share shard ``perm_e[k]`` and take every ``m``-th of its rows. Either
+way every row of every epoch is read by exactly one lane (no overlap, no loss) and lanes never coordinate. A lane
+that has read its share starts its next epoch, with a fresh shuffle.
+
+Inside a shard the row groups are visited in a shuffled order and the rows of each row group in a shuffled order
+(both drawn from the seed, the epoch and the shard), so the two rows of a document and neighbouring documents are
+spread apart; a row group (at most 64 MiB of text, shards.py) is the shuffle window and the most a reader holds in
+memory.
+
+A reader's position is five integers (epoch, shard, row group, row, token offset), so a restore re-reads one row
+group and re-tokenizes from one row: no replay from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from sodadata.tokenizer import RowEncoder
+
+log = logging.getLogger(__name__)
+
+ENCODE_CHUNK_BYTES = 8 * 1024 * 1024  # text handed to the tokenizer per call: large enough to batch, bounded memory
+ENCODE_CHUNK_ROWS = 256
+_GLOB_CHARS = "*?["
+
+
+@dataclass(frozen=True)
+class ShardList:
+    """A component's shard files, sorted, on one fsspec filesystem."""
+
+    fs: fsspec.AbstractFileSystem
+    paths: tuple[str, ...]
+    location: str
+
+    def urls(self) -> list[str]:
+        if isinstance(self.fs, LocalFileSystem):
+            return list(self.paths)
+        return [self.fs.unstrip_protocol(p) for p in self.paths]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(p.rsplit("/", 1)[-1] for p in self.paths).encode()).hexdigest()[:16]
+
+    def open(self, index: int) -> pq.ParquetFile:
+        path = self.paths[index]
+        if isinstance(self.fs, LocalFileSystem):
+            return pq.ParquetFile(path)  # Arrow's own reader: no Python file object in the way
+        return pq.ParquetFile(self.fs.open(path, "rb"))
+
+
+def list_shards(location: str) -> ShardList:
+    """The Parquet shards at ``location``: a directory of finished shards, or a glob.
+
+    A directory holds finished shards as the recipes write them: ``<stem>.parquet`` directly inside, finished only
+    once ``<stem>.json`` (its record) is beside it. A glob (``*``, ``**``) takes every ``.parquet`` it matches,
+    record or not (published copies may not carry records), except files under ``rejects/`` and hidden ones.
+    """
+    fs, path = fsspec.core.url_to_fs(location)
+    if any(ch in path for ch in _GLOB_CHARS):
+        found = [p for p in fs.glob(path) if p.endswith(".parquet")]
+    else:
+        try:
+            entries = fs.ls(path, detail=False)
+        except FileNotFoundError:
+            entries = []
+        names = {e.rstrip("/").rsplit("/", 1)[-1] for e in entries}
+        found = [e for e in entries if e.endswith(".parquet") and e[: -len(".parquet")].rsplit("/", 1)[-1] + ".json"
+                 in names]
+    found = sorted(p for p in found if "rejects" not in p.split("/") and not p.rsplit("/", 1)[-1].startswith("."))
+    if not found:
+        raise FileNotFoundError(f"no finished Parquet shards at {location}")
+    return ShardList(fs=fs, paths=tuple(found), location=location)
+
+
+def stable_id(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def permutation(n: int, *key: int) -> np.ndarray:
+    """A permutation of ``range(n)`` that depends only on ``key`` (seeded, same on every host and Python)."""
+    return np.random.default_rng([*key]).permutation(n)
+
+
+@dataclass
+class ReaderPosition:
+    epoch: int = 0
+    shard: int = 0  # position in this lane's list of shards for the epoch
+    row_group: int = 0  # position in the shard's shuffled row-group order
+    row: int = 0  # position in this lane's share of the row group's shuffled rows
+    offset: int = 0  # tokens of that row already consumed
+
+
+@dataclass(frozen=True)
+class LaneShare:
+    shard: int  # index into ShardList.paths
+    part: int  # this lane takes rows part, part + parts, ... of every row group (parts > 1: fewer shards than lanes)
+    parts: int
+
+
+def lane_shares(n_shards: int, lanes: int, lane: int, order: np.ndarray) -> list[LaneShare]:
+    """What lane ``lane`` reads of one epoch whose shard order is ``order`` (module doc)."""
+    if n_shards >= lanes:
+        return [LaneShare(int(order[k]), 0, 1) for k in range(lane, n_shards, lanes)]
+    k = lane % n_shards
+    return [LaneShare(int(order[k]), lane // n_shards, len(range(k, lanes, n_shards)))]
+
+
+class ComponentReader:
+    """One lane's endless token stream of one component (module doc); yields pieces of rows."""
+
+    def __init__(self, name: str, shards: ShardList, encoder: RowEncoder, seed: int, lane: int, lanes: int,
+                 text_key: str = "text", position: dict | None = None) -> None:
+        self.name = name
+        self.shards = shards
+        self.encoder = encoder
+        self.lane = lane
+        self.lanes = lanes
+        self.text_key = text_key
+        self._key = (int(seed), stable_id(name))
+        if position is None:
+            self.position = ReaderPosition()
+        else:
+            if position.get("shards") != shards.fingerprint():
+                raise ValueError(f"the shards of {name} changed since this state was saved; cannot resume exactly")
+            self.position = ReaderPosition(**{k: position[k] for k in ("epoch", "shard", "row_group", "row", "offset")})
+        self._shares_epoch = -1
+        self._shares: list[LaneShare] = []
+        self._file: pq.ParquetFile | None = None
+        self._file_at: tuple[int, int] = (-1, -1)  # (epoch, shard position) of the open file
+        self._group_order: np.ndarray | None = None
+        self._texts: pa.Array | None = None  # the current row group's text column
+        self._row_order: np.ndarray | None = None  # this lane's rows of it, in reading order
+        self._encoded: dict[int, np.ndarray] = {}  # row position -> token ids, for the current chunk
+
+    @property
+    def epoch(self) -> int:
+        return self.position.epoch
+
+    def state(self) -> dict:
+        return {**asdict(self.position), "shards": self.shards.fingerprint()}
+
+    def _epoch_shares(self, epoch: int) -> list[LaneShare]:
+        if epoch != self._shares_epoch:
+            n = len(self.shards.paths)
+            self._shares = lane_shares(n, self.lanes, self.lane, permutation(n, *self._key, epoch))
+            self._shares_epoch = epoch
+        return self._shares
+
+    def _load_group(self) -> bool:
+        """Make the row group at the current position readable; False if the current shard is exhausted."""
+        pos = self.position
+        shares = self._epoch_shares(pos.epoch)
+        if pos.shard >= len(shares):
+            return False
+        share = shares[pos.shard]
+        if self._file_at != (pos.epoch, pos.shard):
+            self._file = self.shards.open(share.shard)
+            self._file_at = (pos.epoch, pos.shard)
+            self._group_order = permutation(self._file.num_row_groups, *self._key, pos.epoch, share.shard)
+            self._texts = None
+        if pos.row_group >= len(self._group_order):
+            return False
+        if self._texts is None:
+            group = int(self._group_order[pos.row_group])
+            table = self._file.read_row_group(group, columns=[self.text_key])
+            self._texts = table.column(self.text_key).combine_chunks()
+            order = permutation(len(self._texts), *self._key, pos.epoch, share.shard, group)
+            self._row_order = order[share.part::share.parts]
+            self._encoded = {}
+        return True
+
+    def _advance_group(self) -> None:
+        self.position.row_group += 1
+        self.position.row = 0
+        self.position.offset = 0
+        self._texts = None
+
+    def _advance_shard(self) -> None:
+        pos = self.position
+        if pos.shard + 1 < len(self._epoch_shares(pos.epoch)):
+            self.position = ReaderPosition(epoch=pos.epoch, shard=pos.shard + 1)
+        else:
+            self.position = ReaderPosition(epoch=pos.epoch + 1)
+        self._texts = None
+
+    def _row_tokens(self) -> np.ndarray:
+        """Token ids of the row at the current position (encoding the next chunk of rows when needed)."""
+        pos = self.position
+        if pos.row not in self._encoded:
+            rows = self._row_order[pos.row:pos.row + ENCODE_CHUNK_ROWS]
+            sizes = pc.binary_length(self._texts.take(pa.array(rows))).to_numpy(zero_copy_only=False)
+            n = max(1, int(np.searchsorted(np.cumsum(sizes), ENCODE_CHUNK_BYTES, side="right")))
+            texts = self._texts.take(pa.array(rows[:n])).to_pylist()
+            self._encoded = dict(zip(range(pos.row, pos.row + n), self.encoder.encode_batch(texts)))
+        return self._encoded[pos.row]
+
+    def pieces(self, n_tokens: int) -> Iterator[np.ndarray]:
+        """The next ``n_tokens`` tokens as consecutive pieces, one per row they come from."""
+        empty_epochs, last_epoch = 0, self.position.epoch
+        while n_tokens > 0:
+            if self.position.epoch != last_epoch:
+                empty_epochs, last_epoch = empty_epochs + 1, self.position.epoch
+                # A lane's share can be empty by chance in an epoch (it drew an empty or one-row shard); this many
+                # in a row means it never gets any rows (e.g. one row shared by several lanes).
+                if empty_epochs > max(100, 10 * len(self.shards.paths)):
+                    raise RuntimeError(f"component {self.name} gives lane {self.lane} no tokens "
+                                       f"({self.shards.location})")
+            if not self._load_group():
+                self._advance_shard()
+                continue
+            if self.position.row >= len(self._row_order):
+                self._advance_group()
+                continue
+            ids = self._row_tokens()
+            take = min(n_tokens, len(ids) - self.position.offset)
+            if take <= 0:  # an empty row
+                self.position.row += 1
+                self.position.offset = 0
+                continue
+            empty_epochs = 0
+            yield ids[self.position.offset:self.position.offset + take]
+            n_tokens -= take
+            self.position.offset += take
+            if self.position.offset == len(ids):
+                self._encoded.pop(self.position.row, None)
+                self.position.row += 1
+                self.position.offset = 0
