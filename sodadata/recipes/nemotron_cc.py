@@ -200,7 +200,8 @@ class NemotronCCRecipe(Recipe):
                 # A stream cut exactly between two frames decompresses cleanly: only its length tells.
                 expected = _expected_size(fileobj, src)
                 if expected is not None and counted.bytes_read != expected:
-                    raise ShardError(f"read {counted.bytes_read} compressed bytes, expected {expected}: cut short")
+                    why = "cut short" if counted.bytes_read < expected else "the file changed since it was listed"
+                    raise ShardError(f"read {counted.bytes_read} compressed bytes, expected {expected}: {why}")
         except ShardError as exc:
             raise ShardError(f"{src.url}: {exc}") from exc
         except (zstandard.ZstdError, OSError, EOFError, http.client.HTTPException) as exc:
@@ -353,7 +354,7 @@ def split_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes 
                 long_size += end - start
             elif len(buf) + end - start > max_line_bytes:
                 long_size = len(buf) + end - start
-                head = (bytes(buf[:_HEAD_BYTES]) + chunk[start : start + _HEAD_BYTES])[:_HEAD_BYTES]
+                head = (bytes(buf[:_HEAD_BYTES]) + chunk[start : min(end, start + _HEAD_BYTES)])[:_HEAD_BYTES]
                 buf = bytearray()
             elif nl >= 0 and not buf:
                 yield chunk[start:end]  # the common case: a whole line inside one chunk, one copy
