@@ -40,14 +40,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from sodadata.codes import AUDIO_BASE, CHARS_PER_SECOND, CODEBOOK_SIZE, NUM_CODEBOOKS
+from sodadata.codes import CHARS_PER_SECOND, CODEBOOK_SIZE, NUM_CODEBOOKS
 from sodadata.document import (
     AUDIO_END,
     AUDIO_FIRST,
     AUDIO_START,
     BOS,
     EOS,
-    MARKERS,
     TEXT_END,
     TEXT_FIRST,
     TEXT_ONLY,
@@ -201,10 +200,12 @@ class CorpusStats:
 
 
 def fingerprint(records: Sequence[tuple[str, Path, dict]], tokenizer: Path | None, utterance_shards: int | None) -> str:
-    """Hash of the finished shards (path, finish time, rows) and of the options that change the numbers."""
+    """Hash of the finished shards (name, record, file size and time) and of the options that change the numbers."""
     h = hashlib.sha256()
     for component, path, rec in sorted(records, key=lambda r: (r[0], str(r[1]))):
-        h.update(f"{component}\0{Path(path).name}\0{rec.get('finished_at')}\0{rec.get('rows')}\n".encode())
+        st = Path(path).with_suffix(".parquet").stat()  # a rewritten shard changes these even with an equal record
+        h.update(f"{component}\0{Path(path).name}\0{rec.get('finished_at')}\0{rec.get('rows')}\0"
+                 f"{st.st_size}\0{st.st_mtime_ns}\n".encode())
     h.update(f"tokenizer={tokenizer is not None}\0utterance_shards={utterance_shards}".encode())
     return h.hexdigest()[:16]
 
@@ -259,33 +260,27 @@ def load_tokenizer(path: Path):
 
 
 class _TokenCounter:
-    """Counts text, audio and marker tokens of rows with the extended tokenizer (no special tokens added)."""
+    """Counts text, audio and marker tokens of rows with the extended tokenizer, encoded exactly as training
+    encodes them (``sodadata.tokenizer.RowEncoder``: no special tokens added, audio runs mapped directly)."""
 
     def __init__(self, tokenizer) -> None:
-        self.tok = tokenizer
-        n_audio = NUM_CODEBOOKS * CODEBOOK_SIZE
-        audio_ids = [tokenizer.token_to_id(chr(AUDIO_BASE + i)) for i in range(n_audio)]
-        if any(i is None for i in audio_ids):
-            missing = sum(i is None for i in audio_ids)
-            raise StatsError(f"the tokenizer lacks {missing} of the {n_audio} audio tokens: build it with "
-                             "`sodadata tokenizer build` (SPEC §3)")
-        marker_ids = [tokenizer.token_to_id(m) for m in MARKERS]
-        if any(i is None for i in marker_ids):
-            raise StatsError("the tokenizer lacks the marker tokens (SPEC §3): build it with `sodadata tokenizer build`")
-        size = max(tokenizer.get_vocab_size(with_added_tokens=True), *audio_ids, *marker_ids) + 1
-        self.is_audio = np.zeros(size, dtype=bool)
-        self.is_audio[audio_ids] = True
-        self.is_marker = np.zeros(size, dtype=bool)
-        self.is_marker[marker_ids] = True
+        from sodadata.tokenizer import RowEncoder
+
+        try:
+            self.encoder = RowEncoder(tokenizer)
+        except ValueError as exc:  # no markers, no audio tokens, or audio ids out of order
+            raise StatsError(f"unusable tokenizer ({exc}); build it with `sodadata tokenizer build` (SPEC §3)") from exc
+        layout = self.encoder.layout
+        self.audio_lo, self.audio_hi = layout.audio_base, layout.audio_base + NUM_CODEBOOKS * CODEBOOK_SIZE
+        self.marker_ids = np.asarray([layout.bos_id, layout.eos_id, *layout.marker_ids.values()], dtype=np.int64)
 
     def count(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per row: (text tokens, audio tokens, marker tokens)."""
         n = len(texts)
         text, audio, marker = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
-        for i, enc in enumerate(self.tok.encode_batch(texts, add_special_tokens=False)):
-            ids = np.asarray(enc.ids, dtype=np.int64)
-            audio[i] = int(self.is_audio[ids].sum())
-            marker[i] = int(self.is_marker[ids].sum())
+        for i, ids in enumerate(self.encoder.encode_batch(texts)):
+            audio[i] = int(((ids >= self.audio_lo) & (ids < self.audio_hi)).sum())
+            marker[i] = int(np.isin(ids, self.marker_ids).sum())
             text[i] = ids.size - audio[i] - marker[i]
         return text, audio, marker
 
@@ -399,8 +394,8 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
                 for text in pc.filter(batch.column("text"), mask).to_pylist():
                     utterance_chars.extend(audio_span_lengths(text))
     if tok_audio_mismatch:
-        warnings.append(f"{tok_audio_mismatch} rows where the tokenizer's audio-token count differs from "
-                        "n_audio_tokens: the tokenizer does not map each audio character to one token (SPEC §3)")
+        warnings.append(f"{tok_audio_mismatch} rows whose n_audio_tokens differs from the audio tokens of their "
+                        "text: the metadata column is wrong (run `sodadata validate`)")
     if counter is None:
         text_tokens = round(text_chars / CHARS_PER_TEXT_TOKEN)
 

@@ -449,3 +449,30 @@ def test_library_method_uses_the_libraries_folder_upload(out, api_cls, method):
     assert hub.push(cfg, api=fake, sleep=sleeps.append) == 0
     assert fake.calls.count(method) == 2 and sleeps == [1.0]  # retried once after the 504
     assert set(fake.files) - {".gitattributes"} == staged_paths(cfg.stage)
+
+
+def test_main_reports_a_refused_token_in_one_line(out, monkeypatch, caplog):
+    out, _ = out
+    import huggingface_hub
+
+    fake = FakeHub(fail={"create_repo": [http_error(403)]})
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: fake)
+    assert hub.main([str(out), "--repo", REPO, "--utterance-shards", "0"]) == 1
+    assert fake.calls == ["create_repo"]  # a 403 is not retried
+    assert "HTTP 403" in caplog.text and "token that can write" in caplog.text
+
+
+def test_stats_are_reused_only_for_the_same_shards(out):
+    out, _ = out
+    from sodadata.stats import read_report
+
+    cached = read_report(out / "_stats")
+    staged = hub.stage(config(out))
+    assert staged.stats.fingerprint == cached.fingerprint  # computed once by `sodadata stats`, reused here
+    make_output_dir(out, components=SODA_LIKE[2:3], seed=99)  # the emilia shards are rewritten: new content
+    restaged = hub.stage(config(out))
+    assert restaged.stats.fingerprint != cached.fingerprint
+    emilia = restaged.stats.by_name()["emilia/en"]
+    rows = sum(pq.read_metadata(p).num_rows for p in (out / "emilia" / "en").glob("*.parquet"))
+    assert emilia.rows == rows
+    assert json.loads((restaged.root / "stats" / "stats.json").read_text())["fingerprint"] == restaged.stats.fingerprint

@@ -169,6 +169,27 @@ def test_exact_text_tokens_with_tokenizer(corpus, tmp_path, capsys):
     assert "~" not in table.split("\n\n")[0] and "Text tokens are exact" in table
 
 
+def test_exact_tokens_with_a_built_sodadata_tokenizer(corpus, tmp_path):
+    """The tokenizer `sodadata tokenizer build` writes (small BPE base): counts equal plain `encode` of every row."""
+    from synthetic import WORDS
+
+    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+
+    out, _, counts = corpus
+    tok = build_tokenizer(train_small_base([" ".join(WORDS)] * 50, vocab_size=300))
+    save_tokenizer(tok, tmp_path / "tok")
+    result = st.compute_stats(st.StatsConfig(out=out, tokenizer=tmp_path / "tok", utterance_shards=0))
+    for c in result.components:
+        total = markers = 0
+        for path in sorted((out / c.component).glob("*.parquet")):
+            for text in pq.read_table(path, columns=["text"]).column("text").to_pylist():
+                total += len(tok.encode(text, add_special_tokens=False).ids)
+                markers += sum(text.count(m) for m in MARKERS)
+        assert c.text_tokens_exact and c.marker_tokens == markers
+        assert c.total_tokens == total
+        assert c.text_tokens == total - counts[c.component]["audio_chars"] - markers
+
+
 def test_tokenizer_without_audio_tokens_is_refused(corpus, tmp_path):
     from tokenizers import Tokenizer, models
 
