@@ -1,0 +1,698 @@
+"""``sodadata validate OUT_DIR``: check every shard of an output directory against the contract (SPEC.md §1–§2).
+
+For every ``<out>/<component>/<stem>.parquet`` and its record ``<stem>.json`` and reject list
+``rejects/<stem>.parquet``, the checks are:
+
+=============  ==========================================================================================
+files          every shard has its record and reject list (and the reverse); no partial or temporary file
+               under a visible name
+schema         the row columns and types of ``sodadata.shards.ROW_SCHEMA``; no nulls where none are allowed
+record         the JSON record parses, names its component/shard, ``read == written + rejected``,
+               ``rejected`` equals the sum by reason, source URLs carry no credentials
+counts         the record's ``rows``, ``documents``, ``written``, ``audio_tokens``, ``audio_seconds`` and
+               ``text_chars`` equal what the shard holds
+rejects        the reject list has REJECT_SCHEMA, one row per reject, and the same counts by reason
+ids            ids are non-empty and unique in the whole directory; speech ids end in ``_type1`` (text-first)
+               or ``_type2`` (audio-first)
+columns        ``corpus``/``split`` match the record, ``format`` is known, ``n_utterances``,
+               ``n_audio_tokens`` and ``audio_seconds`` equal what the text holds, ``metadata`` is JSON
+structure      BOS first and EOS last, each exactly once; markers balanced and in the order of the row's
+               format; nothing between pieces
+audio_span     every audio span well-formed: non-empty, a multiple of 8 characters, character k in
+               codebook k mod 8's range (SPEC.md §1)
+transcript     every transcript non-empty, stripped, free of audio-range characters
+pairs          every speech document has both rows, and they hold identical (text, audio) pairs
+=============  ==========================================================================================
+
+Each violation is one line ``FILE:row N (id X) offset K: what`` (rows count from 0, offsets are character
+offsets into ``text``); then a table of violations per check. Exit status 1 on any violation, 0 when clean.
+
+Streaming: shards are read a batch of rows at a time (``--batch-mb``, sized from each row group's bytes per
+row), so memory is bounded by a few rows, not a shard (a Yodas row is a whole video, MBs). Id uniqueness across the directory keeps an 8-byte
+hash per row; rows whose hashes meet are read again to confirm and name them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, CHARS_PER_SECOND, CODEBOOK_SIZE, NUM_CODEBOOKS
+from sodadata.document import (
+    AUDIO_END,
+    AUDIO_FIRST,
+    AUDIO_START,
+    BOS,
+    EOS,
+    MARKERS,
+    ROW_SUFFIX,
+    TEXT_END,
+    TEXT_FIRST,
+    TEXT_ONLY,
+    TEXT_START,
+)
+from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ROW_SCHEMA
+
+log = logging.getLogger(__name__)
+
+CHECKS: dict[str, str] = {
+    "files": "shards, records and reject lists present; no partial files",
+    "schema": "row columns and types",
+    "record": "JSON record well-formed and balanced",
+    "counts": "record counts equal the shard's",
+    "rejects": "reject list present, one row per reject",
+    "ids": "ids unique, suffix matches format",
+    "columns": "corpus/split/format/n_* columns equal the text",
+    "structure": "BOS/EOS once, markers balanced and ordered",
+    "audio_span": "audio spans well-formed",
+    "transcript": "transcripts non-empty, stripped, no audio characters",
+    "pairs": "both formats of a document, same (text, audio) pairs",
+}
+DEFAULT_MAX_ERRORS = 100
+DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_ROWS = 4096
+# A row's audio_seconds comes from the decoded samples, its tokens from ceil(samples / 1920) frames: the tokens
+# cover the audio and overshoot it by less than one 80 ms frame per utterance.
+FRAME_SECONDS = NUM_CODEBOOKS / CHARS_PER_SECOND
+SECONDS_SLACK = 1e-6
+RECORD_SECONDS_TOLERANCE = 1e-3  # records round audio_seconds to 4 decimals
+_MARKER_RE = re.compile("|".join(re.escape(m) for m in MARKERS))
+_AUDIO_CHAR_RE = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")
+_CYCLE = {
+    TEXT_FIRST: (TEXT_START, TEXT_END, AUDIO_START, AUDIO_END),
+    AUDIO_FIRST: (AUDIO_START, AUDIO_END, TEXT_START, TEXT_END),
+}
+_SUFFIX_FORMAT = {suffix: fmt for fmt, suffix in ROW_SUFFIX.items()}
+# Query parameters that carry credentials in signed or token-authenticated URLs.
+_SECRET_PARAMS = re.compile(r"(token|signature|sig|secret|password|key|credential|auth)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault found inside a row's text: which check, where (character offset), what."""
+
+    check: str
+    offset: int
+    what: str
+
+
+@dataclass
+class Violation:
+    check: str
+    file: str
+    what: str
+    row: int | None = None
+    id: str | None = None
+    offset: int | None = None
+
+    def line(self) -> str:
+        where = self.file
+        if self.row is not None:
+            where += f":row {self.row}"
+            if self.id is not None:
+                where += f" (id {self.id})"
+        if self.offset is not None:
+            where += f" offset {self.offset}"
+        return f"{where}: {self.what}"
+
+
+class _TooManyErrors(Exception):
+    pass
+
+
+# --- one row's text -----------------------------------------------------------------------------------------
+
+
+def audio_span_problem(span: str) -> tuple[int, str] | None:
+    """``(index, what)`` of the first fault of an audio span (SPEC.md §1), or ``None`` if it is well-formed."""
+    if not span:
+        return 0, "empty audio span"
+    points = np.frombuffer(span.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    rel = points - (AUDIO_BASE + CODEBOOK_SIZE * (np.arange(points.size) % NUM_CODEBOOKS))
+    bad = np.flatnonzero((rel < 0) | (rel >= CODEBOOK_SIZE))
+    if bad.size:
+        k = int(bad[0])
+        book = k % NUM_CODEBOOKS
+        lo = AUDIO_BASE + book * CODEBOOK_SIZE
+        return k, (f"audio character {k} of its span is U+{int(points[k]):04X}, outside codebook {book}'s range "
+                   f"U+{lo:04X}..U+{lo + CODEBOOK_SIZE - 1:04X}")
+    if points.size % NUM_CODEBOOKS:
+        return points.size, f"audio span of {points.size} characters is not a multiple of {NUM_CODEBOOKS}"
+    return None
+
+
+def _transcript_problem(text: str) -> tuple[int, str] | None:
+    if not text:
+        return 0, "empty transcript"
+    m = _AUDIO_CHAR_RE.search(text)
+    if m:
+        return m.start(), f"audio-range character U+{ord(m.group()):04X} in a transcript"
+    if text != text.strip():
+        return 0, "transcript has surrounding whitespace (the pipeline strips it)"
+    return None
+
+
+def parse_row(text: str, fmt: str) -> tuple[list[tuple[str, str]], list[Problem]]:
+    """The (transcript, audio) pairs of a row in format ``fmt`` and every fault found in it.
+
+    Parsing stops at the first structural fault (markers out of order), since what follows cannot be read.
+    A ``text`` row has no pairs; its body must hold no marker and no audio character.
+    """
+    problems: list[Problem] = []
+    if not text.startswith(BOS):
+        problems.append(Problem("structure", 0, f"row does not start with {BOS}"))
+    if not text.endswith(EOS):
+        problems.append(Problem("structure", len(text), f"row does not end with {EOS}"))
+    markers = [(m.start(), m.group()) for m in _MARKER_RE.finditer(text)]
+    for pos, name in markers:
+        if name == BOS and pos != 0:
+            problems.append(Problem("structure", pos, f"{BOS} inside the row (it must appear once, first)"))
+        if name == EOS and pos != len(text) - len(EOS):
+            problems.append(Problem("structure", pos, f"{EOS} inside the row (it must appear once, last)"))
+    inner = [(p, n) for p, n in markers if n not in (BOS, EOS)]
+    body_start = len(BOS) if text.startswith(BOS) else 0
+    body_end = len(text) - len(EOS) if text.endswith(EOS) else len(text)
+    if fmt == TEXT_ONLY:
+        for pos, name in inner:
+            problems.append(Problem("structure", pos, f"marker {name} in a text row"))
+        m = _AUDIO_CHAR_RE.search(text, body_start, body_end)
+        if m:
+            problems.append(Problem("transcript", m.start(), f"audio-range character U+{ord(m.group()):04X} in a text row"))
+        if body_end <= body_start or not text[body_start:body_end].strip():
+            problems.append(Problem("transcript", body_start, "empty text row"))
+        return [], problems
+    cycle = _CYCLE.get(fmt)
+    if cycle is None:
+        return [], problems  # the format column itself is reported by the caller
+    if not inner:
+        problems.append(Problem("structure", body_start, "speech row holds no utterance"))
+        return [], problems
+    pairs: list[tuple[str, str]] = []
+    prev_end = body_start
+    pending: dict[str, str] = {}
+    for i, (pos, name) in enumerate(inner):
+        expected = cycle[i % 4]
+        if name != expected:
+            problems.append(Problem("structure", pos, f"expected {expected}, found {name} ({fmt} order is "
+                                                      f"{''.join(cycle)} per utterance)"))
+            return pairs, problems
+        content = text[prev_end:pos]
+        if i % 2 == 0:  # an opening marker: nothing may stand between pieces
+            if content:
+                problems.append(Problem("structure", prev_end, f"{len(content)} characters between pieces, "
+                                                              f"before {name} (pieces are joined with nothing)"))
+        elif name == TEXT_END:
+            pending["text"] = content
+            bad = _transcript_problem(content)
+            if bad:
+                problems.append(Problem("transcript", prev_end + bad[0], bad[1]))
+        else:  # AUDIO_END
+            pending["audio"] = content
+            bad = audio_span_problem(content)
+            if bad:
+                problems.append(Problem("audio_span", prev_end + bad[0], bad[1]))
+        if i % 4 == 3:
+            pairs.append((pending.pop("text"), pending.pop("audio")))
+        prev_end = pos + len(name)
+    if len(inner) % 4:
+        opened = inner[len(inner) - len(inner) % 4]
+        problems.append(Problem("structure", opened[0], f"utterance opened by {opened[1]} is never completed"))
+    elif text[prev_end:body_end]:
+        problems.append(Problem("structure", prev_end, f"{body_end - prev_end} characters between the last piece "
+                                                       f"and {EOS}"))
+    return pairs, problems
+
+
+# --- the directory ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ShardTotals:
+    rows: int = 0
+    documents: int = 0
+    utterances: int = 0
+    audio_tokens: int = 0
+    audio_seconds: float = 0.0
+    text_chars: int = 0
+    speech_rows: int = 0
+
+
+@dataclass
+class Report:
+    counts: Counter = field(default_factory=Counter)
+    shown: int = 0
+    components: set = field(default_factory=set)
+    shards: int = 0
+    rows: int = 0
+    bytes: int = 0
+    stale_temp_files: int = 0
+    stopped: bool = False
+
+    @property
+    def violations(self) -> int:
+        return sum(self.counts.values())
+
+
+def url_credentials(url: str) -> str | None:
+    """What in ``url`` would carry a secret (user info, a token-like query parameter), or ``None``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.username or parts.password:
+        return "user info (user:password@)"
+    for key, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_PARAMS.search(key):
+            return f"query parameter {key!r}"
+    return None
+
+
+class Validator:
+    """Walks an output directory and reports each violation as it finds it."""
+
+    def __init__(self, out: Path, max_errors: int = DEFAULT_MAX_ERRORS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 stream=None) -> None:
+        self.out = Path(out)
+        self.max_errors = max_errors
+        self.batch_bytes = batch_bytes
+        self.stream = stream if stream is not None else sys.stdout
+        self.report = Report()
+        self._id_hashes: list[np.ndarray] = []
+        self._id_shards: list[np.ndarray] = []
+        self._shard_files: list[Path] = []
+
+    # reporting
+    def add(self, v: Violation) -> None:
+        self.report.counts[v.check] += 1
+        if self.max_errors and self.report.shown >= self.max_errors:
+            self.report.stopped = True
+            raise _TooManyErrors
+        self.report.shown += 1
+        print(v.line(), file=self.stream)
+
+    def _rel(self, path: Path) -> str:
+        return str(path)
+
+    # walking
+    def run(self) -> Report:
+        try:
+            shard_dirs = self._walk()
+            for directory, stems in shard_dirs:
+                for stem in stems:
+                    self._shard(directory, stem)
+            self._check_global_ids()
+        except _TooManyErrors:
+            pass
+        return self.report
+
+    def _walk(self) -> list[tuple[Path, list[str]]]:
+        """Directories holding shards, with the stems of their complete shards; file-level faults reported."""
+        found = []
+        for directory in sorted(self._dirs(self.out)):
+            files = sorted(p for p in directory.iterdir() if p.is_file())
+            if directory.name == "rejects":
+                continue
+            visible = [p for p in files if not p.name.startswith(".")]
+            parquets = {p.stem for p in visible if p.suffix == ".parquet"}
+            records = {p.stem for p in visible if p.suffix == ".json"}
+            if not parquets and not records:
+                continue
+            self.report.stale_temp_files += sum(1 for p in files if p.name.startswith(".") and ".tmp-" in p.name)
+            rejects_dir = directory / "rejects"
+            for p in visible:
+                if p.suffix not in (".parquet", ".json"):
+                    self.add(Violation("files", self._rel(p), "unexpected file in a shard folder (a partial or "
+                                       "temporary file under a visible name?)"))
+            for stem in sorted(parquets - records):
+                self.add(Violation("files", self._rel(directory / f"{stem}.parquet"),
+                                   "shard has no record: it is unfinished (interrupted or failed run); rerun the "
+                                   "recipe"))
+            for stem in sorted(records - parquets):
+                self.add(Violation("files", self._rel(directory / f"{stem}.json"), "record without its shard"))
+            if rejects_dir.is_dir():
+                for p in sorted(rejects_dir.iterdir()):
+                    if p.name.startswith("."):
+                        self.report.stale_temp_files += ".tmp-" in p.name
+                        continue
+                    if p.suffix != ".parquet":
+                        self.add(Violation("files", self._rel(p), "unexpected file in a rejects folder"))
+                    elif p.stem not in records:
+                        self.add(Violation("files", self._rel(p), "reject list of a shard that has no record"))
+            found.append((directory, sorted(parquets & records)))
+        return found
+
+    def _dirs(self, root: Path) -> Iterator[Path]:
+        # Folders whose names start with '_' or '.' are not components (_runs, _hub, _stats, hidden); files at
+        # the top level are not shards (a component is at least one folder deep).
+        for p in sorted(root.iterdir()):
+            if p.is_dir() and not p.name.startswith(("_", ".")) and not p.is_symlink():
+                yield p
+                yield from self._dirs(p)
+
+    # one shard
+    def _shard(self, directory: Path, stem: str) -> None:
+        parquet, record_path = directory / f"{stem}.parquet", directory / f"{stem}.json"
+        rel = self._rel(parquet)
+        component = directory.relative_to(self.out).as_posix()
+        self.report.components.add(component)
+        self.report.shards += 1
+        record = self._record(record_path, component, stem)
+        try:
+            pf = pq.ParquetFile(parquet)
+        except Exception as exc:  # any reader error means the shard is unusable; say which
+            self.add(Violation("schema", rel, f"cannot open as Parquet: {type(exc).__name__}: {exc}"))
+            return
+        self.report.bytes += parquet.stat().st_size
+        if not self._schema(pf.schema_arrow, rel):
+            return
+        totals = self._rows(pf, rel, component, record)
+        if record is not None:
+            self._counts(record, totals, record_path)
+            self._rejects(directory / "rejects" / f"{stem}.parquet", record)
+
+    def _record(self, path: Path, component: str, stem: str) -> dict | None:
+        rel = self._rel(path)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.add(Violation("record", rel, f"record does not parse: {type(exc).__name__}: {exc}"))
+            return None
+        if not isinstance(record, dict):
+            self.add(Violation("record", rel, "record is not a JSON object"))
+            return None
+        if record.get("record_version") != RECORD_VERSION:
+            self.add(Violation("record", rel, f"record_version {record.get('record_version')!r}, expected "
+                                              f"{RECORD_VERSION}"))
+        for key, want in (("component", component), ("shard", stem)):
+            if record.get(key) != want:
+                self.add(Violation("record", rel, f"{key} is {record.get(key)!r}, expected {want!r} (its path)"))
+        ok = True
+        for key in ("rows", "documents", "read", "written", "rejected", "audio_tokens", "text_chars"):
+            value = record.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                self.add(Violation("record", rel, f"{key} is {value!r}, expected a count"))
+                ok = False
+        seconds = record.get("audio_seconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) \
+                or seconds < 0:
+            self.add(Violation("record", rel, f"audio_seconds is {seconds!r}, expected seconds"))
+            ok = False
+        rejects = record.get("rejects")
+        if not isinstance(rejects, dict) or not all(isinstance(v, int) and v >= 0 for v in rejects.values()):
+            self.add(Violation("record", rel, f"rejects is {rejects!r}, expected {{reason: count}}"))
+            ok = False
+        if not isinstance(record.get("split"), str) or not record.get("split"):
+            self.add(Violation("record", rel, f"split is {record.get('split')!r}, expected a name"))
+        if ok:
+            if record["read"] != record["written"] + record["rejected"]:
+                self.add(Violation("record", rel, f"read {record['read']} != written {record['written']} + "
+                                                  f"rejected {record['rejected']}"))
+            if record["rejected"] != sum(rejects.values()):
+                self.add(Violation("record", rel, f"rejected {record['rejected']} != {sum(rejects.values())}, "
+                                                  "the sum of rejects by reason"))
+        inputs = (record.get("source") or {}).get("inputs") if isinstance(record.get("source"), dict) else None
+        for item in inputs or []:
+            url = item.get("url") if isinstance(item, dict) else None
+            if isinstance(url, str) and (what := url_credentials(url)):
+                self.add(Violation("record", rel, f"a source URL carries credentials ({what})"))
+        return record if ok else None
+
+    def _schema(self, schema: pa.Schema, rel: str) -> bool:
+        """Report schema faults; False when the rows cannot be checked at all."""
+        ok = True
+        names = set(schema.names)
+        for want in ROW_SCHEMA:
+            if want.name not in names:
+                self.add(Violation("schema", rel, f"column {want.name!r} is missing"))
+                ok = False
+                continue
+            got = schema.field(want.name).type
+            # string and large_string are the same Parquet type; which one a writer picked does not matter
+            if got != want.type and not (_stringlike(got) and _stringlike(want.type)):
+                self.add(Violation("schema", rel, f"column {want.name!r} has type {got}, expected {want.type}"))
+                ok = False
+        for extra in sorted(names - set(ROW_SCHEMA.names)):
+            self.add(Violation("schema", rel, f"unexpected column {extra!r}"))
+        return ok
+
+    def _rows(self, pf: pq.ParquetFile, rel: str, component: str, record: dict | None) -> _ShardTotals:
+        totals = _ShardTotals()
+        pending: dict[str, tuple] = {}  # doc -> (format, row, pair digests, audio_seconds) of its first row
+        seen_ids: set[str] = set()
+        hashes: list[int] = []
+        row = 0
+        split = record.get("split") if record else None
+        columns = ROW_SCHEMA.names
+        for batch in self._batches(pf, columns):
+            data = {name: batch.column(name).to_pylist() for name in columns}
+            for i in range(batch.num_rows):
+                r = {name: data[name][i] for name in columns}
+                self._row(r, row, rel, component, split, totals, pending, seen_ids)
+                hashes.append(_id_hash(r["id"]))
+                row += 1
+        for doc, (fmt, r0, *_) in sorted(pending.items()):
+            other = AUDIO_FIRST if fmt == TEXT_FIRST else TEXT_FIRST
+            self.add(Violation("pairs", rel, f"document {doc} has no {other} row ({doc}{ROW_SUFFIX[other]})",
+                               row=r0, id=doc + ROW_SUFFIX[fmt]))
+        totals.documents += len(pending)
+        self.report.rows += row
+        self._shard_files.append(Path(rel))
+        self._id_hashes.append(np.asarray(hashes, dtype=np.uint64))
+        self._id_shards.append(np.full(len(hashes), len(self._shard_files) - 1, dtype=np.uint32))
+        return totals
+
+    def _batches(self, pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        """Batches of at most ``batch_bytes`` (estimated from each row group's size): rows differ 1000-fold in size."""
+        for g in range(pf.num_row_groups):
+            meta = pf.metadata.row_group(g)
+            per_row = max(1, meta.total_byte_size // max(1, meta.num_rows))
+            size = int(min(max(1, self.batch_bytes // per_row), MAX_BATCH_ROWS))
+            yield from pf.iter_batches(batch_size=size, row_groups=[g], columns=columns)
+
+    def _row(self, r: dict, row: int, rel: str, component: str, split: str | None, totals: _ShardTotals,
+             pending: dict, seen_ids: set) -> None:
+        rid = r["id"]
+
+        def v(check: str, what: str, offset: int | None = None) -> None:
+            self.add(Violation(check, rel, what, row=row, id=rid, offset=offset))
+
+        for name in ("id", "split", "text", "corpus", "format", "n_utterances", "audio_seconds", "n_audio_tokens"):
+            if r[name] is None:
+                v("schema", f"{name} is null")
+        text, fmt = r["text"] or "", r["format"]
+        totals.rows += 1
+        totals.text_chars += len(text)
+        if not rid:
+            v("ids", "empty id")
+        elif rid in seen_ids:
+            v("ids", "id appears twice in this shard")
+        seen_ids.add(rid or "")
+        if r["corpus"] is not None and r["corpus"] != component:
+            v("columns", f"corpus is {r['corpus']!r}, expected {component!r} (its folder)")
+        if split is not None and r["split"] is not None and r["split"] != split:
+            v("columns", f"split is {r['split']!r}, the record says {split!r}")
+        if r["metadata"] is not None:
+            try:
+                json.loads(r["metadata"])
+            except json.JSONDecodeError as exc:
+                v("columns", f"metadata is not JSON: {exc}")
+        if fmt not in (TEXT_FIRST, AUDIO_FIRST, TEXT_ONLY):
+            v("columns", f"format is {fmt!r}, expected text_first, audio_first or text")
+            return
+        pairs, problems = parse_row(text, fmt)
+        for p in problems:
+            v(p.check, p.what, p.offset)
+        n_utt, n_tok, seconds = r["n_utterances"], r["n_audio_tokens"], r["audio_seconds"]
+        if fmt == TEXT_ONLY:
+            totals.documents += 1
+            totals.utterances += 1
+            if (n_utt, n_tok, seconds) != (0, 0, 0.0):
+                v("columns", f"a text row has n_utterances {n_utt}, n_audio_tokens {n_tok}, audio_seconds "
+                             f"{seconds} (expected 0)")
+            return
+        totals.speech_rows += 1
+        structural = any(p.check == "structure" for p in problems)
+        tokens = sum(len(a) for _, a in pairs)
+        if n_tok is not None:
+            totals.audio_tokens += n_tok
+        if not structural:
+            if n_utt != len(pairs):
+                v("columns", f"n_utterances is {n_utt}, the text holds {len(pairs)}")
+            if n_tok != tokens:
+                v("columns", f"n_audio_tokens is {n_tok}, the text holds {tokens} audio characters")
+            if seconds is not None and not (
+                    tokens / CHARS_PER_SECOND - FRAME_SECONDS * len(pairs) - SECONDS_SLACK < seconds
+                    <= tokens / CHARS_PER_SECOND + SECONDS_SLACK):
+                v("columns", f"audio_seconds is {seconds}, but {tokens} audio characters cover "
+                             f"{tokens / CHARS_PER_SECOND:.2f} s ({len(pairs)} utterances)")
+        suffix = next((s for s in _SUFFIX_FORMAT if rid and rid.endswith(s)), None)
+        if suffix is None or _SUFFIX_FORMAT[suffix] != fmt:
+            v("ids", f"a {fmt} row's id must end in {ROW_SUFFIX[fmt]}")
+            return
+        doc = rid[: -len(suffix)]
+        digests = [(_digest(t), _digest(a)) for t, a in pairs]
+        if doc not in pending:
+            pending[doc] = (fmt, row, digests, seconds)
+            return
+        other_fmt, other_row, other, other_seconds = pending.pop(doc)
+        if other_fmt == fmt:
+            return  # a duplicate id, reported above
+        totals.documents += 1
+        totals.utterances += len(digests if fmt == TEXT_FIRST else other)
+        totals.audio_seconds += (seconds if fmt == TEXT_FIRST else other_seconds) or 0.0
+        if structural:
+            return
+        if digests != other:
+            where = next((k for k, (a, b) in enumerate(zip(digests, other)) if a != b), None)
+            if where is None:
+                what = f"{len(digests)} utterances here, {len(other)} in row {other_row}"
+            else:
+                part = "transcript" if digests[where][0] != other[where][0] else "audio"
+                what = f"utterance {where}'s {part} differs from row {other_row}"
+            v("pairs", f"type1 and type2 of document {doc} hold different (text, audio) pairs: {what}")
+        elif seconds != other_seconds:
+            v("pairs", f"audio_seconds {seconds} differs from row {other_row}'s {other_seconds}")
+
+    def _counts(self, record: dict, t: _ShardTotals, path: Path) -> None:
+        rel = self._rel(path)
+        for key, got in (("rows", t.rows), ("documents", t.documents), ("written", t.utterances),
+                         ("audio_tokens", t.audio_tokens), ("text_chars", t.text_chars)):
+            if record[key] != got:
+                self.add(Violation("counts", rel, f"{key} is {record[key]} in the record, {got} in the shard"))
+        if abs(record["audio_seconds"] - t.audio_seconds) > RECORD_SECONDS_TOLERANCE + 1e-9 * t.audio_seconds:
+            self.add(Violation("counts", rel, f"audio_seconds is {record['audio_seconds']} in the record, "
+                                              f"{t.audio_seconds:.4f} in the shard"))
+
+    def _rejects(self, path: Path, record: dict) -> None:
+        rel = self._rel(path)
+        if not path.exists():
+            self.add(Violation("rejects", rel, f"reject list is missing (the record counts {record['rejected']} "
+                                               "rejects)"))
+            return
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:  # any reader error means the list is unusable
+            self.add(Violation("rejects", rel, f"cannot open as Parquet: {type(exc).__name__}: {exc}"))
+            return
+        schema = pf.schema_arrow
+        if schema.names != REJECT_SCHEMA.names or any(schema.field(f.name).type != f.type for f in REJECT_SCHEMA):
+            self.add(Violation("rejects", rel, f"columns {schema.names}, expected {REJECT_SCHEMA.names} (strings)"))
+            return
+        reasons: Counter = Counter()
+        row = 0
+        for batch in pf.iter_batches(batch_size=4096, columns=["id", "reason"]):
+            for rid, reason in zip(batch.column("id").to_pylist(), batch.column("reason").to_pylist()):
+                if not reason:
+                    self.add(Violation("rejects", rel, "reject without a reason", row=row, id=rid))
+                reasons[reason] += 1
+                row += 1
+        if row != record["rejected"]:
+            self.add(Violation("rejects", rel, f"{row} rows, the record counts {record['rejected']} rejects"))
+        elif dict(reasons) != {k: v for k, v in record["rejects"].items() if v}:
+            self.add(Violation("rejects", rel, f"rejects by reason {dict(sorted(reasons.items()))}, the record "
+                                               f"says {dict(sorted(record['rejects'].items()))}"))
+
+    def _check_global_ids(self) -> None:
+        if not self._id_hashes:
+            return
+        hashes = np.concatenate(self._id_hashes)
+        shards = np.concatenate(self._id_shards)
+        order = np.argsort(hashes, kind="stable")
+        h = hashes[order]
+        dup = np.flatnonzero(h[1:] == h[:-1])
+        if not dup.size:
+            return
+        # Hash collisions are possible: read the ids of the shards involved and compare the strings.
+        involved = sorted({int(shards[order[i]]) for i in dup} | {int(shards[order[i + 1]]) for i in dup})
+        where: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for s in involved:
+            ids = pq.read_table(self._shard_files[s], columns=["id"]).column("id").to_pylist()
+            for row, rid in enumerate(ids):
+                where[rid].append((s, row))
+        for rid, places in sorted(where.items()):
+            shard_set = {s for s, _ in places}
+            if len(shard_set) < 2:
+                continue  # within one shard: reported already
+            first = places[0]
+            for s, row in places[1:]:
+                if s == first[0]:
+                    continue
+                self.add(Violation("ids", str(self._shard_files[s]), f"id also used by {self._shard_files[first[0]]}"
+                                   f":row {first[1]}", row=row, id=rid))
+
+
+def _stringlike(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _id_hash(rid: str | None) -> int:
+    return int.from_bytes(hashlib.blake2b((rid or "").encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def _digest(s: str) -> bytes:
+    return hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def format_summary(report: Report, elapsed: float) -> str:
+    width = max(map(len, CHECKS))
+    lines = [f"{'check':<{width}}  {'violations':>10}  what"]
+    lines += [f"{name:<{width}}  {report.counts.get(name, 0):>10}  {what}" for name, what in CHECKS.items()]
+    state = "clean" if not report.violations else f"{report.violations} violations"
+    if report.stopped:
+        state += f" (stopped after {report.shown} shown: --max-errors 0 checks everything)"
+    lines.append(
+        f"{len(report.components)} components, {report.shards} shards, {report.rows} rows, "
+        f"{report.bytes / 1e6:.1f} MB in {elapsed:.1f} s: {state}"
+    )
+    if report.stale_temp_files:
+        lines.append(f"note: {report.stale_temp_files} hidden temporary files left by interrupted runs (not shards; "
+                     "safe to delete when no run is writing here)")
+    return "\n".join(lines)
+
+
+def validate(out: Path, max_errors: int = DEFAULT_MAX_ERRORS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+             stream=None) -> Report:
+    """Check ``out``; print one line per violation to ``stream`` (stdout); return the report."""
+    return Validator(out, max_errors=max_errors, batch_bytes=batch_bytes, stream=stream).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sodadata validate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, metavar="OUT_DIR", help="output directory of one or more recipe runs")
+    parser.add_argument("--max-errors", type=int, default=DEFAULT_MAX_ERRORS, metavar="N",
+                        help=f"stop after reporting N violations (default {DEFAULT_MAX_ERRORS}; 0: report all)")
+    parser.add_argument("--batch-mb", type=float, default=DEFAULT_BATCH_BYTES / 2**20, metavar="MB",
+                        help="rows read at a time, in uncompressed MB (default %(default)s; a single row larger "
+                        "than this is read alone)")
+    args = parser.parse_args(argv)
+    if not args.out.is_dir():
+        print(f"error: {args.out} is not a directory", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    report = validate(args.out, max_errors=args.max_errors, batch_rows=args.batch_rows)
+    if report.shards == 0 and not report.violations:
+        print(f"error: no shards under {args.out} (expected <component>/<stem>.parquet with its .json record)",
+              file=sys.stderr)
+        return 2
+    print(format_summary(report, time.perf_counter() - t0))
+    return 1 if report.violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
