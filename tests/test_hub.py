@@ -235,6 +235,23 @@ def test_unfit_parquet_is_rewritten_for_the_hub(out):
     assert pq.read_table(dst).equals(table)
     other = staged.root / "data" / "yodas2" / "en" / "shard-00001.parquet"
     assert os.stat(other).st_ino == os.stat(out / "yodas2" / "en" / "shard-00001.parquet").st_ino
+    # the next run reuses the rewritten copy while its source is unchanged, and redoes it when it changes
+    before = os.stat(dst).st_mtime_ns
+    hub.stage(config(out, max_row_group_mb=limit_mb))
+    assert os.stat(dst).st_mtime_ns == before
+    pq.write_table(table.slice(0, 2), bad, write_page_index=False)
+    hub.stage(config(out, max_row_group_mb=limit_mb))
+    assert pq.read_table(dst).equals(table.slice(0, 2))
+
+
+def test_restaging_a_subset_removes_what_is_no_longer_pushed(out):
+    out, _ = out
+    root = hub.stage(config(out)).root
+    assert (root / "data" / "yodas2" / "en").is_dir()
+    staged = hub.stage(config(out, components=("emilia/en",)))
+    assert staged_paths(root) == {f.path_in_repo for f in staged.files}
+    assert not (root / "data" / "yodas2").exists() and not (root / "records" / "yodas2").exists()
+    assert [c["config_name"] for c in front_matter((root / "README.md").read_text())["configs"]] == ["emilia_en"]
 
 
 def test_many_shards_are_bucketed_and_still_load(out, tmp_path, monkeypatch):
