@@ -79,6 +79,7 @@ from sodadata.stats import (
     compute_stats,
     fingerprint,
     group_records,
+    load_weights,
     read_report,
     write_report,
 )
@@ -333,13 +334,15 @@ def _manifest_path(stage: Path) -> Path:
     return Path(stage).with_name(Path(stage).name + ".manifest.json")
 
 
-def _reusable_stats(candidates: Sequence[Path], fp: str) -> Path | None:
+def _reusable_stats(candidates: Sequence[Path], fp: str, weights: dict[str, float]) -> Path | None:
+    """A stats folder computed from the same shards, options and recipe weights, if there is one."""
     for d in candidates:
         st = read_report(d)
-        if st is not None and st.fingerprint == fp and all((d / n).exists() for n in [STATS_MD, *PLOTS.values()]):
+        same_weights = st is not None and st.weights.keys() == weights.keys() and all(
+            abs(st.weights[k] - w) < 1e-12 for k, w in weights.items())
+        if same_weights and st.fingerprint == fp and all((d / n).exists() for n in [STATS_MD, *PLOTS.values()]):
             return d
     return None
-
 
 def stage(config: PushConfig) -> Staged:
     """Build the folder that is uploaded; return its files. Rebuilt on every run: links are cheap."""
@@ -408,7 +411,7 @@ def stage(config: PushConfig) -> Staged:
     all_records = [(c, p, r) for c, recs in grouped.items() for p, r in recs]
     fp = fingerprint(all_records, config.tokenizer, config.utterance_shards)
     stats_dir = root / STATS_DIR
-    reusable = _reusable_stats([stats_dir, out / STATS_DIRNAME], fp)
+    reusable = _reusable_stats([stats_dir, out / STATS_DIRNAME], fp, load_weights(config.recipe)[0])
     if reusable is None:
         stats = compute_stats(StatsConfig(out=out, output=stats_dir, tokenizer=config.tokenizer, recipe=config.recipe,
                                           components=tuple(grouped), utterance_shards=config.utterance_shards))

@@ -206,7 +206,8 @@ def fingerprint(records: Sequence[tuple[str, Path, dict]], tokenizer: Path | Non
         st = Path(path).with_suffix(".parquet").stat()  # a rewritten shard changes these even with an equal record
         h.update(f"{component}\0{Path(path).name}\0{rec.get('finished_at')}\0{rec.get('rows')}\0"
                  f"{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    h.update(f"tokenizer={tokenizer is not None}\0utterance_shards={utterance_shards}".encode())
+    tok = str(Path(tokenizer).resolve()) if tokenizer is not None else None
+    h.update(f"tokenizer={tok}\0utterance_shards={utterance_shards}".encode())
     return h.hexdigest()[:16]
 
 
