@@ -493,3 +493,25 @@ def test_stats_are_reused_only_for_the_same_shards(out):
     rows = sum(pq.read_metadata(p).num_rows for p in (out / "emilia" / "en").glob("*.parquet"))
     assert emilia.rows == rows
     assert json.loads((restaged.root / "stats" / "stats.json").read_text())["fingerprint"] == restaged.stats.fingerprint
+
+
+def test_the_calls_match_the_installed_huggingface_hub():
+    """The fake accepts what push sends; this checks the real HfApi accepts it too (names of the arguments)."""
+    import inspect
+
+    from huggingface_hub import HfApi
+
+    used = {
+        "create_repo": {"repo_type", "private", "exist_ok"},
+        "create_branch": {"branch", "repo_type", "exist_ok"},
+        "list_repo_tree": {"recursive", "repo_type", "revision"},
+        "create_commit": {"operations", "commit_message", "repo_type", "revision"},
+        "upload_folder": {"repo_id", "folder_path", "repo_type", "revision", "commit_message"},
+    }
+    for name, kwargs in used.items():
+        params = set(inspect.signature(getattr(HfApi, name)).parameters)
+        assert kwargs <= params, (name, kwargs - params)
+    if hasattr(HfApi, "upload_large_folder"):
+        params = set(inspect.signature(HfApi.upload_large_folder).parameters)
+        assert {"repo_id", "folder_path", "repo_type", "revision", "private"} <= params
+    assert {"size", "lfs", "blob_id", "path"} <= set(RepoFile.__annotations__)
