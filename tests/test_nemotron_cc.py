@@ -189,6 +189,14 @@ def test_the_list_can_be_pinned_and_a_mirror_without_it_is_listed_from_its_direc
     assert [t.stem for t in tasks] == sorted([*exp.stems, UNLISTED]) and tasks[0].revision is None
     with pytest.raises(FileNotFoundError):
         NemotronCCRecipe(source=str(mirror), paths_file=str(mirror / PATHS_FILE)).tasks()
+    # over HTTP a missing list is an error (no directory listing to fall back on); so is a list that is not one
+    (tmp_path / "empty").mkdir()
+    with serve(tmp_path / "empty") as url, pytest.raises(FileNotFoundError, match="HTTP 404"):
+        NemotronCCRecipe(source=url).tasks()
+    broken = tmp_path / "broken.paths.gz"
+    broken.write_bytes(gzip.compress(b"contrib/x\n")[:12])
+    with pytest.raises(ValueError, match="not a gzip or UTF-8 list"):
+        NemotronCCRecipe(source=str(root), paths_file=str(broken)).tasks()
 
 
 # --- rows, metadata, rejects ------------------------------------------------------------------------------------

@@ -96,9 +96,9 @@ class NemotronCCRecipe(Recipe):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--quality", default="high", help="partition quality=… (default high)")
-        parser.add_argument("--kind", dest="partition_kind", default="actual", help="partition kind=… (default actual)")
+        parser.add_argument("--kind", dest="partition_kind", default="actual", metavar="KIND", help="partition kind=… (default actual)")
         parser.add_argument(
-            "--kind2", dest="partition_kind2", default=None,
+            "--kind2", dest="partition_kind2", default=None, metavar="KIND2",
             help="partition kind2=… (default: 'actual' for --kind actual; required for --kind synthetic, e.g. distill)",
         )
         parser.add_argument(
@@ -113,7 +113,7 @@ class NemotronCCRecipe(Recipe):
         )
         parser.add_argument("--paths-sha256", default=None, metavar="HEX", help="fail unless the list has this SHA-256")
         parser.add_argument(
-            "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
+            "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES, metavar="N",
             help=f"reject longer JSON lines as line_too_long (default {DEFAULT_MAX_LINE_BYTES})",
         )
 
@@ -163,7 +163,10 @@ class NemotronCCRecipe(Recipe):
                 f"the file list {list_url} has SHA-256 {digest}, not the pinned {pinned}: the list changed; check it "
                 "and pass --paths-sha256 with the new digest"
             )
-        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+        try:
+            text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{list_url} is not a gzip or UTF-8 list of paths: {exc}") from None
         entries = [line.strip() for line in text.split("\n") if line.strip()]
         kept, partitions, other = select_partition(entries, catalog["data_prefix"], self.partition)
         if not kept:
@@ -266,13 +269,16 @@ def _expected_size(fileobj, src: SourceFile) -> int | None:
 
 
 def _read_all(url: str) -> bytes:
+    """The whole file list (small: ~31k lines, gzipped). Errors come out as one line a user can act on."""
     try:
         with sources.open_binary(url) as f:
             return f.read()
-    except OSError as exc:  # HTTP 404 arrives as HTTPError (an OSError): say which file is missing
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # HTTP errors arrive as HTTPError / URLError, both OSErrors
         if getattr(exc, "code", None) == 404:
             raise FileNotFoundError(f"{url} does not exist (HTTP 404)") from None
-        raise
+        raise RuntimeError(f"cannot read the file list {url}: {type(exc).__name__}: {exc}") from exc
 
 
 def _local_size(url: str) -> int | None:
