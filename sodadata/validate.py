@@ -142,8 +142,8 @@ def audio_span_problem(span: str) -> tuple[int, str] | None:
     """``(index, what)`` of the first fault of an audio span (SPEC.md §1), or ``None`` if it is well-formed."""
     if not span:
         return 0, "empty audio span"
-    points = np.frombuffer(span.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-    rel = points - (AUDIO_BASE + CODEBOOK_SIZE * (np.arange(points.size) % NUM_CODEBOOKS))
+    points = np.frombuffer(span.encode("utf-32-le"), dtype=np.int32)  # code points < 2**21: int32 is exact
+    rel = points - (AUDIO_BASE + CODEBOOK_SIZE * (np.arange(points.size, dtype=np.int32) % NUM_CODEBOOKS))
     bad = np.flatnonzero((rel < 0) | (rel >= CODEBOOK_SIZE))
     if bad.size:
         k = int(bad[0])
@@ -547,16 +547,16 @@ class Validator:
         doc = rid[: -len(suffix)]
         digests = [(_digest(t), _digest(a)) for t, a in pairs]
         if doc not in pending:
-            pending[doc] = (fmt, row, digests, seconds)
+            pending[doc] = (fmt, row, digests, seconds, structural)
             return
-        other_fmt, other_row, other, other_seconds = pending.pop(doc)
+        other_fmt, other_row, other, other_seconds, other_structural = pending.pop(doc)
         if other_fmt == fmt:
             return  # a duplicate id, reported above
         totals.documents += 1
         totals.utterances += len(digests if fmt == TEXT_FIRST else other)
         totals.audio_seconds += (seconds if fmt == TEXT_FIRST else other_seconds) or 0.0
-        if structural:
-            return
+        if structural or other_structural:
+            return  # a row whose structure is broken was reported; its pairs are not comparable
         if digests != other:
             where = next((k for k, (a, b) in enumerate(zip(digests, other)) if a != b), None)
             if where is None:
@@ -685,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.out} is not a directory", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    report = validate(args.out, max_errors=args.max_errors, batch_rows=args.batch_rows)
+    report = validate(args.out, max_errors=args.max_errors, batch_bytes=int(args.batch_mb * 2**20))
     if report.shards == 0 and not report.violations:
         print(f"error: no shards under {args.out} (expected <component>/<stem>.parquet with its .json record)",
               file=sys.stderr)
