@@ -40,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=1)
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host: a TPU pod slice, a GPU cluster)")
+    p.add_argument("--coordinator", help="with --distributed where not auto-detected: host:port of process 0")
+    p.add_argument("--num-processes", type=int, help="with --coordinator: number of processes")
+    p.add_argument("--process-id", type=int, help="with --coordinator: this process's index")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -69,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     if a.distributed:
-        # On a TPU VM pod slice (or a SLURM / Open MPI GPU cluster) every argument is discovered from the environment.
-        jax.distributed.initialize()
+        # On a TPU VM pod slice (or a SLURM / Open MPI cluster) every argument is discovered from the environment;
+        # elsewhere (plain GPU or CPU hosts) pass the coordinator, the process count and this process's index.
+        jax.distributed.initialize(a.coordinator, a.num_processes, a.process_id)
     from train.trainer import train
 
     try:

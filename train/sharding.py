@@ -97,9 +97,10 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh, global_rows: int) -> 
 def describe(x: jax.Array) -> dict:
     """What a test or a log line needs to know about an array's placement."""
     sharding = x.sharding
+    spec = getattr(sharding, "spec", ())
     return {
         "shape": list(x.shape),
-        "spec": str(getattr(sharding, "spec", "")),
+        "spec": [list(s) if isinstance(s, tuple) else s for s in spec],  # JSON-able: [["data", "fsdp"], None]
         "devices": len(sharding.device_set),
         "shard_shape": list(sharding.shard_shape(x.shape)),
     }

@@ -129,7 +129,8 @@ def train(cfg: TrainConfig) -> RunResult:
                 local = first_batch
             else:
                 local = next(batches)
-                first_batch = first_batch or local
+                if first_batch is None:
+                    first_batch = local
             _check_local(local, local_rows, seq_len)
             batch = global_batch({k: local[k] for k in BATCH_KEYS}, mesh, cfg.batch_size)
             if step == start + 1:
@@ -142,7 +143,7 @@ def train(cfg: TrainConfig) -> RunResult:
                 metrics_out.write(record)
                 log.info("mesh %s, %d devices on %d hosts; model %s (%s params); batch %d x %d, sharded %s",
                          dict(mesh.shape), jax.device_count(), jax.process_count(), model_cfg.name,
-                         f"{model_cfg.n_params():,}", cfg.batch_size, seq_len, record["batch"]["input_ids"]["spec"])
+                         f"{model_cfg.n_params():,}", cfg.batch_size, seq_len, batch["input_ids"].sharding.spec)
             # Dispatch this step, then fetch the previous step's metrics: the host never idles the devices.
             state, metrics = setup.step(state, batch)
             if pending:
@@ -158,10 +159,15 @@ def train(cfg: TrainConfig) -> RunResult:
         result.end_step = end
         if cfg.ckpt_dir and end > start:
             result.checkpoint = save(end)
+        result.component_tokens = dict(totals)
+        # The stream counts what it handed out on this host; ours counts what the steps consumed on all hosts.
+        metrics_out.write({"event": "end", "step": end, "component_tokens": dict(totals),
+                           "stream_component_tokens": dict(stream.component_tokens), "epochs": stream.epochs,
+                           "tokens_per_second": result.tokens_per_second, "checkpoint": result.checkpoint})
     finally:
         metrics_out.close()
-    result.component_tokens = dict(totals)
-    log.info("done: steps %d..%d, component tokens consumed %s", start, result.end_step, result.component_tokens)
+    log.info("done: steps %d..%d, component tokens consumed %s; epochs started %s", start, result.end_step,
+             result.component_tokens, stream.epochs)
     return result
 
 

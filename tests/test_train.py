@@ -1,0 +1,187 @@
+"""train/ end to end: ``python -m train`` on 8 simulated CPU devices, fed by the real MixtureStream.
+
+The shards come from tests/synthetic.py (four SODA-like components), the tokenizer is the extended one built on a
+small BPE base (vocabulary 144,644, SPEC ids), the recipe is recipes/soda.yaml itself with ``--data`` pointing
+at the shards. Every run is a subprocess (the device count is fixed when JAX starts); they share a persistent
+compilation cache so each program compiles once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from synthetic import SODA_LIKE, WORDS, make_output_dir
+from test_train_model import REPO, run_scenario
+
+RECIPE = REPO / "recipes" / "soda.yaml"
+SEQ_LEN = 32
+DEVICES = 8
+# SODA_LIKE with enough shards and rows that each of the recipe's lanes (16) gets rows of every component.
+COMPONENTS = tuple(replace(c, shards=4, docs_per_shard=max(c.docs_per_shard, 8)) for c in SODA_LIKE)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> dict:
+    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+
+    root = tmp_path_factory.mktemp("train")
+    make_output_dir(root / "data", COMPONENTS, seed=3)
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]).capitalize() + "." for i in range(len(WORDS))] * 4
+    save_tokenizer(build_tokenizer(train_small_base(corpus, vocab_size=400)), root / "tok")
+    lanes = yaml.safe_load(RECIPE.read_text())["lanes"]
+    return {"root": root, "data": root / "data", "tok": root / "tok", "cache": root / "jax-cache",
+            "batch": math.lcm(lanes, DEVICES)}
+
+
+def train_cli(work: dict, *args: str, devices: int = DEVICES, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(REPO),
+        "JAX_COMPILATION_CACHE_DIR": str(work["cache"]),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
+    cmd = [sys.executable, "-m", "train", "--recipe", str(RECIPE), "--data", str(work["data"]),
+           "--tokenizer", str(work["tok"]), "--model", "tiny", "--seq-len", str(SEQ_LEN),
+           "--batch-size", str(work["batch"]), *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def records(path: Path) -> tuple[dict, list[dict], dict]:
+    """(setup record of the first invocation, step records in order, end record of the last invocation)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    setups = [r for r in lines if r.get("event") == "setup"]
+    ends = [r for r in lines if r.get("event") == "end"]
+    return setups[0], [r for r in lines if "event" not in r], ends[-1]
+
+
+def test_loss_falls_on_a_repeated_batch_sharded_over_8_devices(work):
+    metrics = work["root"] / "overfit.jsonl"
+    train_cli(work, "--steps", "8", "--repeat-batch", "--lr", "1e-2", "--warmup", "1", "--mesh-data", "2",
+              "--metrics", str(metrics))
+    setup, steps, _ = records(metrics)
+    losses = [r["loss"] for r in steps]
+    assert [r["step"] for r in steps] == list(range(1, 9))
+    assert all(math.isfinite(x) for x in losses)
+    # Starts near ln(144,644) = 11.88 (uniform over the full vocabulary) and falls well below it.
+    assert losses[0] == pytest.approx(math.log(144_644), abs=0.3)
+    assert losses[-1] < losses[0] - 2.0, losses
+    assert len({r["batch_sha1"] for r in steps}) == 1  # really the same batch every step
+    # The mesh and the batch: a global array spread over all 8 devices, one row-block per device.
+    assert setup["devices"] == DEVICES and setup["mesh"] == {"data": 2, "fsdp": 4}
+    for key in ("input_ids", "segment_ids"):
+        b = setup["batch"][key]
+        assert b["shape"] == [work["batch"], SEQ_LEN]
+        assert b["devices"] == DEVICES
+        assert b["shard_shape"] == [work["batch"] // DEVICES, SEQ_LEN]
+        assert b["spec"] == [["data", "fsdp"], None]
+    assert setup["batch"]["component"]["shard_shape"] == [work["batch"] // DEVICES]
+    # Parameters are split over the 4-way fsdp axis (replicated over data): each device holds a quarter.
+    embed = setup["params_sharding"]["embed"]
+    assert embed["shape"] == [144_644, 64] and embed["devices"] == DEVICES
+    assert np.prod(embed["shard_shape"]) * 4 == np.prod(embed["shape"])
+    assert setup["params_sharding"]["layers/w_up"]["shard_shape"] == [2, 64, 192 // 4]
+
+
+def test_resume_sees_the_same_batches_and_losses(work):
+    """An interrupted run (2 steps, checkpoint, new process, 2 more) equals an uninterrupted one, bit for bit."""
+    a_metrics, b_metrics = work["root"] / "a.jsonl", work["root"] / "b.jsonl"
+    a_ckpt, b_ckpt = work["root"] / "ckpt-a", work["root"] / "ckpt-b"
+    common = ("--steps", "4", "--lr", "3e-3", "--warmup", "1", "--mesh-data", "2")
+    train_cli(work, *common, "--ckpt", str(a_ckpt), "--metrics", str(a_metrics))
+    train_cli(work, *common, "--ckpt", str(b_ckpt), "--metrics", str(b_metrics), "--stop-after", "2")
+    assert (b_ckpt / "step_00000002" / "meta.json").is_file() and not (b_ckpt / "step_00000004").exists()
+    train_cli(work, *common, "--ckpt", str(b_ckpt), "--metrics", str(b_metrics))
+
+    _, a, a_end = records(a_metrics)
+    _, b, b_end = records(b_metrics)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]  # 1-2 from the first invocation, 3-4 after resuming
+    # The stream moves on (else "same batches" would be trivial) ...
+    assert len({r["batch_sha1"] for r in a}) == 4
+    # ... and the resumed run gets exactly the batches, losses and counts the uninterrupted one got.
+    for ra, rb in zip(a, b):
+        assert ra["batch_sha1"] == rb["batch_sha1"], ra["step"]
+        assert ra["loss"] == rb["loss"], ra["step"]
+        assert ra["grad_norm"] == rb["grad_norm"], ra["step"]
+        assert ra["component_tokens"] == rb["component_tokens"], ra["step"]
+    assert all(math.isfinite(r["loss"]) for r in a)
+    # Final parameters and optimizer state are identical too.
+    meta = json.loads((a_ckpt / "step_00000004" / "meta.json").read_text())
+    assert meta["component_tokens"] == a_end["component_tokens"]
+    names = [leaf["name"] for leaf in meta["leaves"]]
+    assert any("opt_state" in n and "mu" in n for n in names) and any("params" in n for n in names)
+    for leaf in meta["leaves"]:
+        x = np.load(a_ckpt / "step_00000004" / leaf["file"])
+        y = np.load(b_ckpt / "step_00000004" / leaf["file"])
+        np.testing.assert_array_equal(x, y, err_msg=leaf["name"])
+    # Per-component tokens: what the steps consumed (counted in the step on the global batch) equals what the
+    # stream handed out, and is the sum of the per-batch counts; every component of the recipe shows up.
+    assert a_end["component_tokens"] == a_end["stream_component_tokens"] == b_end["stream_component_tokens"]
+    total = {k: sum(r["batch_component_tokens"][k] for r in a) for k in a_end["component_tokens"]}
+    assert total == a_end["component_tokens"]
+    assert sum(total.values()) == 4 * work["batch"] * SEQ_LEN
+    assert total["yodas2/en"] > total["nemotron-cc/hq-actual"]
+
+
+def scenario_mask_on_stream(data: str, tok: str) -> dict:
+    """Real stream windows: perturb the first document piece of a window, see what changes in the rest."""
+    import jax
+    import jax.numpy as jnp
+
+    from sodadata.mixture import MixtureConfig
+    from sodadata.packing import MixtureStream
+    from train import model as M
+    from train.config import MODELS
+
+    mixture = MixtureConfig.load(RECIPE, root=data)
+    mixture.tokenizer, mixture.seq_len = tok, 256
+    batch = next(MixtureStream(mixture).batches(mixture.lanes))
+    seg = batch["segment_ids"]
+    # A window holding the end of one document and a following document of at least 8 tokens.
+    rows = [i for i in range(len(seg)) if seg[i].max() >= 2 and (seg[i] == 2).sum() >= 8]
+    i = rows[0]
+    ids, seg = batch["input_ids"][i:i + 1], seg[i:i + 1]
+    first = seg[0] == 1
+    changed = ids.copy()
+    changed[0, first] = (ids[0, first] + 7919) % 144_644
+    cfg = MODELS["tiny"]
+    params = M.init_params(cfg, jax.random.key(0))
+
+    def delta(segments):
+        x = M.logits(params, jnp.asarray(ids), jnp.asarray(segments), cfg)
+        y = M.logits(params, jnp.asarray(changed), jnp.asarray(segments), cfg)
+        return np.abs(np.asarray(x) - np.asarray(y)).max(-1)[0]
+
+    d = delta(seg)
+    d_merged = delta(np.ones_like(seg))  # as if the window were one document
+    return {"first_doc_tokens": int(first.sum()), "segments": int(seg.max()),
+            "first_doc_change": float(d[first].max()), "later_docs_change": float(d[~first].max()),
+            "later_docs_change_if_merged": float(d_merged[~first].max())}
+
+
+def test_document_boundary_mask_on_stream_windows(work):
+    r = run_scenario("test_train", "mask_on_stream", str(work["data"]), str(work["tok"]))
+    assert r["segments"] >= 2 and r["first_doc_tokens"] >= 1
+    assert r["first_doc_change"] > 1e-4
+    assert r["later_docs_change"] == 0.0  # no token of a later document attends to the earlier one
+    assert r["later_docs_change_if_merged"] > 1e-4  # the control: without the segment mask it would
+
+
+def test_cli_reports_a_batch_that_does_not_fit_the_mesh(work):
+    proc = train_cli(work, "--steps", "1", "--batch-size", str(work["batch"] + DEVICES // 2), check=False)
+    assert proc.returncode == 1
+    assert "must be a multiple of the device count" in proc.stderr
