@@ -153,7 +153,8 @@ class ShardWriter:
 
     def write(self, row: dict) -> None:
         self._buffer.append(row)
-        self._buffer_bytes += sum(len(v) if isinstance(v, str) else 8 for v in row.values())
+        # UTF-8 bytes, not characters: audio characters take 3-4 bytes each (about 1 ms per MB to count)
+        self._buffer_bytes += sum(len(v.encode("utf-8")) if isinstance(v, str) else 8 for v in row.values())
         if self._buffer_bytes >= self.row_group_bytes or len(self._buffer) >= MAX_ROWS_PER_GROUP:
             self.flush()
 
