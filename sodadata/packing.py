@@ -24,10 +24,11 @@ How the global stream is defined (independent of the number of hosts and workers
   tokens these are the token shares. Within a block the components are spread evenly, each at a random phase drawn
   from ``(seed, lane, block)``: interleaved, never all of one component and then the next.
 * **Batches.** A global batch of ``B`` windows takes ``B / lanes`` consecutive windows from each lane, lane 0's
-  first. Host ``h`` of ``P`` gets rows ``[h*B/P, (h+1)*B/P)`` and computes only the lanes those rows come from:
-  with ``lanes`` a multiple of ``P`` no two hosts read or tokenize the same data. (Otherwise a lane shared by two
-  hosts is computed by both; the rows each keeps are still disjoint.) The per-lane window sequences do not depend
-  on ``B`` either; ``B`` only groups them.
+  first (row ``r`` from lane ``r * lanes // B``; ``B`` must be at least ``lanes``). Host ``h`` of ``P`` gets rows
+  ``[h*B/P, (h+1)*B/P)`` and computes only the lanes those rows come from: with ``lanes`` a multiple of ``P`` no
+  two hosts read or tokenize the same data. (Otherwise a lane shared by two hosts is computed by both; the rows
+  each keeps are still disjoint.) The per-lane window sequences do not depend on ``B`` either; ``B`` only groups
+  them.
 
 Deviation from a single global state: each host's ``state_dict()`` holds the positions of *its* lanes (save one
 per host, as train/checkpoint.py does). ``load_state_dict`` accepts any state holding at least the lanes this host
@@ -127,23 +128,29 @@ class Lane:
 @dataclass(frozen=True)
 class Slot:
     lane: int
-    lo: int  # rows [lo, hi) of the lane's B / lanes windows per step go to this host
+    per_step: int  # windows the lane gives every global batch
+    lo: int  # of those, rows [lo, hi) belong to this host
     hi: int
 
 
 def host_slots(lanes: int, global_batch_size: int, process_index: int, process_count: int) -> list[Slot]:
-    """Host ``process_index``'s rows of a global batch as (lane, rows of that lane's windows), in row order."""
+    """Host ``process_index``'s rows of a global batch as (lane, rows of that lane's windows), in row order.
+
+    Row ``r`` of a global batch of ``B`` comes from lane ``r * lanes // B``: consecutive rows per lane, lane 0 first,
+    ``B / lanes`` rows each when ``lanes`` divides ``B`` (otherwise some lanes give one window more per step).
+    """
     B, P, L = global_batch_size, process_count, lanes
     if B % P:
         raise ValueError(f"global batch size {B} is not a multiple of process_count {P}")
-    if B % L:
-        raise ValueError(f"global batch size {B} is not a multiple of lanes {L} (the recipe's `lanes`)")
-    per_lane = B // L
+    if B < L:
+        raise ValueError(f"global batch size {B} is smaller than the recipe's lanes ({L}): some lanes, and the shards "
+                         f"they read, would never be used; set lanes to at most {B}")
     first, stop = process_index * B // P, (process_index + 1) * B // P
-    return [
-        Slot(lane, max(first, lane * per_lane) - lane * per_lane, min(stop, (lane + 1) * per_lane) - lane * per_lane)
-        for lane in range(first // per_lane, (stop - 1) // per_lane + 1)
-    ]
+    slots = []
+    for lane in range(first * L // B, (stop - 1) * L // B + 1):
+        begin, end = -(-lane * B // L), -(-(lane + 1) * B // L)  # rows r with r * L // B == lane
+        slots.append(Slot(lane, end - begin, max(first, begin) - begin, min(stop, end) - begin))
+    return slots
 
 
 class MixtureStream:
@@ -184,16 +191,12 @@ class MixtureStream:
     def batches(self, global_batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """This host's rows of every global batch, forever (components start new epochs as they run out)."""
         slots = self.host_slots(global_batch_size)
-        per_lane = global_batch_size // self.config.lanes
         lanes = [self._lane(s.lane) for s in slots]
-        windows = {lane.window for lane in lanes}
-        if len(windows) > 1:
-            raise ValueError(f"this host's lanes are at different windows {sorted(windows)}: not one host's state")
         names = self.config.names
         while True:
             parts = []
             for slot, lane in zip(slots, lanes):
-                w = lane.take(per_lane)
+                w = lane.take(slot.per_step)
                 parts.append((w.input_ids[slot.lo:slot.hi], w.segment_ids[slot.lo:slot.hi], w.component[slot.lo:slot.hi]))
             batch = {
                 "input_ids": np.concatenate([p[0] for p in parts]),

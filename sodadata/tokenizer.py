@@ -33,6 +33,7 @@ import argparse
 import itertools
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ FIRST_MARKER_ID = 128_256  # the Llama-3 base's vocabulary size
 FIRST_AUDIO_ID = FIRST_MARKER_ID + len(ADDED_MARKERS)  # 128,260
 SPEC_VOCAB_SIZE = FIRST_AUDIO_ID + N_AUDIO_TOKENS  # 144,644
 PAD_TOKEN = "<|sodadata_pad_{}|>"
+_AUDIO_RUN = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")
 
 
 def audio_characters() -> list[str]:
@@ -180,6 +182,10 @@ class RowEncoder:
     def encode_batch(self, rows: Sequence[str]) -> list[np.ndarray]:
         plans, texts = [], []
         for row in rows:
+            if row.isascii() or _AUDIO_RUN.search(row) is None:  # a text row: skip the per-character work
+                plans.append((None, [(False, len(texts), 0)]))
+                texts.append(row)
+                continue
             points = np.frombuffer(row.encode("utf-32-le"), dtype=np.uint32) if row else np.zeros(0, np.uint32)
             is_audio = (points >= AUDIO_BASE) & (points < AUDIO_END_CODEPOINT)
             edges = np.flatnonzero(np.diff(is_audio.astype(np.int8))) + 1

@@ -297,7 +297,7 @@ def test_stream_token_stream_is_the_rows_concatenated(data: Path, tok: Tokenizer
 # -- hosts ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("hosts", "batch"), [(2, 8), (4, 8), (3, 12)])
+@pytest.mark.parametrize(("hosts", "batch"), [(2, 8), (4, 8), (3, 12), (2, 6)])
 def test_hosts_get_disjoint_slices_whose_union_is_the_single_host_stream(
         data: Path, tok: Tokenizer, hosts: int, batch: int) -> None:
     config = soda(data)
@@ -324,8 +324,8 @@ def _replay(config: MixtureConfig, tok: Tokenizer, batch: int, steps: int) -> Mi
 
 
 def test_batch_size_must_split_into_hosts_and_lanes(data: Path, tok: Tokenizer) -> None:
-    with pytest.raises(ValueError, match="multiple of lanes"):
-        next(MixtureStream(soda(data), tok).batches(6))
+    with pytest.raises(ValueError, match="smaller than the recipe's lanes"):
+        next(MixtureStream(soda(data), tok).batches(2))
     with pytest.raises(ValueError, match="process_count"):
         next(MixtureStream(soda(data), tok, process_index=0, process_count=3).batches(8))
 
