@@ -101,6 +101,7 @@ class DocumentView:
     audio: str | None = None  # the decoded utterances joined, relative path
     decoded_seconds: float = 0.0
     body: str | None = None  # text-only rows
+    error: str | None = None  # why the row could not be parsed (shown instead of players)
 
     @property
     def total_tokens(self) -> int:
@@ -383,9 +384,18 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
         rows = find_rows(files, ids, columns=["id", "split", "text", "format", "audio_seconds", "n_audio_tokens"])
         decoder = None
         scaled = 0
-        for found in rows:
+        for k, found in enumerate(rows):
             row = found.row
-            parsed = parse_row(row["text"], row["format"])
+            try:
+                parsed = parse_row(row["text"], row["format"])
+            except ValueError as exc:  # a malformed row is exactly what a listener must see: show it, go on
+                log.warning("%s: row %s in %s is malformed: %s", name, row["id"], found.path, exc)
+                view.documents.append(DocumentView(
+                    row_id=row["id"], split=row["split"], format=row["format"],
+                    audio_seconds=float(row["audio_seconds"]), n_utterances=0,
+                    n_audio_tokens=int(row["n_audio_tokens"]), marker_tokens=0, text_chars=0, text_tokens=0,
+                    text_tokens_exact=False, error=f"{exc} (shard {found.path.name})"))
+                continue
             texts = [parsed.body] if parsed.format == TEXT_ONLY else parsed.transcripts
             markers = MARKERS_PER_ROW + MARKERS_PER_UTTERANCE * len(parsed.utterances)
             text_chars = sum(len(t) for t in texts)
@@ -413,7 +423,7 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
             n_decode = _chosen_utterances(parsed.utterances, options.max_seconds)
             waves = decoder.decode([chars_to_codes(u.audio, decoder.config.num_codebooks)
                                     for u in parsed.utterances[:n_decode]])
-            base = f"audio/{slugify(name)}/{slugify(row['id'])}"
+            base = f"audio/{slugify(name)}/{k:03d}_{slugify(row['id'])}"  # index: slugs of two ids may match
             for u in parsed.utterances:
                 rel = None
                 if u.index < n_decode:
@@ -608,9 +618,14 @@ def _document_html(d: DocumentView, tokenizer: str | None) -> str:
         f"<span class='total-tokens' title='{e(how)}'>{approx}{d.total_tokens:,}</span> tokens in this row",
         f"{d.text_chars:,} text characters",
     ]
+    if d.error is not None:  # only what the metadata columns say: the text could not be parsed
+        meta = [meta[0], meta[2]]
     out = [f'<article class="document" data-row-id="{e(d.row_id)}" data-format="{e(d.format)}">',
            f"<h3>{e(d.row_id)}</h3>",
            f'<p class="meta muted">{e(d.split)} · ' + " · ".join(m for m in meta if m) + "</p>"]
+    if d.error is not None:
+        out.append(f'<p class="warning row-error">malformed row: {e(d.error)}</p></article>')
+        return "\n".join(out)
     if d.body is not None:
         out.append(f'<div class="text-body">{e(d.body)}</div></article>')
         return "\n".join(out)
@@ -678,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         report = build_report(args.out_dir, args.html, options)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: a codec that cannot be loaded
         print(f"sodadata inspect: {exc}", file=sys.stderr)
         return 1
     page = (args.html / "index.html").resolve()

@@ -187,6 +187,29 @@ def test_cli_errors_say_what_to_do(tmp_path, capsys):
     assert 'data-component="nemotron-cc/hq-actual"' in page and "No <code>sodadata stats</code>" in page
 
 
+def test_a_malformed_row_is_shown_as_such_and_the_rest_still_reported(tmp_path):
+    from sodadata.shards import ShardPaths, ShardWriter, write_json_atomic
+
+    out = tmp_path / "out"
+    make_output_dir(out, SPECS[2:3], seed=5)
+    rec_path = next((out / "emilia" / "en").glob("shard-*.json"))
+    table = pq.read_table(rec_path.with_suffix(".parquet")).to_pylist()
+    bad = next(r for r in table if r["format"] == "text_first")
+    bad["text"] = bad["text"].replace("<|audio_end|>", "", 1)  # a span never closed
+    paths = ShardPaths(out, "emilia/en", "shard-bad")
+    with ShardWriter(paths.parquet) as w:
+        w.write_all([bad | {"id": "broken_type1"}])
+        w.commit()
+    write_json_atomic(paths.record, json.loads(rec_path.read_text()) | {"shard": "shard-bad", "rows": 1})
+    html_dir = tmp_path / "report"
+    assert cli(["inspect", str(out), "--html", str(html_dir), "--per-component", "10", "--codec", TINY]) == 0
+    docs = {d["row_id"]: d for d in json.loads((html_dir / "report.json").read_text())["components"][0]["documents"]}
+    assert "inside an open audio span" in docs["broken_type1"]["error"] and not docs["broken_type1"]["utterances"]
+    assert all(d["error"] is None and d["audio"] for i, d in docs.items() if i != "broken_type1")
+    assert len(docs) == 5
+    assert "malformed row: &lt;|end_of_text|&gt; at offset" in (html_dir / "index.html").read_text()
+
+
 # ---------------------------------------------------------------------------------------------------- the browser
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "", shutil.which("chromium-browser")
