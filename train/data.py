@@ -29,8 +29,8 @@ def load_mixture(cfg: TrainConfig) -> MixtureConfig:
 def open_stream(cfg: TrainConfig) -> tuple[MixtureStream, list[str], int]:
     """This host's stream (``process_index`` of ``process_count``), the component names and the window length."""
     mixture = load_mixture(cfg)
-    if cfg.batch_size % mixture.lanes:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the recipe's lanes ({mixture.lanes})")
+    if cfg.batch_size < mixture.lanes:
+        raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the recipe's lanes ({mixture.lanes})")
     if mixture.seq_len > cfg.model.max_seq_len:
         log.warning("windows of %d tokens are longer than %s was configured for (%d)", mixture.seq_len,
                     cfg.model.name, cfg.model.max_seq_len)
@@ -39,10 +39,6 @@ def open_stream(cfg: TrainConfig) -> tuple[MixtureStream, list[str], int]:
     if vocab > cfg.model.vocab_size:
         raise ValueError(f"the tokenizer has {vocab:,} ids but model {cfg.model.name} has a vocabulary of "
                          f"{cfg.model.vocab_size:,}: pass --vocab {vocab}")
-    for c, shards in zip(mixture.components, stream.shards):
-        if not shards.paths:
-            raise FileNotFoundError(f"component {c.name}: no finished shards at {mixture.component_location(c)} "
-                                    "(set --data to the directory the sodadata recipes wrote)")
     log.info("stream: %s, %d-token windows, %d lanes, tokenizer %s (%s ids)", ", ".join(
         f"{c.name} {w:.3f} ({len(s.paths)} shards)" for c, w, s in zip(mixture.components, mixture.weights(),
                                                                      stream.shards)),
