@@ -33,7 +33,6 @@ import re
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from sodadata.codec import (
     get_encoder,
 )
 from sodadata.codes import (
+    CODEBOOK_SIZE,
     NUM_CODEBOOKS,
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
@@ -270,6 +270,8 @@ class MimiDecoder:
             arr = np.asarray(c)
             if arr.ndim != 2 or not 1 <= arr.shape[0] <= NUM_CODEBOOKS:
                 raise ValueError(f"utterance {i}: codes must be (n_codebooks <= 8, frames), got shape {arr.shape}")
+            if arr.size and (arr.min() < 0 or arr.max() >= CODEBOOK_SIZE):
+                raise ValueError(f"utterance {i}: codes must lie in [0, {CODEBOOK_SIZE})")
             arrays.append(arr)
             for start in range(0, arr.shape[1], self.piece_frames):
                 ctx = min(self.context_frames, start)
@@ -349,11 +351,6 @@ def get_decoder(config: CodecConfig) -> MimiDecoder:
 # --------------------------------------------------------------------------------------------------------------
 # Notebook helpers
 
-# Encoders/decoders wrapped around a caller's own MimiModel, one per model (MimiEncoder hooks the model's convs:
-# wrapping it twice would hook it twice).
-_MODEL_CODECS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _codec_config(codec: Any, device: str, dtype: str) -> CodecConfig:
     if isinstance(codec, CodecConfig):
         return codec
@@ -367,11 +364,9 @@ def _is_model(obj: Any) -> bool:
 
 
 def _model_codecs(model: Any) -> dict:
-    codecs = _MODEL_CODECS.get(model)
-    if codecs is None:
-        codecs = {}
-        _MODEL_CODECS[model] = codecs
-    return codecs
+    # The encoder/decoder wrapped around a caller's own MimiModel live on the model, so there is one pair per model
+    # (MimiEncoder hooks the model's convolutions: wrapping it twice would hook them twice) and they go with it.
+    return model.__dict__.setdefault("_sodadata_codecs", {})
 
 
 def _encoder_for(codec: Any, device: str, dtype: str) -> MimiEncoder:

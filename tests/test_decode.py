@@ -210,6 +210,8 @@ def test_padded_batches_decode_like_one_at_a_time():
     for c, w in zip(codes, got):
         assert w.size == c.shape[1] * 1920
         np.testing.assert_allclose(w, get_decoder(CFG).decode([c])[0], atol=1e-4)
+    with pytest.raises(ValueError, match=r"lie in \[0, 2048\)"):
+        batched.decode([np.full((8, 2), 2048)])
 
 
 @pytest.mark.parametrize("fmt", ["wav", "mp3", "opus", "flac"])
