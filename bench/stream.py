@@ -39,6 +39,7 @@ from sodadata.tokenizer import RowEncoder, build_tokenizer, train_small_base  # 
 log = logging.getLogger("bench.stream")
 SODA_TOKENS_PER_STEP = 512 * 4096  # 2,097,152
 BATCH = 16  # windows per step in the measurement (a multiple of the lanes below)
+REPEATS = 3
 
 
 def make_data(out: Path, scale: int) -> None:
@@ -62,15 +63,24 @@ def timed(fn, seconds: float) -> tuple[int, float]:
     return done, time.perf_counter() - start
 
 
-def stream_rate(config: MixtureConfig, tok, seconds: float, process_index: int = 0, process_count: int = 1) -> float:
+def stream_rate(config: MixtureConfig, tok, seconds: float, process_index: int = 0,
+                process_count: int = 1) -> tuple[float, float]:
+    """(tokens/s, share of text tokens) of one host's batches."""
     stream = MixtureStream(config, tok, process_index=process_index, process_count=process_count)
     batches = stream.batches(BATCH)
+    audio_base = stream.encoder.layout.audio_base
+    first_marker = min(stream.encoder.layout.marker_ids.values())
+    text = [0, 0]
 
     def step() -> int:
-        return next(batches)["input_ids"].size
+        ids = next(batches)["input_ids"]
+        text[0] += int((ids < first_marker).sum())  # base tokens: transcripts, web text, BOS/EOS
+        text[1] += ids.size
+        return ids.size
 
     done, elapsed = timed(step, seconds)
-    return done / elapsed
+    assert audio_base > first_marker
+    return done / elapsed, text[0] / text[1]
 
 
 def encode_rates(data: Path, tok, seconds: float) -> list[tuple[str, float, float]]:
@@ -106,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         tok = build_tokenizer(train_small_base([" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4))
         encode = encode_rates(data, tok, args.seconds / 3)
         base = dataclasses.replace(MixtureConfig.load(REPO / "recipes" / "soda.yaml", root=str(data)), lanes=1)
-        one = stream_rate(base, tok, args.seconds)
         four = dataclasses.replace(base, lanes=4)
-        host = stream_rate(four, tok, args.seconds, process_index=1, process_count=4)
+        # Alternate the two and keep each one's best: other jobs on this machine only ever slow a run down.
+        ones, hosts_ = [], []
+        for _ in range(REPEATS):
+            ones.append(stream_rate(base, tok, args.seconds / REPEATS))
+            hosts_.append(stream_rate(four, tok, args.seconds / REPEATS, process_index=1, process_count=4))
+        (one, text_share), (host, _) = max(ones), max(hosts_)
 
     rows = [[component, f"{fast / 1e6:.1f} M", f"{slow / 1e6:.2f} M", f"{fast / slow:.0f}x"]
             for component, fast, slow in encode]
@@ -132,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                          *(f"hosts covered, job on {p} hosts" for p in host_counts)], hosts)
     body = "\n\n".join([
         "Row encoding (same rows, same ids; the test suite checks they are equal):", encode_table,
-        f"The stream (seq_len 4096, batches of {BATCH}, read + tokenize + pack + mix, single thread):", stream_table,
+        f"The stream (seq_len 4096, batches of {BATCH}, read + tokenize + pack + mix, one process, best of "
+        f"{REPEATS}; {100 * text_share:.1f} % of its tokens are text, the rest audio and markers):", stream_table,
         "How many training hosts' demand one reading process covers at SODA's 2,097,152 tokens per step "
         "(512 x 4096), from the single-process rate above: on P hosts each host consumes 2.1 M / P tokens per step, "
         "so one process covers rate x step time / (2.1 M / P) hosts. With `lanes` a multiple of P each host reads "
@@ -140,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         hosts_table,
         "Caveats: a 2-core machine shared with other jobs, so figures are noisy and conservative; data is local "
         "(reading from hf:// adds network time, overlapped by nothing here); the tokenizer base is a small BPE, "
-        "not Llama-3's 128k-token BPE (only the ~5 % text tokens go through it).",
+        "not Llama-3's 128k-token BPE; text tokens are few but take most of the time (BPE), so the text share of "
+        "real data matters more than its size.",
     ])
     print(body)
     if not args.no_write:

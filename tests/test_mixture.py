@@ -452,6 +452,25 @@ def test_plain_torch_dataset_yields_host_batches(data: Path, tok: Tokenizer) -> 
                 take(MixtureStream(config, tok), 8, 3))
 
 
+def test_dataloader_workers_split_the_host_lanes_without_overlap(data: Path, tok: Tokenizer) -> None:
+    pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    config = soda(data)
+    stream = MixtureStream(config, tok, process_index=0, process_count=2)  # lanes 0 and 1 of 4
+    loader = DataLoader(stream.torch_dataset(8), batch_size=None, num_workers=2)
+    items = list(itertools.islice(iter(loader), 6))
+    assert [int(i["worker"]) for i in items] == [0, 1] * 3  # round robin: one part per worker and step
+    assert [int(i["step"]) for i in items] == [1, 1, 2, 2, 3, 3]
+    assert [set(i["lanes"]) for i in items[:2]] == [{"0"}, {"1"}]  # each worker runs only its own lane
+    assert all(i["input_ids"].shape == (2, config.seq_len) for i in items)
+    full = take(MixtureStream(config, tok, process_index=0, process_count=2), 8, 3)
+    for step, batch in enumerate(full):
+        np.testing.assert_array_equal(
+            np.concatenate([items[2 * step]["input_ids"].numpy(), items[2 * step + 1]["input_ids"].numpy()]),
+            batch["input_ids"])
+
+
 def test_shards_stay_readable_by_datasets_streaming(data: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
