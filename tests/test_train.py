@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -42,8 +43,8 @@ def work(tmp_path_factory) -> dict:
             "batch": math.lcm(lanes, DEVICES)}
 
 
-def train_cli(work: dict, *args: str, devices: int = DEVICES, check: bool = True) -> subprocess.CompletedProcess:
-    env = {
+def _env(work: dict, devices: int) -> dict:
+    return {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "JAX_PLATFORMS": "cpu",
@@ -52,10 +53,17 @@ def train_cli(work: dict, *args: str, devices: int = DEVICES, check: bool = True
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
     }
-    cmd = [sys.executable, "-m", "train", "--recipe", str(RECIPE), "--data", str(work["data"]),
-           "--tokenizer", str(work["tok"]), "--model", "tiny", "--seq-len", str(SEQ_LEN),
-           "--batch-size", str(work["batch"]), *args]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _cmd(work: dict, *args: str) -> list[str]:
+    return [sys.executable, "-m", "train", "--recipe", str(RECIPE), "--data", str(work["data"]),
+            "--tokenizer", str(work["tok"]), "--model", "tiny", "--seq-len", str(SEQ_LEN),
+            "--batch-size", str(work["batch"]), *args]
+
+
+def train_cli(work: dict, *args: str, devices: int = DEVICES, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = _cmd(work, *args)
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(work, devices), capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr[-6000:]}")
     return proc
@@ -185,3 +193,48 @@ def test_cli_reports_a_batch_that_does_not_fit_the_mesh(work):
     proc = train_cli(work, "--steps", "1", "--batch-size", str(work["batch"] + DEVICES // 2), check=False)
     assert proc.returncode == 1
     assert "must be a multiple of the device count" in proc.stderr
+
+
+def train_two_hosts(work: dict, *args: str) -> None:
+    """Two processes of 4 CPU devices each, joined by jax.distributed (gloo collectives): a 2-host 8-device mesh."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [
+        subprocess.Popen(_cmd(work, *args, "--distributed", "--coordinator", f"localhost:{port}",
+                              "--num-processes", "2", "--process-id", str(i)),
+                         cwd=REPO, env=_env(work, DEVICES // 2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for i, (p, (_, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"host {i} failed (rc {p.returncode}):\n{err[-6000:]}"
+
+
+@pytest.mark.slow
+def test_two_hosts_train_like_one(work):
+    """Each host feeds only its half of every batch (make_array_from_process_local_data); the global batches,
+    losses and token counts equal a one-host run's, and the 2-host checkpoint (gathered arrays, one stream
+    state per host) resumes on 2 hosts."""
+    one, two = work["root"] / "one.jsonl", work["root"] / "two.jsonl"
+    common = ("--steps", "3", "--lr", "3e-3", "--warmup", "1", "--mesh-data", "2")
+    train_cli(work, *common, "--metrics", str(one))
+    ckpt = work["root"] / "ckpt-two"
+    train_two_hosts(work, *common, "--metrics", str(two), "--ckpt", str(ckpt), "--stop-after", "2")
+    assert sorted(p.name for p in (ckpt / "step_00000002").glob("stream_*.json")) == [
+        "stream_p00000.json", "stream_p00001.json"]
+    train_two_hosts(work, *common, "--metrics", str(two), "--ckpt", str(ckpt))
+    _, a, a_end = records(one)
+    setup2, b, b_end = records(two)
+    assert setup2["processes"] == 2 and setup2["devices"] == DEVICES
+    assert setup2["batch"]["input_ids"]["shape"] == [work["batch"], SEQ_LEN]
+    assert setup2["batch"]["input_ids"]["devices"] == DEVICES
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        # Same global batch: same tokens per component; same model: the same loss (collectives may reorder sums).
+        assert ra["batch_component_tokens"] == rb["batch_component_tokens"], ra["step"]
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-5), ra["step"]
+    assert a_end["component_tokens"] == b_end["component_tokens"]
+    # Host 0's stream handed out only its half of the rows.
+    assert sum(b_end["stream_component_tokens"].values()) * 2 == sum(b_end["component_tokens"].values())
