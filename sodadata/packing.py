@@ -13,8 +13,9 @@ Interface (stable; the JAX trainer in ``train/`` and the PyTorch dataset build o
 How the global stream is defined (independent of the number of hosts and workers):
 
 * **Lanes.** The stream is split into ``config.lanes`` independent lanes. Each lane has its own reader per
-  component (streaming.py: lane ``l`` reads shards ``U[l], U[l+L], …`` of each component's endless, per-epoch
-  shuffled shard sequence), so lanes share no data and need no coordination.
+  component (streaming.py: in epoch ``e`` lane ``l`` reads shards ``perm_e[l], perm_e[l+L], …`` of the component's
+  per-epoch shuffle, or every ``m``-th row of a shared shard when there are fewer shards than lanes), so lanes
+  share no data and need no coordination.
 * **Packing.** Inside a lane, each component's rows are tokenized and concatenated (every row carries its own
   BOS/EOS) and cut into windows of exactly ``seq_len`` tokens. A row that does not fit continues at the start of
   that component's next window. ``segment_ids`` number the row pieces inside a window from 1, so a trainer can
@@ -173,6 +174,7 @@ class MixtureStream:
                             "its shard and keeps its rows)", c.name, len(s.paths), config.lanes)
         self._lanes: dict[int, Lane] = {}
         self._saved_lanes: dict[int, dict] = {}  # restored lane states not yet turned into lanes
+        self._restored = False
         self.component_tokens: dict[str, int] = dict.fromkeys(config.names, 0)
         self.steps = 0
 
@@ -184,6 +186,10 @@ class MixtureStream:
 
     def _lane(self, index: int) -> Lane:
         if index not in self._lanes:
+            if self._restored and index not in self._saved_lanes:
+                raise ValueError(f"the loaded stream state has no position for lane {index}, which host "
+                                 f"{self.process_index} of {self.process_count} reads: load this host's own state, "
+                                 "or merge_states() of every host's state")
             self._lanes[index] = Lane(self.config, index, self.shards, self.encoder, self._saved_lanes.pop(index, None))
         return self._lanes[index]
 
@@ -243,6 +249,7 @@ class MixtureStream:
         self._lanes = {}
         self._saved_lanes = {int(i): copy.deepcopy(s) for i, s in state["lanes"].items()}
         self.steps = int(state["steps"])
+        self._restored = bool(self._saved_lanes) or self.steps > 0  # a fresh stream's state starts fresh lanes
         self.component_tokens = dict.fromkeys(self.config.names, 0) | {
             k: int(v) for k, v in state["component_tokens"].items()}
 
@@ -277,7 +284,7 @@ class MixtureStream:
             for p in parts:
                 for i, s in p["lanes"].items():
                     self._saved_lanes[int(i)] = s
-            self._lanes = {}
+            self._lanes, self._restored = {}, True
             names = self.config.names
             for c, n in zip(*np.unique(batch["component"].numpy(), return_counts=True)):
                 self.component_tokens[names[c]] += int(n) * self.config.seq_len

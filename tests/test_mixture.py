@@ -390,6 +390,10 @@ def test_merged_host_states_resume_on_any_number_of_hosts(data: Path, tok: Token
     hosts = [MixtureStream(config, tok, process_index=h, process_count=2) for h in range(2)]
     for s in hosts:
         take(s, 8, 9)
+    with pytest.raises(ValueError, match="no position for lane"):  # host 0's state is not host 1's
+        other = MixtureStream(config, tok, process_index=1, process_count=2)
+        other.load_state_dict(hosts[0].state_dict())
+        next(other.batches(8))
     merged = merge_states([s.state_dict() for s in hosts])
     for count in (1, 4):
         resumed = [MixtureStream(config, tok, process_index=h, process_count=count) for h in range(count)]
