@@ -70,6 +70,8 @@ class MixtureConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.seq_len < 2:
             raise ValueError("seq_len must be at least 2")
         empty = [c.name for c, n in zip(self.components, self.block_counts()) if n == 0]

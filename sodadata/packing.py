@@ -52,7 +52,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from sodadata.mixture import MixtureConfig
-from sodadata.streaming import ComponentReader, ShardList, list_shards, stable_id
+from sodadata.streaming import ComponentReader, ShardList, list_shards, stable_id, uniform
 from sodadata.tokenizer import RowEncoder, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,7 @@ def block_schedule(counts: Sequence[int], *key: int) -> np.ndarray:
     drawn from ``key``; sorting all positions interleaves the components, so any prefix of a block is within one
     window of its exact share for each component.
     """
-    rng = np.random.default_rng([_SCHEDULE_KEY, *key])
-    phases = rng.random(len(counts))
+    phases = uniform(len(counts), _SCHEDULE_KEY, *key)
     positions = np.concatenate([(np.arange(n) + phases[c]) / n for c, n in enumerate(counts)])
     components = np.concatenate([np.full(n, c, dtype=np.int32) for c, n in enumerate(counts)])
     return components[np.lexsort((components, positions))]

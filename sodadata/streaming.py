@@ -91,9 +91,33 @@ def stable_id(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
+def _key_seed(key: tuple[int, ...]) -> np.uint64:
+    digest = hashlib.blake2b(",".join(map(str, key)).encode(), digest_size=8).digest()
+    return np.uint64(int.from_bytes(digest, "little"))
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    # uint64 arithmetic wraps, which is the point; numpy only warns about it for scalars.
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def uniform(n: int, *key: int) -> np.ndarray:
+    """``n`` numbers in [0, 1) that depend only on ``key``.
+
+    Hand-rolled (blake2b + splitmix64) rather than ``np.random``: NumPy does not promise the same stream across
+    versions, and an exact resume must not depend on the NumPy a restarted job happens to have.
+    """
+    bits = _splitmix64(np.arange(n, dtype=np.uint64) ^ _key_seed(key))
+    return (bits >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def permutation(n: int, *key: int) -> np.ndarray:
-    """A permutation of ``range(n)`` that depends only on ``key`` (seeded, same on every host and Python)."""
-    return np.random.default_rng([*key]).permutation(n)
+    """A permutation of ``range(n)`` that depends only on ``key`` (same on every host, Python and NumPy)."""
+    bits = _splitmix64(np.arange(n, dtype=np.uint64) ^ _key_seed(key))
+    return np.argsort(bits, kind="stable")
 
 
 @dataclass
