@@ -32,10 +32,14 @@ from pathlib import PurePosixPath
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
 from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask
+from sodadata.tarstream import TailReader, check_end
 
 SUBSETS = ("emilia", "emilia-yodas")
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
 _KEY_RE = re.compile(r"^(?P<doc>.+)_W(?P<w>\d+)$")
+# A member is read whole into memory; a 30 s MP3 is < 1 MB. Larger members (a corrupt header, a hostile tar) are
+# rejected unread, so a task's memory stays bounded whatever the tar holds.
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class EmiliaRecipe(Recipe):
     subsets: tuple[str, ...] = SUBSETS
     source: str | None = None  # repo root: local path or hf://datasets/amphion/Emilia-Dataset[@rev]
     revision: str | None = None
+    max_member_bytes: int = MAX_MEMBER_BYTES
 
     name = "emilia"
     kind = "speech"
@@ -100,7 +105,9 @@ class EmiliaRecipe(Recipe):
         (src,) = task.inputs
         try:
             with sources.open_binary(src.url) as fileobj:
-                yield from _read_tar(fileobj, src.url)
+                yield from _read_tar(fileobj, src.url, self.max_member_bytes)
+        except ShardError as exc:
+            raise ShardError(f"{src.url}: {exc}") from exc
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ShardError(f"cannot read tar {src.url}: {type(exc).__name__}: {exc}") from exc
 
@@ -119,9 +126,11 @@ def _member_key(name: str) -> tuple[str, str]:
     return (stem, "." + ext.lower()) if dot else (base, "")
 
 
-def _read_tar(fileobj, url: str) -> Iterator[RawUtterance | Reject]:
+def _read_tar(fileobj, url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[RawUtterance | Reject]:
     pending: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+    too_large: set[str] = set()  # keys already rejected for a member over the limit: their other member is skipped
+    reader = TailReader(fileobj)
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             if member.isdir():
                 continue
@@ -131,6 +140,14 @@ def _read_tar(fileobj, url: str) -> Iterator[RawUtterance | Reject]:
                 continue
             if ext != ".json" and ext not in AUDIO_EXTENSIONS:
                 yield Reject(member.name, "unexpected_member", f"extension {ext or '(none)'}")
+                continue
+            if key in too_large:
+                continue
+            if member.size > max_member_bytes:
+                # not read: the stream skips its data. One reject for the utterance, whichever member was too large.
+                pending.pop(key, None)
+                too_large.add(key)
+                yield Reject(key, "member_too_large", f"{member.name}: {member.size} bytes > limit {max_member_bytes}")
                 continue
             kind = "json" if ext == ".json" else "audio"
             data = tar.extractfile(member).read()
@@ -142,6 +159,7 @@ def _read_tar(fileobj, url: str) -> Iterator[RawUtterance | Reject]:
             if "json" in slot and "audio" in slot:
                 del pending[key]
                 yield _utterance(key, slot["json"], slot["audio"])
+        check_end(tar, reader)  # a tar cut at a member boundary would otherwise read as a smaller, valid tar
     for key in sorted(pending):
         missing = "missing_json" if "json" not in pending[key] else "missing_audio"
         yield Reject(key, missing, f"no {'.json' if missing == 'missing_json' else 'audio'} member with this key")
