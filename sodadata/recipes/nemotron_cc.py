@@ -301,6 +301,7 @@ def decompressed_chunks(fileobj: BinaryIO, read_bytes: int = READ_BYTES, feed_by
     """
     dctx = zstandard.ZstdDecompressor()
     dobj = dctx.decompressobj()
+    blocks = ZstdBlockSplitter()
     frames = 0
     in_frame = False  # bytes of a frame not yet finished have been fed
     offset = 0
@@ -308,9 +309,9 @@ def decompressed_chunks(fileobj: BinaryIO, read_bytes: int = READ_BYTES, feed_by
         block = fileobj.read(read_bytes)
         if not block:
             break
-        view = memoryview(block)
-        for start in range(0, len(view), feed_bytes):
-            data = view[start : start + feed_bytes]
+        start = 0
+        for piece in blocks.pieces(memoryview(block), feed_bytes):
+            data, start = piece, start + len(piece)
             while data:
                 try:
                     out = dobj.decompress(data)
@@ -331,6 +332,97 @@ def decompressed_chunks(fileobj: BinaryIO, read_bytes: int = READ_BYTES, feed_by
         raise ShardError(f"truncated: the stream ends inside zstd frame {frames + 1} after {offset} compressed bytes")
     if frames == 0:
         raise ShardError("empty file: no zstd frame")
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_FCS_BYTES = (0, 2, 4, 8)  # by Frame_Content_Size_flag; flag 0 means 1 byte when Single_Segment_flag is set
+_DICT_ID_BYTES = (0, 1, 2, 4)
+
+
+class ZstdBlockSplitter:
+    """Cuts a zstd stream into pieces that end at block boundaries (RFC 8878 frame and block headers).
+
+    ``decompressobj().decompress(data)`` returns everything ``data`` expands to at once, and a zstd block of 4
+    bytes (an RLE block) expands to 128 KiB: 64 KiB of such blocks would be 2 GiB in one call. Fed one block at a
+    time, a call returns at most one block (128 KiB), so memory is bounded whatever the compression ratio
+    (a decompression bomb is just a long stream of small pieces). Only headers are parsed; anything that does
+    not parse is passed on whole, for the decompressor to reject.
+    """
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4  # header bytes to collect in this state
+        self._hdr = bytearray()
+        self._skip = 0  # body bytes to pass in this state
+        self._checksum = False
+
+    def pieces(self, data: memoryview, max_piece: int) -> Iterator[memoryview]:
+        start = pos = 0
+        n = len(data)
+        # Each state first passes `_skip` bytes (a body, or header fields not needed), then collects `_need`.
+        while pos < n and self._state != "opaque":
+            if self._skip:
+                take = min(self._skip, n - pos)
+                pos += take
+                self._skip -= take
+                if self._skip:
+                    break
+            if len(self._hdr) < self._need:
+                take = min(self._need - len(self._hdr), n - pos)
+                self._hdr += data[pos : pos + take]
+                pos += take
+                if len(self._hdr) < self._need:
+                    break
+            if self._advance():  # a block ends here
+                yield from _slices(data[start:pos], max_piece)
+                start = pos
+        yield from _slices(data[start:], max_piece)
+
+    def _advance(self) -> bool:
+        """Move past a complete header or body; True when that completed a block."""
+        hdr, state = bytes(self._hdr), self._state
+        self._hdr.clear()
+        if state == "magic":
+            magic = int.from_bytes(hdr, "little")
+            if magic == _ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif magic >> 4 == 0x184D2A5:  # skippable frame
+                self._state, self._need = "skippable", 4
+            else:
+                self._state = "opaque"
+        elif state == "descriptor":
+            d = hdr[0]
+            single = (d >> 5) & 1
+            self._checksum = bool((d >> 2) & 1)
+            fcs = _FCS_BYTES[d >> 6] or single
+            self._state, self._need = "block", 3
+            self._skip = (0 if single else 1) + _DICT_ID_BYTES[d & 3] + fcs  # window descriptor, dict id, size
+        elif state == "skippable":
+            self._state, self._need = "magic", 4
+            self._skip = int.from_bytes(hdr, "little")
+        elif state == "block":
+            h = int.from_bytes(hdr, "little")
+            last, btype, size = h & 1, (h >> 1) & 3, h >> 3
+            if btype == 3:
+                self._state = "opaque"
+                return False
+            self._skip = 1 if btype == 1 else size
+            self._state = "block_body_last" if last else "block_body"
+            self._need = 0
+        elif state in ("block_body", "block_body_last"):
+            if state == "block_body":
+                self._state, self._need = "block", 3
+            elif self._checksum:
+                self._state, self._need, self._skip = "magic", 4, 4
+            else:
+                self._state, self._need = "magic", 4
+            return True
+        return False
+
+
+def _slices(data: memoryview, size: int) -> Iterator[memoryview]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
 
 
 @dataclass(frozen=True)
