@@ -25,7 +25,8 @@ Faults of the real data, each rejected with a reason instead of crashing the sha
   ``bad_key`` (a key that is not ``<this video>-<idx>-<start>-<end>``), ``video_missing_from_tar`` (every
   utterance of a video in the JSON without a WAV), ``video_missing_from_json`` (a WAV with no JSON entry: one
   reject, id = video id), ``undecodable_audio`` (every utterance of a WAV that cannot be read),
-  ``duplicate_video`` (a second WAV of the same video), ``unexpected_member`` (a member that is not a .wav).
+  ``duplicate_video`` (a second WAV of the same video), ``unexpected_member`` (a member that is not a .wav),
+  ``video_too_large`` (every utterance of a WAV over ``max_wav_bytes``, 2 GiB: not read, memory stays bounded).
 A missing or unreadable tar or JSON file, or a truncated tar, fails the shard (``ShardError``: retried, then
 reported; nothing is written).
 
@@ -37,6 +38,7 @@ reported; nothing is written).
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import logging
@@ -53,6 +55,7 @@ import soundfile as sf
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
 from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.tarstream import TailReader, check_end
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ CORPUS = "yodas2"
 _SHARD_RE = re.compile(r"^\d{8}$")
 # Caption ends may overrun the WAV by centisecond rounding; more than this is a caption past the end.
 END_TOLERANCE_SECONDS = 0.01
+# A video's WAV is read whole into memory. 2 GiB is 12 h of 16-bit mono at 24 kHz; a larger member (a corrupt
+# header, a decompression bomb: gzip turns a few MB into GBs) is rejected unread, keeping a task's memory bounded.
+MAX_WAV_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class Yodas2Recipe(Recipe):
     subsets: tuple[str, ...] | None = None  # None: every subset of `lang` in the catalog
     source: str | None = None  # dataset root holding data/: local path or hf://datasets/espnet/yodas2[@rev]
     revision: str | None = None
+    max_wav_bytes: int = MAX_WAV_BYTES
 
     name = "yodas2"
     kind = "speech"
@@ -162,7 +169,9 @@ class Yodas2Recipe(Recipe):
             log.warning("%s: no duration file; utterances carry no video_seconds", task.split)
         try:
             with sources.open_binary(audio_url) as fileobj:
-                yield from _read_tar(fileobj, videos, durations)
+                yield from _read_tar(fileobj, videos, durations, self.max_wav_bytes)
+        except ShardError as exc:
+            raise ShardError(f"{audio_url}: {exc}") from exc
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise ShardError(f"cannot read tar {audio_url}: {type(exc).__name__}: {exc}") from exc
 
@@ -250,9 +259,12 @@ def _read_durations(url: str) -> dict[str, float]:
 # --- the tar ------------------------------------------------------------------------------------------------
 
 
-def _read_tar(fileobj, videos: dict[str, _Video], durations: dict[str, float]) -> Iterator[RawUtterance | Reject]:
+def _read_tar(fileobj, videos: dict[str, _Video], durations: dict[str, float], max_wav_bytes: int = MAX_WAV_BYTES
+              ) -> Iterator[RawUtterance | Reject]:
     done: set[str] = set()
-    with tarfile.open(fileobj=fileobj, mode="r|gz") as tar:
+    # gzip decoded here rather than by tarfile ("r|gz") so that TailReader sees the tar bytes: check_end needs them
+    reader = TailReader(gzip.GzipFile(fileobj=fileobj, mode="rb"))
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             if member.isdir():
                 continue
@@ -270,9 +282,14 @@ def _read_tar(fileobj, videos: dict[str, _Video], durations: dict[str, float]) -
                 yield Reject(vid, "video_missing_from_json", f"{base} has no entry in the shard's JSON")
                 continue
             done.add(vid)
+            if member.size > max_wav_bytes:
+                for cap in video.captions:
+                    yield Reject(cap.key, "video_too_large", f"{base}: {member.size} bytes > limit {max_wav_bytes}")
+                continue
             data = tar.extractfile(member).read()
             yield from _video_utterances(video, data, durations.get(vid))
             del data  # before the next member is read: never two videos' audio at once
+        check_end(tar, reader)  # a tar cut at a member boundary would otherwise read as a smaller, valid tar
     for vid in sorted(set(videos) - done):
         for cap in videos[vid].captions:
             yield Reject(cap.key, "video_missing_from_tar", f"no {vid}.wav in the shard's tar")
