@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from fixtures import encode_audio, speechlike, write_tar
+
+from sodadata.document import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
 
 
 @dataclass
@@ -157,3 +160,28 @@ def make_uniform_shard(root: Path, n_videos: int, video_seconds: float, caption_
     ]
     write_shard(root, subset, shard, videos, seed=seed)
     return per_video * n_videos
+
+
+# --- reading what a recipe wrote (used by test_yodas2 and test_mls) ---------------------------------------------
+
+
+def read_rows(out: Path) -> dict[str, dict]:
+    rows = {}
+    for p in sorted(out.glob("*/*/*.parquet")):
+        for r in pq.read_table(p).to_pylist():
+            assert r["id"] not in rows
+            rows[r["id"]] = r
+    return rows
+
+
+def parse_text_first(text: str) -> list[tuple[str, str]]:
+    """[(transcript, audio span)] of a text-first row."""
+    body = text.removeprefix("<|begin_of_text|>").removesuffix("<|end_of_text|>")
+    pairs = []
+    while body:
+        assert body.startswith(TEXT_START)
+        t, body = body[len(TEXT_START):].split(TEXT_END, 1)
+        assert body.startswith(AUDIO_START)
+        a, body = body[len(AUDIO_START):].split(AUDIO_END, 1)
+        pairs.append((t, a))
+    return pairs

@@ -14,12 +14,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from fixtures_yodas2 import make_uniform_shard, make_yodas2_source
+from fixtures_yodas2 import make_uniform_shard, make_yodas2_source, parse_text_first, read_rows
 
 from sodadata import chars_to_codes, sources
 from sodadata.audio import to_mono_24k
 from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
-from sodadata.document import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipe import ShardError
 from sodadata.recipes import yodas2
@@ -40,28 +39,6 @@ def _restore_torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-def read_rows(out: Path) -> dict[str, dict]:
-    rows = {}
-    for p in sorted(out.glob("*/*/*.parquet")):
-        for r in pq.read_table(p).to_pylist():
-            assert r["id"] not in rows
-            rows[r["id"]] = r
-    return rows
-
-
-def parse_text_first(text: str) -> list[tuple[str, str]]:
-    """[(transcript, audio span)] of a text-first row."""
-    body = text.removeprefix("<|begin_of_text|>").removesuffix("<|end_of_text|>")
-    pairs = []
-    while body:
-        assert body.startswith(TEXT_START)
-        t, body = body[len(TEXT_START):].split(TEXT_END, 1)
-        assert body.startswith(AUDIO_START)
-        a, body = body[len(AUDIO_START):].split(AUDIO_END, 1)
-        pairs.append((t, a))
-    return pairs
 
 
 @pytest.fixture(scope="module")
