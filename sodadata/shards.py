@@ -145,7 +145,13 @@ class ShardWriter:
         opts = parquet_writer_options()
         if schema is not ROW_SCHEMA:
             opts.pop("write_statistics")
-        self._writer = pq.ParquetWriter(self.tmp, schema, **opts)
+        try:
+            self._writer = pq.ParquetWriter(self.tmp, schema, **opts)
+        except BaseException:
+            # Opening writes the magic bytes: on a full disk it fails after creating the file, and no context
+            # manager exists yet to abort. Without this, every retry on a full disk left an empty temp file.
+            self.tmp.unlink(missing_ok=True)
+            raise
         self._buffer: list[dict] = []
         self._buffer_bytes = 0
         self.rows = 0
