@@ -241,3 +241,29 @@ def test_cli_runs_and_help_lists_the_shared_options(source, tmp_path, capsys):
     assert done.returncode == 0
     for opt in ("--lang", "--subsets", "--source", "--out", "--limit-shards", "--workers", "--scheduler", "--codec"):
         assert opt in done.stdout
+
+
+def test_a_tar_cut_at_a_member_boundary_fails_the_shard_instead_of_losing_videos(tmp_path):
+    """A gzip stream that ends cleanly after a whole member reads as a smaller valid tar unless the end is checked."""
+    import gzip
+
+    root = tmp_path / "src"
+    make_uniform_shard(root, 3, 2.0, 1.0)
+    path = root / "data/en000/audio/00000000.tar.gz"
+    raw = gzip.decompress(path.read_bytes())
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        first = tar.getmembers()[0]
+    cut = first.offset_data + -(-first.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    path.write_bytes(gzip.compress(raw[:cut]))
+    recipe = Yodas2Recipe(source=str(root), subsets=("en000",))
+    with pytest.raises(ShardError, match=r"00000000\.tar\.gz"):
+        list(recipe.read(recipe.tasks()[0]))
+
+
+def test_a_wav_over_the_size_limit_is_rejected_unread_caption_by_caption(tmp_path):
+    root = tmp_path / "src"
+    n = make_uniform_shard(root, 2, 2.0, 1.0)
+    recipe = Yodas2Recipe(source=str(root), subsets=("en000",), max_wav_bytes=1000)  # each WAV is ~96 kB
+    items = list(recipe.read(recipe.tasks()[0]))
+    assert len(items) == n == 4
+    assert {(type(i).__name__, getattr(i, "reason", None)) for i in items} == {("Reject", "video_too_large")}
