@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.util
 import logging
+import os
 import sys
 import time
 import traceback
@@ -87,6 +88,7 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
             pending.append(task)
     log.info("%d shards: %d already finished (skipped), %d to do", len(tasks), result.skipped, len(pending))
     if pending:
+        check_writable(out)
         if runner.serial:
             _run_serial(recipe, pending, pipeline, runner, result)
         else:
@@ -94,6 +96,24 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     result.elapsed_seconds = time.perf_counter() - t0
     _write_run_summary(out, recipe, pipeline, runner, result)
     return result
+
+
+def check_writable(out: Path) -> None:
+    """Fail at once, with one line, if ``out`` cannot be written (read-only mount, permissions).
+
+    Otherwise every task would start, read its source, encode it, and only then fail on its first write.
+    (A full disk passes this probe, which writes nothing; its tasks fail with ENOSPC and are reported.)
+    """
+    probe = out / f".sodadata-write-probe-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise RuntimeError(
+            f"cannot write to the output directory {out}: {exc.strerror or exc}. Make it writable (or choose "
+            "another --out) and rerun: finished shards are kept."
+        ) from None
 
 
 def _progress(total: int, enabled: bool):
@@ -231,8 +251,17 @@ def failure_line(result: RunResult) -> str:
 
 def _write_run_summary(out: Path, recipe, pipeline, runner, result: RunResult) -> None:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    try:
+        _write_summary_file(out / "_runs" / f"{stamp}.json", recipe, pipeline, runner, result)
+    except OSError as exc:
+        # The shards and their records are the truth; the summary is a convenience. On a full disk it must not
+        # turn a run's clear per-shard report into a traceback.
+        log.error("could not write the run summary %s: %s", out / "_runs" / f"{stamp}.json", exc)
+
+
+def _write_summary_file(path: Path, recipe, pipeline, runner, result: RunResult) -> None:
     write_json_atomic(
-        out / "_runs" / f"{stamp}.json",
+        path,
         {
             "recipe": recipe.describe(),
             "pipeline": {"out": str(pipeline.out), "codec": pipeline.codec.describe() if pipeline.codec else None},
