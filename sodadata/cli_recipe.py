@@ -86,7 +86,7 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr)
         return 130
-    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+    except (RuntimeError, ValueError, OSError) as exc:  # OSError: a full or read-only disk, a missing source
         log.debug("fatal", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
