@@ -1,6 +1,6 @@
 """train/: the decoder, its document-boundary mask, the loss and the checkpoint, each checked against a reference.
 
-Every JAX computation runs in a fresh subprocess (``run_scenario``): XLA's device count is fixed when a process
+Every JAX computation runs in a subprocess (``run_scenario``): XLA's device count is fixed when a process
 first uses JAX, so this keeps these tests (8 simulated devices where needed) independent of the rest of the suite.
 Scenarios are the ``scenario_*`` functions below; each prints one JSON line that the test then asserts on.
 """
@@ -190,25 +190,36 @@ def scenario_param_sharding() -> dict:
     return out
 
 
+def scenario_units() -> dict:
+    """The single-device scenarios in one process (one JAX start instead of four)."""
+    return {"hf_parity": scenario_hf_parity(), "rope": scenario_rope(), "document_mask": scenario_document_mask(),
+            "loss": scenario_loss()}
+
+
 # ------------------------------------------------------------------------------------------------- tests (parent)
 
 
-def test_decoder_matches_transformers_qwen3():
-    r = run_scenario("test_train_model", "hf_parity")
+@pytest.fixture(scope="module")
+def units() -> dict:
+    return run_scenario("test_train_model", "units")
+
+
+def test_decoder_matches_transformers_qwen3(units):
+    r = units["hf_parity"]
     assert r["max_abs_logit"] > 0.1  # a real comparison, not of two zero tensors
     assert r["max_abs_diff"] < 1e-4, r
 
 
-def test_rope_frequencies_match_llama3_scaling():
-    r = run_scenario("test_train_model", "rope")
+def test_rope_frequencies_match_llama3_scaling(units):
+    r = units["rope"]
     np.testing.assert_allclose(r["ours"], r["ref"], rtol=1e-6)
     # Llama-3 scaling really changed the low frequencies (else this would test plain RoPE only).
     plain = 1.0 / (500_000.0 ** (np.arange(0, 128, 2) / 128))
     assert not np.allclose(r["ours"], plain)
 
 
-def test_document_boundary_mask():
-    r = run_scenario("test_train_model", "document_mask")
+def test_document_boundary_mask(units):
+    r = units["document_mask"]
     a, b = r["a"], r["b"]
     # Changing document A changes A's own outputs...
     assert r["doc_a_change_two_docs"] > 1e-3
@@ -223,8 +234,8 @@ def test_document_boundary_mask():
     assert not np.triu(mask, 1).any()  # nothing sees the future
 
 
-def test_chunked_loss_matches_full_softmax():
-    r = run_scenario("test_train_model", "loss")
+def test_chunked_loss_matches_full_softmax(units):
+    r = units["loss"]
     w = np.array(r["weights"])
     assert w.shape == (3, 37)
     assert w[0, 9] == 0 and w[0, 8] == 1 and w[0, 10] == 1  # 9 -> 10 crosses the boundary of documents 1 and 2
