@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +26,54 @@ HF_PREFIX = "hf://"
 _HF_RE = re.compile(r"^hf://(?P<type>datasets|models|spaces)/(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?(?P<path>/.*)?$")
 HTTP_RETRIES = 5
 READ_BLOCK = 8 * 1024 * 1024
+
+
+# Query parameters that carry credentials in signed or token-authenticated URLs (S3/GCS signatures, ?token=...).
+_SECRET_PARAM_RE = re.compile(r"token|signature|sig|secret|passw|key|credential|auth", re.IGNORECASE)
+
+
+def url_credentials(url: str) -> str | None:
+    """What in an http(s) URL would carry a secret (user info, a token-like query parameter), or ``None``."""
+    if not is_http(url):
+        return None  # hf:// cannot hold a token; a local path is a path
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            return "user info (user:password@)"
+        params = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return None
+    for key, _ in params:
+        if _SECRET_PARAM_RE.search(key):
+            return f"query parameter {key!r}"
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with user info and the values of token-like query parameters replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    query = "&".join(
+        f"{k}={'***' if _SECRET_PARAM_RE.search(k) else v}"
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def check_no_credentials(url: str) -> None:
+    """Refuse a URL that carries credentials: it would be written into shard records, run summaries and logs
+    (Dask logs a failed task's arguments). Secrets come from the environment (HF_TOKEN), never from URLs."""
+    what = url_credentials(url)
+    if what:
+        raise ValueError(
+            f"the source URL {redact_url(url)} carries credentials ({what}); they would end up in shard records "
+            "and logs. Remove them: the Hub token comes from HF_TOKEN or `hf auth login`."
+        )
 
 
 def is_hf(url: str) -> bool:
@@ -86,6 +135,7 @@ def _hf_fs_path(url: str) -> str:
 
 def list_files(base: str, pattern: str) -> list[SourceFile]:
     """Files under ``base`` matching the glob ``pattern`` (relative), sorted, with sizes."""
+    check_no_credentials(base)
     if is_hf(base):
         fs = _hf_fs()
         root = _hf_fs_path(base).rstrip("/")
@@ -110,6 +160,7 @@ def join(base: str, *parts: str) -> str:
 
 
 def exists(url: str) -> bool:
+    check_no_credentials(url)
     if is_hf(url):
         return _hf_fs().exists(_hf_fs_path(url))
     if is_http(url):
@@ -125,6 +176,7 @@ def exists(url: str) -> bool:
 
 def open_binary(url: str) -> BinaryIO:
     """A streaming binary file object for a local path, ``hf://`` or ``http(s)://`` URL. Close it when done."""
+    check_no_credentials(url)
     if is_hf(url):
         return _hf_fs().open(_hf_fs_path(url), "rb", block_size=READ_BLOCK)
     if is_http(url):
