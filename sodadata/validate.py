@@ -46,7 +46,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +66,7 @@ from sodadata.document import (
     TEXT_START,
 )
 from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ROW_SCHEMA
+from sodadata.sources import url_credentials
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,6 @@ _CYCLE = {
     AUDIO_FIRST: (AUDIO_START, AUDIO_END, TEXT_START, TEXT_END),
 }
 _SUFFIX_FORMAT = {suffix: fmt for fmt, suffix in ROW_SUFFIX.items()}
-# Query parameters that carry credentials in signed or token-authenticated URLs.
-_SECRET_PARAMS = re.compile(r"(token|signature|sig|secret|password|key|credential|auth)", re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -266,20 +263,6 @@ class Report:
     @property
     def violations(self) -> int:
         return sum(self.counts.values())
-
-
-def url_credentials(url: str) -> str | None:
-    """What in ``url`` would carry a secret (user info, a token-like query parameter), or ``None``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.username or parts.password:
-        return "user info (user:password@)"
-    for key, _ in parse_qsl(parts.query, keep_blank_values=True):
-        if _SECRET_PARAMS.search(key):
-            return f"query parameter {key!r}"
-    return None
 
 
 class Validator:
