@@ -145,11 +145,16 @@ class ShardWriter:
         opts = parquet_writer_options()
         if schema is not ROW_SCHEMA:
             opts.pop("write_statistics")
+        # The file is opened here, not by ParquetWriter: when the disk is full, ParquetWriter.close() raises while
+        # writing the footer and never closes a file it opened itself, so each failed shard kept a descriptor to
+        # its deleted temp file (space not freed, descriptors exhausted on a long run).
+        self._sink = pa.OSFile(str(self.tmp), "wb")
         try:
-            self._writer = pq.ParquetWriter(self.tmp, schema, **opts)
+            self._writer = pq.ParquetWriter(self._sink, schema, **opts)
         except BaseException:
             # Opening writes the magic bytes: on a full disk it fails after creating the file, and no context
             # manager exists yet to abort. Without this, every retry on a full disk left an empty temp file.
+            self._sink.close()
             self.tmp.unlink(missing_ok=True)
             raise
         self._buffer: list[dict] = []
@@ -180,6 +185,7 @@ class ShardWriter:
     def commit(self) -> Path:
         self.flush()
         self._writer.close()
+        self._sink.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.path)
@@ -192,6 +198,11 @@ class ShardWriter:
             self._writer.close()
         except Exception as exc:  # the writer may already be broken (disk full): clean up, say so, go on
             log.warning("closing the partial %s failed while aborting (%s); removing it", self.tmp.name, exc)
+        finally:
+            try:
+                self._sink.close()
+            except OSError:
+                pass  # unflushed bytes of a file that is deleted next
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
