@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from sodadata import cli_recipe, sources
-from sodadata.catalog import load_catalog
+from sodadata.catalog import load_catalog, resolve_source_root
 from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask
 from sodadata.tarstream import TailReader, check_end
 
@@ -71,14 +71,7 @@ class EmiliaRecipe(Recipe):
         return cls(lang=args.lang, subsets=subsets, source=args.source, revision=args.revision)
 
     def _root(self) -> tuple[str, str | None]:
-        """(source root URL, resolved revision or None for local sources)."""
-        catalog = load_catalog("emilia")
-        source = self.source or sources.hf_url(catalog["repo"])
-        if not sources.is_hf(source):
-            return source, None
-        _, repo, rev_in_url, _ = sources.parse_hf_url(source)
-        commit = sources.resolve_hf_revision(repo, self.revision or rev_in_url or catalog["revision"])
-        return sources.with_revision(source, commit), commit
+        return resolve_source_root("emilia", self.source, self.revision)
 
     def tasks(self) -> list[ShardTask]:
         catalog = load_catalog("emilia")

@@ -53,7 +53,7 @@ from pathlib import PurePosixPath
 import soundfile as sf
 
 from sodadata import cli_recipe, sources
-from sodadata.catalog import load_catalog
+from sodadata.catalog import load_catalog, resolve_source_root
 from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 from sodadata.tarstream import TailReader, check_end
 
@@ -113,14 +113,7 @@ class Yodas2Recipe(Recipe):
         return self.subsets
 
     def _root(self) -> tuple[str, str | None]:
-        """(source root URL, resolved revision or None for local sources)."""
-        catalog = load_catalog(CORPUS)
-        source = self.source or sources.hf_url(catalog["repo"])
-        if not sources.is_hf(source):
-            return source, None
-        _, repo, rev_in_url, _ = sources.parse_hf_url(source)
-        commit = sources.resolve_hf_revision(repo, self.revision or rev_in_url or catalog["revision"])
-        return sources.with_revision(source, commit), commit
+        return resolve_source_root(CORPUS, self.source, self.revision)
 
     def tasks(self) -> list[ShardTask]:
         catalog = load_catalog(CORPUS)
