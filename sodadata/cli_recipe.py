@@ -15,6 +15,7 @@ from sodadata.codec import DEFAULT_CODEC, DTYPES, NOT_REAL_WARNING, CodecConfig
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipe import Recipe
 from sodadata.runner import RunnerConfig, failure_line, format_summary, run_recipe
+from sodadata.sources import redact_secrets
 
 log = logging.getLogger("sodadata")
 
@@ -88,7 +89,7 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
         return 130
     except (RuntimeError, ValueError, OSError) as exc:  # OSError: a full or read-only disk, a missing source
         log.debug("fatal", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_secrets(str(exc))}", file=sys.stderr)
         return 2
     print(format_summary(result))
     if not result.ok:

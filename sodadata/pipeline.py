@@ -38,6 +38,7 @@ from sodadata.document import (
 )
 from sodadata.recipe import RawUtterance, Recipe, Reject, ShardTask, TextRecord
 from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
+from sodadata.sources import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ class _Rejects:
 
     def add(self, item_id: str, reason: str, detail: str = "") -> None:
         self.counts.rejects[reason] += 1
-        self.rows.append({"id": item_id, "reason": reason, "detail": detail[:2000], "source": self.source})
+        # details quote decoders' and servers' messages: never let one carry the Hub token into a reject list
+        self.rows.append({"id": item_id, "reason": reason, "detail": redact_secrets(detail[:2000]),
+                          "source": self.source})
 
 
 def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:

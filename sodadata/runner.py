@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sodadata.pipeline import PipelineConfig, run_task
-from sodadata.recipe import Recipe, ShardTask
+from sodadata.recipe import Recipe, ShardError, ShardTask
 from sodadata.shards import ShardPaths, read_record, write_json_atomic
+from sodadata.sources import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,17 @@ def execute_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dic
     paths = ShardPaths(Path(config.out), task.component, task.stem)
     if paths.is_finished():
         return read_record(paths.record)
-    return run_task(recipe, task, config)
+    try:
+        return run_task(recipe, task, config)
+    except Exception as exc:
+        # An error quoting a server's answer can carry the Hub token (a proxy echoing the Authorization header).
+        # Dask logs a failed task's exception on the worker, and the runner writes it to logs and the run
+        # summary: replace such an exception by a redacted copy, without the original chained to it.
+        message = str(exc)
+        clean = redact_secrets(message)
+        if clean != message:
+            raise ShardError(f"{type(exc).__name__}: {clean}") from None
+        raise
 
 
 def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, limit_shards: int | None = None) -> RunResult:
@@ -131,8 +142,8 @@ def _on_done(result: RunResult, bar, task: ShardTask, record: dict, hours: list[
 
 
 def _on_failed(result: RunResult, bar, task: ShardTask, exc: BaseException, tb: str) -> None:
-    msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-    result.failures.append(TaskFailure(task.name, msg, tb))
+    msg = redact_secrets(f"{type(exc).__name__}: {exc}").splitlines()[0][:500]
+    result.failures.append(TaskFailure(task.name, msg, redact_secrets(tb)))
     log.error("shard %s failed: %s", task.name, msg)
     bar.update(1)
 
@@ -146,7 +157,8 @@ def _run_serial(recipe, pending, pipeline, runner, result) -> None:
                     record = execute_task(recipe, task, pipeline)
                 except Exception as exc:
                     if attempt < runner.retries:
-                        log.warning("shard %s failed (%s); retry %d/%d", task.name, exc, attempt + 1, runner.retries)
+                        log.warning("shard %s failed (%s); retry %d/%d", task.name, redact_secrets(str(exc)),
+                                    attempt + 1, runner.retries)
                         continue
                     _on_failed(result, bar, task, exc, traceback.format_exc())
                 else:

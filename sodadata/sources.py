@@ -7,6 +7,7 @@ Tokens come from the environment / the HF login, never from URLs, and are never 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -74,6 +75,36 @@ def check_no_credentials(url: str) -> None:
             f"the source URL {redact_url(url)} carries credentials ({what}); they would end up in shard records "
             "and logs. Remove them: the Hub token comes from HF_TOKEN or `hf auth login`."
         )
+
+
+# Where the Hub token can come from; huggingface_hub also reads the `hf auth login` file (get_token below).
+_TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+REDACTED = "<redacted>"
+
+
+@functools.lru_cache(maxsize=8)
+def _secrets(env_values: tuple[str | None, ...]) -> tuple[str, ...]:
+    values = set(env_values)
+    try:
+        from huggingface_hub import get_token
+
+        values.add(get_token())
+    except Exception:  # no huggingface_hub, no token file: the environment is all there is
+        pass
+    # Short values are not tokens (and replacing them would mangle ordinary text).
+    return tuple(sorted((v for v in values if v and len(v) >= 8), key=len, reverse=True))
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every known secret value (the Hub token) replaced by ``<redacted>``.
+
+    For messages built from other libraries' exceptions: an HTTP error can quote what a server or proxy sent
+    back, and a careless one echoes the request's Authorization header.
+    """
+    for secret in _secrets(tuple(os.environ.get(k) for k in _TOKEN_ENV)):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def is_hf(url: str) -> bool:
