@@ -246,10 +246,11 @@ def test_decompression_bombs_are_stopped_with_bounded_memory(tmp_path: Path):
     write_paths_file(nem, [f"{BASE}/data-jsonl/{KEPT}/CC-MAIN-2024-10-part-00000.jsonl.zstd"])
     capped = probe("nemotron", nem, 64 * 2**20)
     assert capped["reasons"] == {"item": 1, "line_too_long": 1}, capped
-    assert capped["grow_mb"] < 48, capped
+    assert capped["grow_mb"] < 64 + 32, capped  # a line is held up to --max-line-bytes before it is declared long
     zsize = (folder / "CC-MAIN-2024-10-part-00000.jsonl.zstd").stat().st_size
     rows.append(["Nemotron-CC: one JSON line of 1 GiB", f"{zsize / 2**10:.0f} KiB",
-                 "reject line_too_long (--max-line-bytes 64 MiB)", f"+{capped['grow_mb']:.0f} MiB",
+                 "reject line_too_long (--max-line-bytes 64 MiB: up to that much of a line is held)",
+                 f"+{capped['grow_mb']:.0f} MiB",
                  "+1027 MiB before the fix (one decompress call returned the whole GiB; see RELIABILITY.md)"])
     publish("bombs", table(["bomb", "compressed / on disk", "outcome", "peak RSS growth of the task",
                             "without the cap"], rows))
