@@ -28,10 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import soundfile as sf
 import zstandard
 from fixtures import encode_audio, speechlike, write_tar
+from fixtures_mls import SCHEMA as MLS_SCHEMA
+from fixtures_mls import SR as MLS_SR
+from fixtures_mls import corrupt_column
 from fixtures_nemotron import BASE, KEPT, compress_frames, record_line, write_paths_file
 from fixtures_yodas2 import Caption, Video, write_shard
 from test_reliability_report import publish, table
@@ -40,6 +45,7 @@ from sodadata import cli_recipe
 from sodadata.codec import CodecConfig
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes.emilia import EmiliaRecipe
+from sodadata.recipes.mls import MLSRecipe
 from sodadata.recipes.nemotron_cc import NemotronCCRecipe
 from sodadata.recipes.yodas2 import Yodas2Recipe
 from sodadata.runner import RunnerConfig, run_recipe
@@ -111,7 +117,7 @@ def check_and_publish(name: str, corpus: str, cases: list[Case], out: Path, extr
 
 
 def _short(text: str, n: int = 160) -> str:
-    text = " ".join(text.split())
+    text = " ".join("".join(ch for ch in text if ch.isprintable() or ch.isspace()).split())
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -430,6 +436,126 @@ def test_nemotron_cc_bad_input_catalogue(tmp_path: Path):
     check_and_publish("bad-input-nemotron-cc", "Nemotron-CC (JSONL in zstd frames)", cases, out,
                       [[x, na, ""] for x in ("corrupt MP3/WAV/FLAC", "zero-length audio, NaN samples",
                                              "wrong sample rate, stereo", "truncated tar / tar.gz")], root)
+
+
+# --- MLS ------------------------------------------------------------------------------------------------------
+
+
+def test_mls_bad_input_catalogue(tmp_path: Path):
+    """One Parquet file per case (a good recording of two segments plus the bad row); tasks of one document each."""
+    root, out = tmp_path / "src", tmp_path / "out"
+    data = root / "data"
+    data.mkdir(parents=True)
+    flac = [encode_audio(speechlike(1.0, 50 + i, sr=MLS_SR), MLS_SR, "FLAC") for i in range(2)]
+    wave = speechlike(1.0, 60, sr=MLS_SR)
+    nan = wave.copy()
+    nan[5:9] = np.nan
+    specs: list[tuple[str, str, dict, str]] = []  # (label, expected, bad row overrides, error)
+
+    def case(label: str, expect: str, error: str = "", **bad) -> None:
+        specs.append((label, expect, bad, error))
+
+    case("corrupt FLAC", "reject undecodable_audio", audio=b"fLaC" + bytes(300))
+    case("zero-length audio", "reject empty_audio", audio=b"")
+    case("NaN samples (float WAV bytes)", "reject nonfinite_audio", audio=wav_bytes(nan, MLS_SR, "FLOAT"))
+    case("wrong sample rate (44.1 kHz FLAC)", "written",
+         audio=encode_audio(speechlike(1.0, 61, sr=44_100), 44_100, "FLAC"))
+    case("stereo FLAC", "written", audio=encode_audio(np.stack([wave, wave], 1), MLS_SR, "FLAC"))
+    case("missing field (original_path null)", "reject missing_metadata", original_path=None)
+    case("missing field (begin_time null)", "reject missing_metadata", begin_time=None)
+    case("missing field (transcript null)", "reject empty_transcript", transcript=None)
+    case("transcript with an audio-range character", "reject transcript_has_audio_char", transcript="a  b")
+    case("transcript with a marker string", "reject transcript_has_marker", transcript="a <|text_start|> b")
+    case("duplicate id (a row twice)", "reject duplicate_id", duplicate=True)
+    case("segment with begin == end", "reject empty_segment", end_time=20.0)
+    case("segment with begin > end", "reject start_after_end", end_time=19.0)
+    case("audio column corrupt (pages overwritten)", "shard fails", "cannot read", corrupt=True)
+    case("file cut short after listing", "shard fails", "cannot read", truncate=True)
+    case("a shard missing from the source (listed, then gone)", "shard fails", "does not exist", missing=True)
+
+    cases: list[Case] = []
+    files: dict[str, Path] = {}
+    for n, (label, expect, bad, error) in enumerate(specs):
+        spk, book, path = f"{n + 1}", "77", f"http://www.archive.org/download/case_{n}/part.mp3"
+        rows = [{"audio": {"bytes": flac[i], "path": "x.flac"}, "original_path": path, "begin_time": 10.0 + 1.1 * i,
+                 "end_time": 11.0 + 1.1 * i, "transcript": f"good {i}", "audio_duration": 1.0, "speaker_id": spk,
+                 "book_id": book} for i in range(2)]
+        row = {**rows[0], "original_path": f"{path}#bad", "begin_time": 20.0, "end_time": 21.0, "transcript": "bad",
+               "audio": {"bytes": flac[0], "path": "x.flac"}}
+        for key in ("original_path", "begin_time", "end_time", "transcript"):
+            if key in bad:
+                row[key] = bad[key]
+        if "audio" in bad:
+            row["audio"] = {"bytes": bad["audio"], "path": "x"}
+        # The bad row first: a row rejected by the metadata pass joins the task of the document after it, which is
+        # then this file's own, so each case's tasks read only its file.
+        rows = [row, *([dict(row)] if bad.get("duplicate") else []), *rows]
+        name = f"train-{n:05d}-of-{len(specs):05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=MLS_SCHEMA), data / name, row_group_size=2)
+        if bad.get("corrupt"):
+            corrupt_column(data / name, "audio")
+        files[label] = data / name
+        begin, end = row["begin_time"], row["end_time"]
+        target = (f"{spk}-{book}-{round(begin * 100):08d}-{round(end * 100):08d}" if begin is not None
+                  else f"{name}#row0")
+        goods = [f"{spk}-{book}-{round(r['begin_time'] * 100):08d}-{round(r['end_time'] * 100):08d}" for r in rows[-2:]]
+        cases.append(Case(label, expect, "", target=target, items=[*goods, target], error=error))
+    stems_of: dict[str, list[str]] = {}
+
+    @dataclass(frozen=True)
+    class Listed(MLSRecipe):
+        def tasks(self):
+            tasks = super().tasks()
+            for label, (_, _, bad, _) in zip(files, specs, strict=True):
+                stems_of[label] = [t.stem for t in tasks if any(f.url == str(files[label]) for f in t.inputs)]
+                if bad.get("missing"):
+                    files[label].unlink()
+                if bad.get("truncate"):
+                    files[label].write_bytes(files[label].read_bytes()[:-200])
+            return tasks
+
+    result = run_recipe(Listed(source=str(root), shard_hours=1e-6), PipelineConfig(out=str(out), codec=CODEC), SERIAL)
+    failed = {f.task.rsplit("/", 1)[-1]: f.error for f in result.failures}
+    written: dict[str, str] = {}
+    rejected: dict[str, list[tuple[str, str]]] = {}
+    for shard in (out / "mls/en").glob("*.parquet"):
+        for row in pq.read_table(shard).to_pylist():
+            if row["format"] == "text_first":
+                for u in json.loads(row["metadata"])["utterances"]:
+                    written[u["id"]] = shard.stem
+    for shard in (out / "mls/en/rejects").glob("*.parquet"):
+        for r in pq.read_table(shard).to_pylist():
+            rejected.setdefault(r["id"], []).append((r["reason"], r["detail"]))
+    for c in cases:
+        mine = stems_of[c.input]
+        bad_failed = [s for s in mine if s in failed]
+        if bad_failed:
+            c.observed, c.detail = "shard fails", failed[bad_failed[0]]
+            continue
+        lost = [i for i in c.items if i not in written and i not in rejected]
+        assert not lost, f"{c.input}: items neither written nor rejected: {lost}"
+        if c.target in rejected:
+            c.observed = f"reject {rejected[c.target][-1][0]}" + (" (first copy written)" if c.target in written else "")
+            c.detail = rejected[c.target][-1][1]
+        elif c.target in written:
+            c.observed, c.detail = "written", "1 document row pair"
+        else:
+            c.observed = "LOST"
+    # A file that cannot be read when the tasks are planned (the metadata pass reads every file first).
+    early = tmp_path / "early"
+    shutil.copytree(root / "data", early / "data", ignore=shutil.ignore_patterns(
+        *(files[c.input].name for c in cases if c.expect == "shard fails")))
+    broken = early / "data" / sorted(p.name for p in (early / "data").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    with pytest.raises(RuntimeError, match="cannot read the metadata columns") as info:
+        run_recipe(MLSRecipe(source=str(early), shard_hours=1e-6), PipelineConfig(out=str(tmp_path / "o2"),
+                                                                                 codec=CODEC), SERIAL)
+    check_and_publish("bad-input-mls", "MLS English (Parquet with FLAC bytes)", cases, out,
+                      [["truncated file before the run (the metadata pass reads every file)",
+                        "the run stops before any task: one error line (exit 2)",
+                        _short(str(info.value).replace(str(early), "SRC"))],
+                       ["non-UTF-8 transcript", "n/a: Parquet string columns are UTF-8 by type", ""],
+                       ["truncated tar / tar.gz, zstd", "n/a: MLS files are Parquet", ""]], root)
 
 
 # --- the CLI when a listed shard is gone ----------------------------------------------------------------------
