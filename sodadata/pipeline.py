@@ -83,6 +83,7 @@ class _Rejects:
 def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
     """Process one task and commit its shard, rejects and record; return the record."""
     paths = ShardPaths(Path(config.out), task.component, task.stem)
+    paths.remove_stale_temps()  # partial files of a killed earlier attempt would otherwise stay on disk forever
     t0 = time.perf_counter()
     counts = TaskCounts()
     rejects = _Rejects(task.stem, counts)

@@ -88,6 +88,24 @@ class ShardPaths:
     def is_finished(self) -> bool:
         return self.record.exists() and self.parquet.exists()
 
+    def remove_stale_temps(self) -> int:
+        """Delete temporary files left by earlier attempts at this shard (a killed process leaves its partial
+        file behind, hidden; a Yodas partial can be hundreds of MB). Returns how many were removed.
+
+        Only this shard's names are touched. The one writer that could still own such a file is a task on a lost
+        Dask worker that is still running: its commit then fails, and this attempt's result stands.
+        """
+        removed = 0
+        for final in (self.parquet, self.rejects, self.record):
+            if not final.parent.is_dir():
+                continue
+            for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("%s/%s: removed %d temporary files of an interrupted attempt", self.component, self.stem, removed)
+        return removed
+
 
 def _temp_name(final: Path) -> Path:
     # Hidden and not ending in .parquet/.json, so no glob of finished shards ever matches a partial file.
