@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from synthetic import ComponentSpec, make_output_dir
+from test_reliability_report import publish, table
 
 from sodadata.codes import codes_to_chars
 from sodadata.document import (
@@ -501,18 +502,37 @@ TARGET = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
-def test_each_corruption_is_caught_with_a_precise_line(name: str, out: Path, capsys):
-    expected_line, allowed = CORRUPTIONS[name](out)
-    counts, lines = run_validate(out, max_errors=0)
-    target = TARGET.get(name) or ("structure" if "structure" in allowed else next(
-        c for c in ("counts", "rejects") if c in allowed))
-    assert counts.get(target, 0) >= 1, (counts, lines)
-    assert set(counts) <= allowed, (counts, lines)
-    pattern = re.compile(re.escape(str(out)) + "/" + expected_line)
-    assert any(pattern.match(line) for line in lines), "\n".join(lines)
-    assert main([str(out), "--max-errors", "0"]) == 1
-    assert f": {sum(counts.values())} violations" in capsys.readouterr().out
+def test_each_corruption_is_caught_with_a_precise_line(tmp_path: Path, capsys):
+    """Every corruption on a fresh copy: its exact report line, only the checks it can touch, exit status 1."""
+    failures, rows = [], []
+    for n, name in enumerate(sorted(CORRUPTIONS)):
+        out = tmp_path / f"case-{n}"
+        make_output_dir(out, components=COMPONENTS, seed=11)
+        expected_line, allowed = CORRUPTIONS[name](out)
+        counts, lines = run_validate(out, max_errors=0)
+        target = TARGET.get(name) or ("structure" if "structure" in allowed else next(
+            c for c in ("counts", "rejects") if c in allowed))
+        pattern = re.compile(re.escape(str(out)) + "/" + expected_line)
+        line = next((x for x in lines if pattern.match(x)), None)
+        problems = []
+        if counts.get(target, 0) < 1:
+            problems.append(f"check {target} did not fire")
+        if not set(counts) <= allowed:
+            problems.append(f"unexpected checks {set(counts) - allowed}")
+        if line is None:
+            problems.append("the expected line is missing")
+        rc = main([str(out), "--max-errors", "0"])
+        summary = capsys.readouterr().out
+        if rc != 1 or f": {sum(counts.values())} violations" not in summary:
+            problems.append(f"exit {rc} / summary")
+        if problems:
+            failures.append(f"{name}: {problems}\n  " + "\n  ".join(lines))
+        rows.append([name.replace("_", " "), target, ", ".join(sorted(counts)),
+                     (line or "").replace(str(out) + "/", "")[:150]])
+    publish("validate", f"{len(rows)} corruptions, each on a fresh copy of a clean synthetic output "
+            "(tests/synthetic.py); `sodadata validate` exits 1 on each and prints the line shown.\n\n"
+            + table(["corruption", "check aimed at", "checks that fired", "report line (shortened)"], rows))
+    assert not failures, "\n".join(failures)
 
 
 def test_max_errors_stops_the_report(out: Path, capsys):
@@ -594,7 +614,9 @@ def test_a_large_shard_is_validated_in_bounded_memory(tmp_path: Path):
                               timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         grow[mode] = float(done.stdout.strip())
-    print(f"validate: +{grow['validate']:.0f} MB peak RSS over imports for a shard of {text_mb:.0f} MB of text; "
-          f"reading it whole: +{grow['whole']:.0f} MB")
+    publish("validate-memory", table(
+        ["shard", "text (as Python strings)", "validate: peak RSS growth", "reading the text column whole"],
+        [[f"{2 * docs} rows of {frames * 8:,} audio characters (80 min of audio each), one row per row group",
+          f"{text_mb:.0f} MB", f"+{grow['validate']:.0f} MiB", f"+{grow['whole']:.0f} MiB"]]))
     assert grow["validate"] < 64, grow  # a handful of rows' worth, whatever the shard's size
     assert grow["whole"] > 4 * grow["validate"], grow
