@@ -211,7 +211,7 @@ def test_read_only_component_folder_fails_its_shards_only(source, reference, tmp
         assert len(list((out / "emilia-yodas" / "en").glob("*.json"))) == 3
         assert_nothing_partial(out)
         rows.append(["one component folder read-only (bind mount)", "exit 1, 2 of 6 shards failed, 4 finished",
-                     line.replace(str(source), "SRC")[:150] + "…", "exit 0, 4 shards kept", "identical"])
+                     line.replace(str(out), "OUT")[:150] + "…", "exit 0, 4 shards kept", "identical"])
         rc, stdout, stderr = run_cli(source, out, capsys)
         assert rc == 0 and "4 already finished" in stdout
         assert snapshot(out) == reference

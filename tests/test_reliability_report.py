@@ -47,7 +47,7 @@ def publish(name: str, markdown: str) -> None:
 def test_every_section_of_reliability_md_is_published_by_a_test():
     """Each generated section is named in some test's publish() call, and each named test exists."""
     doc = DOC.read_text(encoding="utf-8")
-    sections = re.findall(r"<!-- BEGIN (\S+) -->", doc)
+    sections = re.findall(r"<!-- BEGIN ([a-z0-9-]+) -->", doc)
     assert sections, "RELIABILITY.md has no generated sections"
     sources = "".join(p.read_text(encoding="utf-8") for p in sorted(REPO.glob("tests/test_*.py")))
     for name in sections:
