@@ -361,9 +361,17 @@ class Validator:
             self.add(Violation("schema", rel, f"cannot open as Parquet: {type(exc).__name__}: {exc}"))
             return
         self.report.bytes += parquet.stat().st_size
-        if not self._schema(pf.schema_arrow, rel):
-            return
-        totals = self._rows(pf, rel, component, record)
+        with pf:
+            if not self._schema(pf.schema_arrow, rel):
+                return
+            try:
+                totals = self._rows(pf, rel, component, record)
+            except _TooManyErrors:
+                raise
+            except Exception as exc:  # a footer that opens over pages that do not decode: report, go on
+                self.add(Violation("schema", rel, f"rows cannot be read: {type(exc).__name__}: "
+                                                  f"{' '.join(str(exc).split())}"))
+                return
         if record is not None:
             self._counts(record, totals, record_path)
             self._rejects(directory / "rejects" / f"{stem}.parquet", record)
@@ -572,18 +580,27 @@ class Validator:
         except Exception as exc:  # any reader error means the list is unusable
             self.add(Violation("rejects", rel, f"cannot open as Parquet: {type(exc).__name__}: {exc}"))
             return
-        schema = pf.schema_arrow
-        if schema.names != REJECT_SCHEMA.names or any(schema.field(f.name).type != f.type for f in REJECT_SCHEMA):
-            self.add(Violation("rejects", rel, f"columns {schema.names}, expected {REJECT_SCHEMA.names} (strings)"))
-            return
-        reasons: Counter = Counter()
-        row = 0
-        for batch in pf.iter_batches(batch_size=4096, columns=["id", "reason"]):
-            for rid, reason in zip(batch.column("id").to_pylist(), batch.column("reason").to_pylist()):
-                if not reason:
-                    self.add(Violation("rejects", rel, "reject without a reason", row=row, id=rid))
-                reasons[reason] += 1
-                row += 1
+        with pf:
+            schema = pf.schema_arrow
+            if schema.names != REJECT_SCHEMA.names or any(schema.field(f.name).type != f.type for f in REJECT_SCHEMA):
+                self.add(Violation("rejects", rel, f"columns {schema.names}, expected {REJECT_SCHEMA.names} "
+                                                   "(strings)"))
+                return
+            reasons: Counter = Counter()
+            row = 0
+            try:
+                for batch in pf.iter_batches(batch_size=4096, columns=["id", "reason"]):
+                    for rid, reason in zip(batch.column("id").to_pylist(), batch.column("reason").to_pylist()):
+                        if not reason:
+                            self.add(Violation("rejects", rel, "reject without a reason", row=row, id=rid))
+                        reasons[reason] += 1
+                        row += 1
+            except _TooManyErrors:
+                raise
+            except Exception as exc:  # pages that do not decode
+                self.add(Violation("rejects", rel, f"rows cannot be read: {type(exc).__name__}: "
+                                                   f"{' '.join(str(exc).split())}"))
+                return
         if row != record["rejected"]:
             self.add(Violation("rejects", rel, f"{row} rows, the record counts {record['rejected']} rejects"))
         elif dict(reasons) != {k: v for k, v in record["rejects"].items() if v}:
