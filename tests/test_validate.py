@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fixtures_mls import corrupt_column
 from synthetic import ComponentSpec, make_output_dir
 from test_reliability_report import publish, table
 
@@ -467,6 +468,11 @@ def _truncated_shard(out: Path) -> tuple[str, set[str]]:
     return rf"{SHARD}.parquet: cannot open as Parquet", {"schema"}
 
 
+def _corrupt_data_pages(out: Path) -> tuple[str, set[str]]:
+    corrupt_column(out / f"{SHARD}.parquet", "text")  # the footer still opens; the text pages do not decode
+    return rf"{SHARD}.parquet: rows cannot be read: OSError", {"schema", "ids"}
+
+
 CORRUPTIONS: dict[str, Callable[[Path], tuple[str, set[str]]]] = {
     f.__name__.lstrip("_"): f
     for f in (
@@ -484,6 +490,7 @@ CORRUPTIONS: dict[str, Callable[[Path], tuple[str, set[str]]]] = {
         _record_url_with_credentials,
         _rejects_missing, _rejects_fewer_than_the_record, _rejects_other_reasons,
         _shard_without_record, _record_without_shard, _partial_file_under_a_visible_name, _truncated_shard,
+        _corrupt_data_pages,
     )
 }
 # The check each corruption is aimed at (the report line above belongs to it).
@@ -498,7 +505,7 @@ TARGET = {
     "extra_column": "schema", "record_unbalanced": "record", "record_not_json": "record",
     "record_of_another_shard": "record", "record_url_with_credentials": "record",
     "shard_without_record": "files", "record_without_shard": "files", "partial_file_under_a_visible_name": "files",
-    "truncated_shard": "schema",
+    "truncated_shard": "schema", "corrupt_data_pages": "schema",
 }
 
 
