@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -191,6 +192,35 @@ def load_mimi(config: CodecConfig, encoder_only: bool = False):
         torch.backends.cuda.matmul.allow_tf32 = config.dtype == "tf32"
         torch.backends.cudnn.allow_tf32 = config.dtype == "tf32"
     return model.to(device=config.device, dtype=dtype).eval()
+
+
+_MALLOC_TUNED = False
+
+
+def _undo_fixed_malloc_trim_threshold() -> None:
+    """Give glibc back heap reuse for tensor-sized blocks when ``MALLOC_TRIM_THRESHOLD_`` pinned it down.
+
+    Dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting any threshold turns off
+    glibc's dynamic mmap threshold, so every block over 128 kB (every activation of the encoder) becomes its own
+    mmap: freshly faulted, zeroed pages on every allocation, munmapped on every free. bench/pipeline.py measured
+    the encoder at 7.3x real time per core under that setting against 12.4x without it. We set the values glibc's
+    dynamic scheme would reach by itself (mmap above 32 MB, trim above 64 MB: at most 64 MB of freed memory kept).
+    Only when the variable is set (Dask workers); never elsewhere, and only on glibc.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        ok = libc.mallopt(m_mmap_threshold, 32 * 2**20) == 1 and libc.mallopt(m_trim_threshold, 64 * 2**20) == 1
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to undo
+        return
+    log.info("MALLOC_TRIM_THRESHOLD_ is set (a Dask worker?): malloc thresholds set to mmap 32 MB, trim 64 MB (%s)",
+             "ok" if ok else "refused")
 
 
 class _PaddingRepairer:
@@ -401,6 +431,8 @@ class MimiEncoder:
         self.batch_size = config.effective_batch_size() if self._repair.supported else 1
         self.max_batch_samples = config.effective_max_batch_samples()
         self._fast: _ChunkedEncoder | None = None
+        if self.device.type == "cpu":
+            _undo_fixed_malloc_trim_threshold()
         if config.engine == "auto" and self.device.type == "cpu" and self._repair.supported:
             fast = _ChunkedEncoder(self.model, self._repair, CPU_CHUNK_SAMPLES)
             self._fast = fast if fast.supported else None

@@ -110,3 +110,31 @@ def test_reference_engine_is_the_plain_path(tiny):
     np.testing.assert_array_equal(codes, reference_encode(tiny, _waves([2 * C + 100])[0]))
     with pytest.raises(ValueError, match="engine"):
         CodecConfig(engine="onnx")
+
+
+def test_codes_are_the_same_in_a_dask_worker_malloc_environment(tmp_path):
+    """Dask workers run with MALLOC_TRIM_THRESHOLD_ set, which makes MimiEncoder retune glibc malloc: same codes."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import torch; torch.set_num_threads(1)\n"
+        "from fixtures import speechlike\n"
+        "import sodadata.codec as c\n"
+        "enc = c.MimiEncoder(c.CodecConfig(codec='tiny-random'), model=c.build_random_mimi('tiny-random'))\n"
+        "(codes,) = enc.encode([speechlike(4.2, 3)])\n"
+        "print(json.dumps({'tuned': c._MALLOC_TUNED, 'codes': codes.tolist()}))\n"
+    )
+    outs = {}
+    for name, extra in (("plain", {}), ("dask", {"MALLOC_TRIM_THRESHOLD_": "65536"})):
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"} | extra
+        done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+        outs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outs["dask"]["tuned"] and not outs["plain"]["tuned"]
+    assert outs["dask"]["codes"] == outs["plain"]["codes"]
