@@ -1,7 +1,8 @@
 """Audio in: decode file bytes, downmix to mono, resample to 24 kHz float32, and say why when we cannot.
 
 soundfile (libsndfile) decodes WAV/FLAC/OGG/MP3; soxr resamples. torchaudio is not used: its PyPI wheels are
-CUDA builds pinned to one torch release, and soxr is faster at equal quality (see BENCHMARKS.md, resample).
+CUDA builds pinned to one torch release, and its resampler's filter design (measured through SciPy) is slower
+and leaks more than soxr's (see BENCHMARKS.md, resample).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import soxr
 
 from sodadata.codes import SAMPLE_RATE
 
-RESAMPLE_QUALITY = "HQ"  # chosen in bench/resample.py: indistinguishable from VHQ after Mimi, faster
+# Chosen by bench/resample.py: VHQ. HQ's narrower passband (91 % vs 95 % of Nyquist) changed 0.3-0.5 % of Mimi
+# codes against VHQ's output, where a 16-bit copy of the same audio changed none; VHQ still runs at thousands of
+# times real time (under 1 % of encoding, and in the prefetch thread).
+RESAMPLE_QUALITY = "VHQ"
 DEFAULT_MAX_SECONDS = 600.0  # an utterance; Yodas videos (whole recordings) pass their own limit
 
 
