@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import queue
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,9 +50,29 @@ class PipelineConfig:
     out: str
     codec: CodecConfig | None = None  # None for text-only recipes
     max_utterance_seconds: float = DEFAULT_MAX_SECONDS
-    # Audio gathered before encoding, so the encoder can sort it into batches of similar length.
-    bucket_seconds: float = 600.0
+    # Audio gathered before encoding, so the encoder can sort it into batches of similar length. None: 600 s on
+    # CPU (batch 1 there: only order changes), and on CUDA twice the codec's padded audio per batch (3,840 s by
+    # default), so a bucket fills whole GPU batches of similar length.
+    bucket_seconds: float | None = 600.0
     prefetch_items: int = 32  # decoded utterances queued ahead of the encoder
+    # Threads decoding and resampling in the prefetch stage. None: 1 on CPU (the cores are busy encoding; one
+    # thread decodes at thousands of times real time, far ahead of a CPU encoder), every core on CUDA (one
+    # thread cannot keep a GPU fed; libsndfile and soxr release the GIL, see bench/gpu.py).
+    decode_threads: int | None = None
+
+    def effective_bucket_seconds(self) -> float:
+        if self.bucket_seconds is not None:
+            return self.bucket_seconds
+        if self.codec is None or self.codec.device == "cpu":
+            return 600.0
+        return 2 * self.codec.effective_max_batch_samples() / SAMPLE_RATE
+
+    def effective_decode_threads(self) -> int:
+        if self.decode_threads is not None:
+            return max(1, self.decode_threads)
+        if self.codec is None or self.codec.device == "cpu":
+            return 1
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -147,40 +169,72 @@ class _Decoded:
     wave: np.ndarray
 
 
-def _checked(items: Iterable, counts: TaskCounts, rejects: _Rejects, max_seconds: float) -> Iterator[_Decoded]:
-    """Count every item; turn bad ones into rejects; decode the rest to 24 kHz mono."""
+def _decode(item: RawUtterance, max_seconds: float) -> tuple[np.ndarray | None, AudioError | None, float]:
+    """Decode one utterance to 24 kHz mono: (wave, None, seconds) or (None, the reason, seconds)."""
+    t = time.perf_counter()
+    try:
+        if isinstance(item.audio, (bytes, bytearray, memoryview)):
+            wave = decode_audio(bytes(item.audio), max_seconds=max_seconds)
+        else:
+            if item.sample_rate is None:
+                raise AudioError("bad_sample_rate", "samples given without a sample rate")
+            wave = to_mono_24k(item.audio, item.sample_rate, max_seconds=max_seconds)
+    except AudioError as exc:
+        return None, exc, time.perf_counter() - t
+    return wave, None, time.perf_counter() - t
+
+
+def _checked(items: Iterable, counts: TaskCounts, rejects: _Rejects, max_seconds: float,
+             threads: int = 1) -> Iterator[_Decoded]:
+    """Count every item; turn bad ones into rejects; decode the rest to 24 kHz mono.
+
+    With ``threads > 1`` decoding runs in a thread pool, a few items ahead; results (and rejects) are still
+    taken strictly in input order, so the output is the same as with one thread.
+    """
     seen: set[str] = set()
-    for item in items:
-        counts.read += 1
-        if isinstance(item, Reject):
-            rejects.add(item.id, item.reason, item.detail)
-            continue
-        if not isinstance(item, RawUtterance):
-            raise TypeError(f"a speech recipe yielded {type(item).__name__}, expected RawUtterance or Reject")
-        if item.id in seen:
-            rejects.add(item.id, "duplicate_id", "an earlier item of this shard has the same id")
-            continue
-        seen.add(item.id)
-        text = clean_transcript(item.text) if isinstance(item.text, str) else ""
-        reason = transcript_error(text)
-        if reason is not None:
-            rejects.add(item.id, reason, repr(text[:200]))
-            continue
-        t = time.perf_counter()
-        try:
-            if isinstance(item.audio, (bytes, bytearray, memoryview)):
-                wave = decode_audio(bytes(item.audio), max_seconds=max_seconds)
-            else:
-                if item.sample_rate is None:
-                    raise AudioError("bad_sample_rate", "samples given without a sample rate")
-                wave = to_mono_24k(item.audio, item.sample_rate, max_seconds=max_seconds)
-        except AudioError as exc:
-            rejects.add(item.id, exc.reason, exc.detail)
-            continue
-        finally:
-            counts.timings["read_decode"] += time.perf_counter() - t
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="sodadata-decode") if threads > 1 else None
+    pending: deque = deque()  # in input order: ("reject", id, reason, detail) or ("audio", item, text, result)
+
+    def finish(entry) -> Iterator[_Decoded]:
+        if entry[0] == "reject":
+            rejects.add(*entry[1:])
+            return
+        _, item, text, result = entry
+        wave, error, seconds = result.result() if pool is not None else result
+        counts.timings["read_decode"] += seconds
+        if error is not None:
+            rejects.add(item.id, error.reason, error.detail)
+            return
         item.audio = b""  # the encoded bytes are no longer needed; keep memory to the decoded wave
         yield _Decoded(item, text, wave)
+
+    try:
+        for item in items:
+            counts.read += 1
+            if isinstance(item, Reject):
+                pending.append(("reject", item.id, item.reason, item.detail))
+            elif not isinstance(item, RawUtterance):
+                raise TypeError(f"a speech recipe yielded {type(item).__name__}, expected RawUtterance or Reject")
+            elif item.id in seen:
+                pending.append(("reject", item.id, "duplicate_id", "an earlier item of this shard has the same id"))
+            else:
+                seen.add(item.id)
+                text = clean_transcript(item.text) if isinstance(item.text, str) else ""
+                reason = transcript_error(text)
+                if reason is not None:
+                    pending.append(("reject", item.id, reason, repr(text[:200])))
+                elif pool is not None:
+                    pending.append(("audio", item, text, pool.submit(_decode, item, max_seconds)))
+                else:
+                    pending.append(("audio", item, text, _decode(item, max_seconds)))
+            # one thread: everything is resolved at once; a pool: keep up to 2 x threads decodes in flight
+            while pending and (pool is None or pending[0][0] == "reject" or len(pending) > 2 * threads):
+                yield from finish(pending.popleft())
+        while pending:
+            yield from finish(pending.popleft())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 _DONE = object()
@@ -311,9 +365,12 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
     out = _DocumentRows(writer, task, metadata)
     try:
         decoded = prefetch(
-            _checked(recipe.read(task), counts, rejects, config.max_utterance_seconds), config.prefetch_items
+            _checked(recipe.read(task), counts, rejects, config.max_utterance_seconds,
+                     config.effective_decode_threads()),
+            config.prefetch_items,
         )
-        for u in _encode_buckets(remember_metadata(decoded), encoder, int(config.bucket_seconds * SAMPLE_RATE)):
+        bucket_samples = int(config.effective_bucket_seconds() * SAMPLE_RATE)
+        for u in _encode_buckets(remember_metadata(decoded), encoder, bucket_samples):
             if contiguous and u.doc_id not in docs:
                 if u.doc_id in finished:
                     raise RuntimeError(f"{task.name}: document {u.doc_id} came back after it ended ({recipe.name} "

@@ -138,3 +138,95 @@ def test_codes_are_the_same_in_a_dask_worker_malloc_environment(tmp_path):
         outs[name] = json.loads(done.stdout.strip().splitlines()[-1])
     assert outs["dask"]["tuned"] and not outs["plain"]["tuned"]
     assert outs["dask"]["codes"] == outs["plain"]["codes"]
+
+
+# --- the GPU path's logic, on CPU -------------------------------------------------------------------------------
+
+
+def test_cuda_config_sizes_batches_and_buckets_for_a_gpu():
+    from sodadata.pipeline import PipelineConfig
+
+    gpu = CodecConfig(codec="tiny-random", device="cuda")
+    assert gpu.effective_batch_size() == 64 and gpu.effective_max_batch_samples() == 1920 * 24000
+    cpu = CodecConfig(codec="tiny-random")
+    assert cpu.effective_batch_size() == 1
+    p_gpu = PipelineConfig(out="x", codec=gpu, bucket_seconds=None)
+    assert p_gpu.effective_bucket_seconds() == 3840.0  # a bucket fills whole GPU batches
+    assert p_gpu.effective_decode_threads() >= 1 and PipelineConfig(out="x", codec=cpu).effective_decode_threads() == 1
+    assert PipelineConfig(out="x", codec=cpu, bucket_seconds=None).effective_bucket_seconds() == 600.0
+
+
+def test_gpu_batching_respects_its_limits_and_keeps_codes(tiny):
+    """What runs on a GPU (the reference path with padding repair, large length-sorted batches), run on CPU with
+    the CUDA configuration's batch limits."""
+    cfg = CodecConfig(codec="tiny-random", device="cuda", engine="reference", batch_size=6, max_batch_seconds=20.0)
+    enc = MimiEncoder(cfg, model=tiny)  # the model stays on CPU; batch sizing comes from the config
+    assert enc._fast is None and enc.batch_size == 6
+    rng = np.random.default_rng(0)
+    waves = [speechlike(float(s), i) for i, s in enumerate(rng.uniform(0.3, 7.0, size=23))]
+    seen = []
+    real = enc._encode_batch
+
+    def spy(batch):
+        seen.append([len(w) for w in batch])
+        return real(batch)
+
+    enc._encode_batch = spy
+    codes = enc.encode(waves)
+    assert max(len(b) for b in seen) == 6 and sum(len(b) for b in seen) == len(waves)
+    assert all(max(b) * len(b) <= 20 * 24000 for b in seen if len(b) > 1)
+    assert all(b == sorted(b, reverse=True) for b in seen)  # sorted by length: little padding
+    for w, c in zip(waves, codes):
+        np.testing.assert_array_equal(c, reference_encode(tiny, w))
+
+
+def test_dtype_agreement_is_computed_on_cpu_for_bfloat16(tiny):
+    """bench/gpu.py's agreement measure, run on CPU: float32 against itself is 1, bfloat16 is measured."""
+    import copy
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.gpu import code_agreement
+
+    waves = _waves([24000 * 3, 24000 * 2 + 500], seed=31)
+    fp32 = MimiEncoder(CodecConfig(codec="tiny-random"), model=tiny).encode(waves)
+    bf16_model = copy.deepcopy(tiny).to(torch.bfloat16)
+    bf16 = MimiEncoder(CodecConfig(codec="tiny-random", dtype="bfloat16"), model=bf16_model).encode(waves)
+    same = code_agreement(fp32, fp32)
+    assert same["all"] == 1.0 and same["codebook0"] == 1.0 and same["frames"] == 1.0
+    got = code_agreement(bf16, fp32)
+    assert 0.0 < got["all"] <= 1.0 and 0.0 <= got["frames"] <= got["codebook0"] <= 1.0
+
+
+# --- parallel decoding (feeds a GPU) ------------------------------------------------------------------------------
+
+
+def test_decode_threads_give_the_same_shard_rejects_and_record(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+    from fixtures import make_emilia_source
+
+    from sodadata.pipeline import PipelineConfig
+    from sodadata.recipes.emilia import EmiliaRecipe
+    from sodadata.runner import RunnerConfig, run_recipe
+
+    root = tmp_path / "src"
+    make_emilia_source(root, seed=4, quirks=True, tars_per_subset=1, docs_per_tar=3, utts_per_doc=3)
+    outs = {}
+    for threads in (1, 4):
+        out = tmp_path / f"out{threads}"
+        result = run_recipe(EmiliaRecipe(source=str(root)),
+                            PipelineConfig(out=str(out), codec=CodecConfig(codec="tiny-random"), decode_threads=threads,
+                                           prefetch_items=2),
+                            RunnerConfig(serial=True, progress=False))
+        assert result.ok
+        outs[threads] = {
+            p.relative_to(out).as_posix(): pq.read_table(p).to_pylist() for p in sorted(out.rglob("*.parquet"))
+        }
+        recs = {p.relative_to(out).as_posix(): json.loads(p.read_text()) for p in sorted(out.glob("*/*/*.json"))}
+        outs[threads]["records"] = {k: {f: v[f] for f in ("read", "written", "rejected", "rejects", "rows")}
+                                    for k, v in recs.items()}
+    assert outs[1] == outs[4]  # rows, rejects (in order) and counts
+    assert any("rejects" in k and rows for k, rows in outs[1].items() if k != "records")
