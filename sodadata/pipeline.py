@@ -53,7 +53,7 @@ class PipelineConfig:
     # Audio gathered before encoding, so the encoder can sort it into batches of similar length. None: 600 s on
     # CPU (batch 1 there: only order changes), and on CUDA twice the codec's padded audio per batch (3,840 s by
     # default), so a bucket fills whole GPU batches of similar length.
-    bucket_seconds: float | None = 600.0
+    bucket_seconds: float | None = None
     prefetch_items: int = 32  # decoded utterances queued ahead of the encoder
     # Threads decoding and resampling in the prefetch stage. None: 1 on CPU (the cores are busy encoding; one
     # thread decodes at thousands of times real time, far ahead of a CPU encoder), every core on CUDA (one
