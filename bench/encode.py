@@ -172,6 +172,38 @@ def chunk_sweep(model, waves, chunks_s, reps: int) -> tuple[list, str]:
     return rows, run.load_note()
 
 
+def stage_sweep(model, waves, reps: int) -> tuple[list, str]:
+    """How many strided SEANet stages to run chunked (the rest whole): speed and bit-identity of each choice."""
+    import torch
+
+    from sodadata.codec import CHUNKED_STRIDED_CONVS, CodecConfig, MimiEncoder
+
+    torch.set_num_threads(1)
+    seconds = sum(len(w) for w in waves) / SR
+    encoders, identical = {}, {}
+    with torch.inference_mode():
+        xs = [torch.from_numpy(w)[None, None] for w in waves]
+        refs = [model.encoder(x).latents for x in xs]
+        for k in (1, 2, 3, 4):
+            enc = MimiEncoder(CodecConfig(codec="full-random", batch_size=1, threads=1), model)
+            enc.verify = False
+            fast = enc._fast
+            strided = [i for i, layer in enumerate(fast.layers) if getattr(getattr(layer, "conv", None), "stride",
+                                                                              (1,))[0] > 1]
+            fast.split = strided[k - 1] + 1
+            identical[k] = sum(torch.equal(fast.latents(x), r) for x, r in zip(xs, refs))
+            encoders[k] = enc
+    run = Interleaved().run({str(k): (lambda e=e: e.encode(waves)) for k, e in encoders.items()}, reps)
+    rows = []
+    for k in encoders:
+        t = run.timings[str(k)]
+        rate = 24_000 // int(np.prod([encoders[k]._fast.layers[i].conv.stride[0] for i in range(encoders[k]._fast.split)
+                                      if hasattr(encoders[k]._fast.layers[i], "conv")]))
+        rows.append([f"{k}{' (default)' if k == CHUNKED_STRIDED_CONVS else ''}", f"{rate:,} Hz",
+                     f"{identical[k]} of {len(waves)}", fmt_x(seconds / t.cpu_median), fmt_x(seconds / t.wall_median)])
+    return rows, run.load_note()
+
+
 def dtype_compare(model, waves, reps: int) -> tuple[list, str]:
     """bfloat16 on this CPU: speed and agreement of its codes with float32's."""
     import copy
@@ -332,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep_waves = utterances[: max(3, len(utterances) // 2)]
     sweep_rows, sweep_note = chunk_sweep(model, sweep_waves, (0.2, 0.4, 1.0, 2.0, 4.0), reps)
     print(sweep_rows, flush=True)
+    stage_rows, stage_note = stage_sweep(model, sweep_waves, reps)
+    print(stage_rows, flush=True)
     dtype_rows, dtype_note = dtype_compare(model, sweep_waves, reps)
     print(dtype_rows, flush=True)
     mem_rows = memory_table(60.0 if not args.quick else 20.0)
@@ -382,6 +416,12 @@ chunks. A tail that narrow, run as its own chunk, gets a different oneDNN kernel
 column); so the last chunk absorbs the remainder. The default chunk is {CPU_CHUNK_SAMPLES / SR:g} s, and each
 process verifies the path against the reference on its first single-chunk and first multi-chunk batch, falling
 back to the reference if they ever differ (e.g. another CPU, another oneDNN).
+
+**Chunked stages** (how many strided SEANet stages run over chunks before the rest runs whole; 1 thread,
+{CPU_CHUNK_SAMPLES / SR:g} s chunks; {stage_note}):
+
+{table(["strided stages chunked", "rate where chunking stops", "latents bit-identical", "x real time per core (CPU time)",
+        "x real time (wall)"], stage_rows)}
 
 **dtype on CPU** (chunked path, 1 thread; agreement with float32's codes; {dtype_note}):
 

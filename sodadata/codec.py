@@ -50,8 +50,8 @@ ENGINES = ("auto", "reference")  # auto: the chunked CPU path where verified (se
 # cache misses. The last chunk absorbs the remainder (see _ChunkedEncoder.absorb_tail).
 CPU_CHUNK_SAMPLES = 48_000
 # SEANet stages run chunked: up to and including this many strided convolutions (Mimi: strides 4, 5, 6 -> 200 Hz).
-# Past that the sequence is short and oneDNN is faster on it whole (the 512->1024 stride-8 conv ran at half speed
-# on 2 s chunks).
+# Past that the sequence is short and oneDNN is as fast or faster on it whole (bench/encode.py, chunked stages:
+# chunking the 512->1024 stride-8 stage too is slower).
 CHUNKED_STRIDED_CONVS = 3
 NOT_REAL_WARNING = (
     "codec {name!r} is a seeded RANDOM model: its codes are NOT real Mimi codes. "
@@ -202,8 +202,8 @@ def _undo_fixed_malloc_trim_threshold() -> None:
 
     Dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting any threshold turns off
     glibc's dynamic mmap threshold, so every block over 128 kB (every activation of the encoder) becomes its own
-    mmap: freshly faulted, zeroed pages on every allocation, munmapped on every free. bench/pipeline.py measured
-    the encoder at 7.3x real time per core under that setting against 12.4x without it. We set the values glibc's
+    mmap: freshly faulted, zeroed pages on every allocation, munmapped on every free: bench/encode.py (malloc
+    table) measures the encoder at about 0.6x its plain speed under that setting. We set the values glibc's
     dynamic scheme would reach by itself (mmap above 32 MB, trim above 64 MB: at most 64 MB of freed memory kept).
     Only when the variable is set (Dask workers); never elsewhere, and only on glibc.
     """
