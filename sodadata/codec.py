@@ -483,6 +483,11 @@ class MimiEncoder:
             x[j, 0, : len(w)] = w
         t0 = time.perf_counter()
         with self._lock, torch.inference_mode():
+            if self.config.threads and torch.get_num_threads() != self.config.threads:
+                # torch's intra-op thread count is per calling thread (OpenMP): load_mimi set it in the thread that
+                # loaded the model, but a Dask worker may encode in another (bench/pipeline.py's warm-up loads in
+                # the worker's event-loop thread; tasks run in its executor threads).
+                torch.set_num_threads(self.config.threads)
             inputs = torch.from_numpy(x).to(self.device, self.dtype)
             padded = len(waves) > 1 and min(lengths) != longest
             self._repair.lengths = torch.tensor(lengths, device=self.device) if padded else None

@@ -230,3 +230,23 @@ def test_decode_threads_give_the_same_shard_rejects_and_record(tmp_path):
                                     for k, v in recs.items()}
     assert outs[1] == outs[4]  # rows, rejects (in order) and counts
     assert any("rejects" in k and rows for k, rows in outs[1].items() if k != "records")
+
+
+def test_torch_threads_are_applied_in_the_thread_that_encodes(tiny, threads):
+    """torch's thread count is per OpenMP thread: a Dask task thread must get the configured count even when the
+    model was loaded in another thread."""
+    import threading
+
+    threads(1)
+    enc = MimiEncoder(CodecConfig(codec="tiny-random", threads=2), model=tiny)
+    seen = []
+
+    def work() -> None:
+        torch.set_num_threads(1)
+        enc.encode(_waves([24000]))
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == [2]
