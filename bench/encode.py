@@ -404,7 +404,11 @@ both under the load above). Floor: {peak_core:.0f} / {gflop:.2f} = **{floor_core
 The chunked path (`engine="auto"`, the default on CPU) runs the SEANet stages above 200 Hz over
 {CPU_CHUNK_SAMPLES / SR:g} s chunks (each causal conv carrying its left context) and the rest whole, calling the
 modules directly: same arithmetic, in cache. Speed-up column: the reference's median time over this path's.
-Batching (batch 4 of similar-length clips) does not help on this CPU: the default stays batch 1 on CPU.
+Batching (batch 4 of similar-length clips) does not help on this CPU: the default stays batch 1 on CPU. With 2
+threads in one process the figures depend on the other jobs (see the load notes): with free cores the chunked
+path scales with threads like the reference, but when another job takes a core its many short parallel regions
+wait on the descheduled thread and its lead shrinks or reverses. One torch thread per worker process avoids
+that (bench/pipeline.py compares the layouts).
 
 **Chunk size** (1 thread; latents compared bit for bit with `MimiModel.encoder`'s, per clip; {sweep_note}):
 
@@ -414,8 +418,8 @@ Batching (batch 4 of similar-length clips) does not help on this CPU: the defaul
 The clips checked are the timed ones plus three whose length leaves a tail of 100, 961 and 500 samples after whole
 chunks. A tail that narrow, run as its own chunk, gets a different oneDNN kernel and different bits (third
 column); so the last chunk absorbs the remainder. The default chunk is {CPU_CHUNK_SAMPLES / SR:g} s, and each
-process verifies the path against the reference on its first single-chunk and first multi-chunk batch, falling
-back to the reference if they ever differ (e.g. another CPU, another oneDNN).
+process verifies the path against the reference on the first batch of each width class (six up to a 60 s piece),
+falling back to the reference if they ever differ (e.g. another CPU, another oneDNN).
 
 **Chunked stages** (how many strided SEANet stages run over chunks before the rest runs whole; 1 thread,
 {CPU_CHUNK_SAMPLES / SR:g} s chunks; {stage_note}):
@@ -446,8 +450,10 @@ mmap (page faults, zeroing) and a munmap when freed. Encoder alone, 1 thread, ea
 `MimiEncoder` on CPU therefore sets the thresholds glibc's own dynamic scheme would reach (mmap above 32 MB, trim
 above 64 MB) when, and only when, `MALLOC_TRIM_THRESHOLD_` is set.
 
-Dropping the decoder (`load_mimi(..., encoder_only=True)`, what every worker does) halves the model; the chunked
-path never holds a whole-piece 24 kHz activation (64 channels x 1.44 M samples = 369 MB each for 60 s).
+Dropping the decoder (`load_mimi(..., encoder_only=True)`, what every worker does) halves the parameters (the
+random model is built whole and then drops its decoder, so its RSS shows less of the saving than loading a real
+checkpoint without one); the chunked path never holds a whole-piece 24 kHz activation (64 channels x 1.44 M
+samples = 369 MB each for 60 s).
 """
     print(body)
     if not args.quick:
