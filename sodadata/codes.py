@@ -21,33 +21,59 @@ SAMPLES_PER_FRAME = 1920
 CHARS_PER_SECOND = int(FRAME_RATE_HZ * NUM_CODEBOOKS)  # 100
 
 
+# Per-call cost matters as much as per-character cost: the pipeline converts one utterance (a few hundred to a
+# few thousand characters) per call, so each function below is a handful of NumPy calls on unsigned values
+# (below-range values wrap to huge ones, so one ``max`` checks both ends) and looks for the culprit only on failure.
+_OFFSETS = (AUDIO_BASE + CODEBOOK_SIZE * np.arange(NUM_CODEBOOKS, dtype=np.uint32)).astype("<u4")
+_OFFSETS_INT64 = _OFFSETS.astype(np.int64)[:, None]
+
+
 def codes_to_chars(codes: np.ndarray) -> str:
     """Map a ``(n_codebooks, frames)`` integer array to its frame-major character string."""
     arr = np.asarray(codes)
     if arr.ndim != 2:
         raise ValueError(f"codes must be 2-D (n_codebooks, frames), got shape {arr.shape}")
-    n_codebooks, _ = arr.shape
+    n_codebooks = arr.shape[0]
     if not 1 <= n_codebooks <= NUM_CODEBOOKS:
         raise ValueError(f"codes must have 1..{NUM_CODEBOOKS} codebooks, got {n_codebooks}")
-    if not np.issubdtype(arr.dtype, np.integer):
+    if arr.dtype.kind not in "iu":
         raise ValueError(f"codes must be integers, got dtype {arr.dtype}")
     if arr.size == 0:
         return ""
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= CODEBOOK_SIZE:
+    if arr.dtype.itemsize <= 4:
+        points = arr.T.astype("<u4")  # frame-major copy; negative codes wrap to huge values
+        in_range = int(points.max()) < CODEBOOK_SIZE
+    else:  # a 64-bit value like 2**32 + 5 would wrap into range under the cast: check before it
+        in_range = int(arr.min()) >= 0 and int(arr.max()) < CODEBOOK_SIZE
+        points = arr.T.astype("<u4") if in_range else None
+    if not in_range:
         bad = np.argwhere((arr < 0) | (arr >= CODEBOOK_SIZE))[0]
         raise ValueError(
             f"code {int(arr[tuple(bad)])} at codebook {bad[0]}, frame {bad[1]} is outside [0, {CODEBOOK_SIZE})"
         )
-    offsets = (AUDIO_BASE + CODEBOOK_SIZE * np.arange(n_codebooks, dtype=np.uint32))[:, None]
-    points = np.ascontiguousarray((arr.astype(np.uint32) + offsets).T, dtype="<u4")  # frame-major
+    points += _OFFSETS[:n_codebooks]
     return points.tobytes().decode("utf-32-le")
 
 
 def _codepoints(text: str) -> np.ndarray:
     if not text:
         return np.zeros(0, dtype=np.uint32)
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+def _relative_codes(points: np.ndarray, num_codebooks: int) -> tuple[np.ndarray, str | None]:
+    """``points`` as ``(frames, num_codebooks)`` codes relative to each codebook's base, and why not, if not."""
+    if points.size % num_codebooks:
+        return points, f"length {points.size} is not a multiple of {num_codebooks}"
+    rel = points.reshape(-1, num_codebooks) - _OFFSETS[:num_codebooks]
+    if rel.size == 0 or int(rel.max()) < CODEBOOK_SIZE:
+        return rel, None
+    k = int(np.flatnonzero(rel.reshape(-1) >= CODEBOOK_SIZE)[0])
+    base = AUDIO_BASE + CODEBOOK_SIZE * (k % num_codebooks)
+    return rel, (
+        f"character {k} (U+{int(points[k]):04X}) is not in codebook {k % num_codebooks}'s range "
+        f"U+{base:04X}..U+{base + CODEBOOK_SIZE - 1:04X}"
+    )
 
 
 def span_error(text: str, num_codebooks: int = NUM_CODEBOOKS) -> str | None:
@@ -55,21 +81,7 @@ def span_error(text: str, num_codebooks: int = NUM_CODEBOOKS) -> str | None:
 
     Well-formed: length a multiple of ``num_codebooks`` and character ``k`` inside codebook ``k mod n``'s range.
     """
-    points = _codepoints(text)
-    if points.size % num_codebooks:
-        return f"length {points.size} is not a multiple of {num_codebooks}"
-    if points.size == 0:
-        return None
-    expected = AUDIO_BASE + CODEBOOK_SIZE * (np.arange(points.size, dtype=np.int64) % num_codebooks)
-    rel = points.astype(np.int64) - expected
-    bad = np.flatnonzero((rel < 0) | (rel >= CODEBOOK_SIZE))
-    if bad.size:
-        k = int(bad[0])
-        return (
-            f"character {k} (U+{int(points[k]):04X}) is not in codebook {k % num_codebooks}'s range "
-            f"U+{int(expected[k]):04X}..U+{int(expected[k]) + CODEBOOK_SIZE - 1:04X}"
-        )
-    return None
+    return _relative_codes(_codepoints(text), num_codebooks)[1]
 
 
 def check_audio_span(text: str, num_codebooks: int = NUM_CODEBOOKS) -> None:
@@ -83,9 +95,15 @@ def chars_to_codes(text: str, num_codebooks: int = NUM_CODEBOOKS) -> np.ndarray:
     """Inverse of :func:`codes_to_chars`: a ``(num_codebooks, frames)`` int64 array."""
     if not 1 <= num_codebooks <= NUM_CODEBOOKS:
         raise ValueError(f"num_codebooks must be in 1..{NUM_CODEBOOKS}, got {num_codebooks}")
-    check_audio_span(text, num_codebooks)
-    points = _codepoints(text).astype(np.int64).reshape(-1, num_codebooks)
-    return (points - AUDIO_BASE - CODEBOOK_SIZE * np.arange(num_codebooks)).T.copy()
+    points = _codepoints(text)
+    if points.size % num_codebooks == 0:
+        # straight into the int64 result, no uint32 temporary: for an hour of codes the temporary's page faults
+        # cost more than the arithmetic (bench/codes.py)
+        codes = np.empty((num_codebooks, points.size // num_codebooks), dtype=np.int64)
+        np.subtract(points.reshape(-1, num_codebooks).T, _OFFSETS_INT64[:num_codebooks], out=codes)
+        if codes.size == 0 or int(codes.view(np.uint64).max()) < CODEBOOK_SIZE:  # negatives view as huge
+            return codes
+    raise ValueError(f"malformed audio span: {_relative_codes(points, num_codebooks)[1]}")
 
 
 def is_audio_char(ch: str) -> bool:
