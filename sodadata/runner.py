@@ -24,6 +24,7 @@ from sodadata.shards import ShardPaths, read_record, write_json_atomic
 from sodadata.sources import redact_secrets
 
 log = logging.getLogger(__name__)
+WORKER_SATURATION = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,21 @@ def execute_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dic
         raise
 
 
+def largest_first(tasks: list[ShardTask]) -> list[ShardTask]:
+    """Tasks by decreasing input bytes (unknown sizes last, recipe order among equals).
+
+    Shards differ in size (Emilia tars, Yodas2 videos per shard, MLS groups): handing out the largest first keeps a
+    run from ending on one worker still busy with a big shard while the others idle (longest-processing-time-first
+    scheduling). It matters most where the tail matters most: hundreds of workers with a few shards each.
+    """
+
+    def size(task: ShardTask) -> int:
+        sizes = [f.size for f in task.inputs]
+        return -1 if any(s is None for s in sizes) else sum(sizes)
+
+    return sorted(tasks, key=size, reverse=True)
+
+
 def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, limit_shards: int | None = None) -> RunResult:
     t0 = time.perf_counter()
     tasks = recipe.tasks()
@@ -98,6 +114,7 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
         else:
             pending.append(task)
     log.info("%d shards: %d already finished (skipped), %d to do", len(tasks), result.skipped, len(pending))
+    pending = largest_first(pending)
     if pending:
         check_writable(out)
         if runner.serial:
@@ -167,6 +184,7 @@ def _run_serial(recipe, pending, pipeline, runner, result) -> None:
 
 
 def _run_dask(recipe, pending, pipeline, runner, result) -> None:
+    import dask
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -175,13 +193,17 @@ def _run_dask(recipe, pending, pipeline, runner, result) -> None:
         log.info("connected to %s (%d workers)", runner.scheduler, len(client.scheduler_info().get("workers", {})))
     else:
         dashboard = ":0" if importlib.util.find_spec("bokeh") else None
-        cluster = LocalCluster(
-            n_workers=runner.workers,
-            threads_per_worker=runner.threads_per_worker,
-            processes=True,
-            memory_limit=runner.memory_limit,
-            dashboard_address=dashboard,
-        )
+        # A worker takes a new shard only when it has none left: shards run for minutes to hours and the pipeline
+        # prefetches inside a task, so a second shard queued on a busy worker gains nothing and cannot go to a
+        # worker that frees up first. (A scheduler started elsewhere reads this from its own config: see the docs.)
+        with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):
+            cluster = LocalCluster(
+                n_workers=runner.workers,
+                threads_per_worker=runner.threads_per_worker,
+                processes=True,
+                memory_limit=runner.memory_limit,
+                dashboard_address=dashboard,
+            )
         client = Client(cluster)
         log.info(
             "LocalCluster: %d workers x %d threads%s", runner.workers, runner.threads_per_worker,
@@ -190,9 +212,10 @@ def _run_dask(recipe, pending, pipeline, runner, result) -> None:
     hours = [0.0]
     try:
         futures = {}
-        for task in pending:
+        for rank, task in enumerate(pending):  # largest first: Dask runs higher priorities first
             fut = client.submit(
-                execute_task, recipe, task, pipeline, key=f"sodadata-{task.name}", retries=runner.retries, pure=False
+                execute_task, recipe, task, pipeline, key=f"sodadata-{task.name}", retries=runner.retries, pure=False,
+                priority=len(pending) - rank,
             )
             futures[fut] = task
         with _progress(len(pending), runner.progress) as bar:

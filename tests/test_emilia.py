@@ -22,7 +22,7 @@ from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
 from sodadata.document import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.runner import RunnerConfig, run_recipe
+from sodadata.runner import RunnerConfig, largest_first, run_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 # Codes are bit-exact for a given thread count; near-ties in the quantizer can flip between 1 and 2 threads.
@@ -179,6 +179,31 @@ def test_local_cluster_gives_the_same_rows(source, serial_out, tmp_path):
     )
     assert result.ok and result.done == 4
     assert read_rows(tmp_path) == read_rows(serial_out)
+
+
+def test_shards_are_handed_out_largest_first(source, tmp_path):
+    """One worker takes one shard at a time, largest first (end-of-run balance); completion order shows it."""
+    root, _ = source
+    recipe = EmiliaRecipe(source=str(root))
+    tasks = recipe.tasks()
+    sizes = {t.name: sum(f.size for f in t.inputs) for t in tasks}
+    expected = [t.name for t in largest_first(tasks)]
+    assert len(set(sizes.values())) == len(tasks) and expected != [t.name for t in tasks]  # the test can fail
+    assert [sizes[n] for n in expected] == sorted(sizes.values(), reverse=True)
+    result = run_recipe(recipe, PipelineConfig(out=str(tmp_path), codec=CODEC),
+                        RunnerConfig(workers=1, threads_per_worker=1, progress=False))
+    assert result.ok and list(result.records) == expected
+
+
+def test_largest_first_puts_unknown_sizes_last_and_keeps_recipe_order_among_equals():
+    from sodadata.recipe import ShardTask, SourceFile
+
+    def task(stem, *sizes):
+        return ShardTask(component="c", stem=stem, split=stem, inputs=tuple(SourceFile(f"/{stem}{i}", s)
+                                                                            for i, s in enumerate(sizes)))
+
+    tasks = [task("a", 5), task("b", None), task("c", 3, 4), task("d", 5), task("e", 1, None)]
+    assert [t.stem for t in largest_first(tasks)] == ["c", "a", "d", "b", "e"]
 
 
 def _free_port() -> int:
