@@ -210,15 +210,19 @@ def _run_dask(root: Path, work: Path, address: str, threads: int) -> dict:
 
 
 def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
+    import dask
     from distributed import Client, LocalCluster
+
+    from sodadata.runner import WORKER_SATURATION
 
     layouts = {"1 worker x 1 torch thread": (1, 1), "1 worker x 2 torch threads": (1, 2),
                "2 workers x 1 torch thread": (2, 1)}
     clusters = {}
     try:
         for name, (n, threads) in layouts.items():
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   memory_limit="auto")
+            with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):  # as the runner's
+                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       memory_limit="auto")
             with Client(cluster) as client:
                 client.run(warm_worker, threads)
             clusters[name] = cluster
