@@ -63,6 +63,11 @@ def warm_worker(threads: int) -> int:
     from sodadata.codec import get_encoder
 
     get_encoder(codec_config(threads)).encode(speech_clips(WARM_SECONDS, seed=99))
+    import pyarrow as pa
+
+    # pyarrow imports pandas on its first list -> array conversion: a one-time ~0.2 s per process that would
+    # otherwise land in the first shard's write time and count as a per-task cost
+    pa.array([None], type=pa.string())
     return os.getpid()
 
 
@@ -217,31 +222,29 @@ def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
 
     layouts = {"1 worker x 1 torch thread": (1, 1), "1 worker x 2 torch threads": (1, 2),
                "2 workers x 1 torch thread": (2, 1)}
-    clusters = {}
-    try:
+    results: dict[str, list[dict]] = {name: [] for name in layouts}
+    control: dict[str, list[float]] = {name: [] for name in layouts if layouts[name][1] == 1}
+    loads = [load()]
+    # One cluster at a time, started and warmed for each run: on 2 cores the heartbeats of idle clusters' nannies,
+    # workers and schedulers would come out of the measured workers' time.
+    for _ in range(reps):
         for name, (n, threads) in layouts.items():
             with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):  # as the runner's
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                        memory_limit="auto")
-            with Client(cluster) as client:
-                client.run(warm_worker, threads)
-            clusters[name] = cluster
-        results: dict[str, list[dict]] = {name: [] for name in layouts}
-        control: dict[str, list[float]] = {name: [] for name in layouts if layouts[name][1] == 1}
-        loads = [load()]
-        for _ in range(reps):
-            for name, (_, threads) in layouts.items():
-                results[name].append(_run_dask(root, work, clusters[name].scheduler_address, threads))
+            try:
+                with Client(cluster) as client:
+                    client.run(warm_worker, threads)
+                results[name].append(_run_dask(root, work, cluster.scheduler_address, threads))
                 print(name, {k: v for k, v in results[name][-1].items() if k != "records"}, load(), flush=True)
-            for name in control:  # interleaved with the runs: the same load conditions
-                with Client(clusters[name]) as client:
-                    walls = [w for w, _ in client.run(raw_encode_timed).values()]
-                control[name].append(len(walls) * sum(CONTROL_SECONDS) / max(walls))  # aggregate x real time
-                print("control", name, walls, flush=True)
-        loads.append(load())
-    finally:
-        for cluster in clusters.values():
-            cluster.close()
+                if name in control:  # the same cluster, right after its run: the same conditions
+                    with Client(cluster) as client:
+                        walls = [w for w, _ in client.run(raw_encode_timed).values()]
+                    control[name].append(len(walls) * sum(CONTROL_SECONDS) / max(walls))  # aggregate x real time
+                    print("control", name, walls, flush=True)
+            finally:
+                cluster.close()
+    loads.append(load())
     rows, rates, cpu_rates = [], {}, {}
     for name, (n, threads) in layouts.items():
         rs = results[name]
@@ -393,7 +396,8 @@ shard, rejects file, record and their directories, a fixed cost that only shows 
 the prefetch thread, overlapped with encoding: not added to the task's time). Peak RSS of this process
 {ip['peak_rss_mib'] / 1024:.2f} GB (model, decoded audio of all clips for the raw runs, and the pipeline).
 
-**Dask layouts**, warm workers (codec loaded and its chunked path verified before timing), whole run of
+**Dask layouts**, one cluster at a time, warm workers (codec loaded and its chunked path verified before
+timing), with the runner's worker saturation (1.0) and largest-first shard order, whole run of
 {dk['audio'] / 60:.1f} min of audio ({n_tars} tasks) per repetition, `run_recipe` elapsed time:
 
 {table(["layout", "torch threads in all", "x real time (wall)", "x real time per core (CPU time of the workers)",
@@ -404,8 +408,8 @@ the prefetch thread, overlapped with encoding: not added to the task's time). Pe
   {cpu2 / cpu1:.2f} of what the single worker does per core-second: {2 * cpu2 / cpu1:.2f}x is what 2 idle cores would
   give; the wall-clock shortfall beyond that is CPU time taken by the other jobs on this machine. One worker with
   2 torch threads gives {r12 / r1:.2f}x: {threads_verdict}
-- **The machine's own ceiling** (control, interleaved with the runs above): the warm encoder alone on one fixed
-  minute of audio, in 1 worker, then in both workers at once (`client.run`, no tars, no Dask tasks, no Parquet):
+- **The machine's own ceiling** (control, on each cluster right after its run): the warm encoder alone on one
+  fixed minute of audio, in 1 worker, then in both workers at once (`client.run`, no tars, no Dask tasks, no Parquet):
   {c1:.1f}x alone, {c2:.1f}x in aggregate side by side, so **{c2 / c1:.2f}x is what 2 processes can get here at
   all**; the pipeline's {r2 / r1:.2f}x is {100 * (r2 / r1) / (c2 / c1):.0f} % of that. A shortfall of the control
   itself below 2x is the hardware (2 vCPUs that share caches, memory bandwidth and, on a cloud VM, possibly a

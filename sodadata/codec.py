@@ -13,10 +13,10 @@ one-at-a-time ``MimiModel.encode`` codes (the encoder is causal: earlier frames 
 
 CPU speed (``engine="auto"``, bench/encode.py): most of a CPU encode is spent streaming 24 kHz activations
 (64 channels x 1.44 M samples = 369 MB per tensor for a 60 s piece) through memory, not multiplying. We run the
-high-rate SEANet stages over 2 s chunks carrying each causal convolution's left context (the same arithmetic,
+high-rate SEANet stages over 1 s chunks carrying each causal convolution's left context (the same arithmetic,
 in cache), and the low-rate rest, the transformer, downsampling and quantizer on the whole piece, calling the
 modules directly. The result is bit-identical to ``MimiModel.encode`` provided oneDNN picks the same kernel for
-a 2 s chunk as for the whole signal; each process checks that on the first batch of each width class (latents
+a 1 s chunk as for the whole signal; each process checks that on the first batch of each width class (latents
 compared bit for bit with the reference's) and falls back to the reference path if they ever differ. (On the
 development machine, with 2 threads, the tiny test model's third stage did differ by 3e-6: the check matters.)
 """
@@ -45,10 +45,14 @@ MAX_PIECE_SECONDS = 60
 MAX_PIECE_SAMPLES = MAX_PIECE_SECONDS * SAMPLE_RATE  # 750 frames exactly: pieces concatenate frame-aligned
 DTYPES = ("float32", "tf32", "bfloat16", "float16")
 ENGINES = ("auto", "reference")  # auto: the chunked CPU path where verified (see module docstring); reference: plain
-# CPU chunk of the high-rate SEANet stages: 2 s. bench/encode.py measures 0.2-4 s chunks within ~10 % of each
-# other, all bit-identical to whole-signal calls; the smallest lose a little to per-chunk overhead, the largest to
-# cache misses. The last chunk absorbs the remainder (see _ChunkedEncoder.absorb_tail).
-CPU_CHUNK_SAMPLES = 48_000
+# CPU chunk of the high-rate SEANet stages: 1 s. bench/encode.py measures 0.2-4 s chunks within ~10 % of each
+# other, all bit-identical to whole-signal calls, 1 s the fastest in one process; the smallest lose a little to
+# per-chunk overhead, the largest to cache misses, and with one worker per core side by side larger chunks also
+# contend for the shared cache (bench/pipeline.py, chunk control). The last chunk absorbs the remainder (see
+# _ChunkedEncoder.absorb_tail). The tiny test model keeps 2 s: its narrow stages get other oneDNN kernels on 1 s
+# chunks than on the whole signal, which the per-process check catches (it would then run the reference path).
+CPU_CHUNK_SAMPLES = 24_000
+TINY_CHUNK_SAMPLES = 48_000
 # SEANet stages run chunked: up to and including this many strided convolutions (Mimi: strides 4, 5, 6 -> 200 Hz).
 # Past that the sequence is short and oneDNN is as fast or faster on it whole (bench/encode.py, chunked stages:
 # chunking the 512->1024 stride-8 stage too is slower).
@@ -72,6 +76,7 @@ class CodecConfig:
     num_codebooks: int = NUM_CODEBOOKS
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
     engine: str = "auto"  # see ENGINES; both give the same codes, "reference" is the slower plain MimiModel.encode
+    chunk_seconds: float | None = None  # the CPU chunked engine's chunk; None: see CPU_CHUNK_SAMPLES
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -80,6 +85,8 @@ class CodecConfig:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if not 1 <= self.num_codebooks <= NUM_CODEBOOKS:
             raise ValueError(f"num_codebooks must be in 1..{NUM_CODEBOOKS}")
+        if self.chunk_seconds is not None and not self.chunk_seconds > 0:
+            raise ValueError(f"chunk_seconds must be positive, got {self.chunk_seconds}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -97,6 +104,11 @@ class CodecConfig:
         if seconds is None:
             seconds = 120.0 if self.device == "cpu" else 1920.0
         return int(seconds * SAMPLE_RATE)
+
+    def effective_chunk_samples(self) -> int:
+        if self.chunk_seconds is not None:
+            return max(1, round(self.chunk_seconds * SAMPLE_RATE))
+        return TINY_CHUNK_SAMPLES if self.codec == "tiny-random" else CPU_CHUNK_SAMPLES
 
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -434,7 +446,7 @@ class MimiEncoder:
         if self.device.type == "cpu":
             _undo_fixed_malloc_trim_threshold()
         if config.engine == "auto" and self.device.type == "cpu" and self._repair.supported:
-            fast = _ChunkedEncoder(self.model, self._repair, CPU_CHUNK_SAMPLES)
+            fast = _ChunkedEncoder(self.model, self._repair, config.effective_chunk_samples())
             self._fast = fast if fast.supported else None
         self.verify = True  # False only in benchmarks that time the chunked path alone
         self._verified: set[int] = set()  # width classes of batches checked bit for bit against the reference
@@ -537,9 +549,9 @@ class MimiEncoder:
         self._repair.lengths = None  # the chunked path masks the SEANet itself; the hooks only for downsampling
         latents = fast.latents(inputs, valid)
         # oneDNN picks kernels (and how threads split the work) by shape, for the reference's whole-piece calls
-        # as for our chunks. So the first batch of each width class (< 2 chunks, < 4, < 8 ...: six classes up to
-        # a 60 s piece) is also run through the reference, and its latents must match bit for bit, or we stop
-        # using the chunked path. Cost: six reference encodes per process.
+        # as for our chunks. So the first batch of each width class (< 1 chunk, 1, < 4, < 8 ...: seven classes up
+        # to a 60 s piece) is also run through the reference, and its latents must match bit for bit, or we stop
+        # using the chunked path. Cost: at most seven reference encodes per process.
         width_class = (inputs.shape[-1] // fast.chunk).bit_length()
         if width_class not in self._verified and self.verify:
             self._repair.lengths = valid

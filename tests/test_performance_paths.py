@@ -10,7 +10,6 @@ import torch
 from fixtures import speechlike
 
 from sodadata.codec import (
-    CPU_CHUNK_SAMPLES,
     MAX_PIECE_SAMPLES,
     CodecConfig,
     MimiEncoder,
@@ -20,7 +19,8 @@ from sodadata.codec import (
 
 # Lengths around chunk boundaries: shorter than a chunk, exactly whole chunks, and narrow tails (1, 100, 961
 # samples) that the last chunk must absorb; 1919/1921 straddle a frame.
-C = CPU_CHUNK_SAMPLES
+C = CodecConfig(codec="tiny-random").effective_chunk_samples()
+C_FULL = CodecConfig(codec="full-random").effective_chunk_samples()
 LENGTHS = [1919, 1921, C - 1, C, 2 * C, 2 * C + 1, 2 * C + 100, 3 * C + 961, 5 * C - 7]
 
 
@@ -74,7 +74,7 @@ def test_full_size_mimi_chunked_codes_equal_mimimodel_encode(threads, n_threads)
     threads(n_threads)
     model = build_random_mimi("full-random", encoder_only=True)
     enc = MimiEncoder(CodecConfig(codec="full-random"), model=model)
-    waves = _waves([2 * C + 961, 24000 + 17], seed=11)
+    waves = _waves([2 * C_FULL + 961, C_FULL // 2 + 17], seed=11)
     for w, c in zip(waves, enc.encode(waves)):
         np.testing.assert_array_equal(c, reference_encode(model, w))
     assert enc.stats.engine == "chunked" and enc._verified == {0, 2}
