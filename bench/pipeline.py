@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     predicted = r2  # the model: a real scheduler ships only task descriptions, so it adds nothing over LocalCluster
     sh = ip["shares"]
     body = f"""
-Started {started} UTC, load average {load_start:.1f} at the start; 2 cores shared with other engineers' test runs
+Started {started} UTC, load average {load_start:.1f} at the start (2 cores; other jobs, if any, show in the load averages)
 ({ip['load']} for the in-process runs, {dk['load']} for the Dask runs). Source: {n_tars} Emilia tars in the real
 layout, {len(waves)} speech-like MP3 utterances of {min(durations):.1f}–{max(durations):.1f} s,
 {sum(durations) / 60:.1f} min of audio in all (about {sum(durations) / 60 / n_tars:.1f} min a tar); codec
@@ -406,7 +406,9 @@ timing), with the runner's worker saturation (1.0) and largest-first shard order
 - **Process scaling: 2 workers x 1 thread give {r2 / r1:.2f}x one worker x 1 thread by wall clock** (target
   >= 1.8x; parallel efficiency {100 * eff:.0f} %). By CPU time each of the 2 workers does
   {cpu2 / cpu1:.2f} of what the single worker does per core-second: {2 * cpu2 / cpu1:.2f}x is what 2 idle cores would
-  give; the wall-clock shortfall beyond that is CPU time taken by the other jobs on this machine. One worker with
+  give; the wall-clock shortfall beyond that is CPU time the workers did not get: with one worker the scheduler,
+  nannies, event loops and the MP3 decode thread run on the idle second core, with two they come out of the
+  workers' cores (other jobs, if any, show in the load average). One worker with
   2 torch threads gives {r12 / r1:.2f}x: {threads_verdict}
 - **The machine's own ceiling** (control, on each cluster right after its run): the warm encoder alone on one
   fixed minute of audio, in 1 worker, then in both workers at once (`client.run`, no tars, no Dask tasks, no Parquet):
