@@ -383,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
                "speed-up (CPU time)", "speed-up (wall)", "codes = MimiModel.encode"]
     cpu = machine()
     body = f"""
-Started {started} UTC; load average {load_start:.1f} at the start. {cpu['cores']} cores, shared with other
-engineers' test runs while this ran: absolute wall-clock figures are depressed by their jobs, the ratios are side
+Started {started} UTC; load average {load_start:.1f} at the start. {cpu['cores']} cores; other jobs, if any, show in the
+load averages noted with each table: absolute wall-clock figures move with them, the ratios are side
 by side. This CPU reports AVX-512 with `avx512_bf16` (torch uses its AVX512 kernels), unlike the AVX2 machine of
 the issue's notes.
 
@@ -418,7 +418,7 @@ that (bench/pipeline.py compares the layouts).
 The clips checked are the timed ones plus three whose length leaves a tail of 100, 961 and 500 samples after whole
 chunks. A tail that narrow, run as its own chunk, gets a different oneDNN kernel and different bits (third
 column); so the last chunk absorbs the remainder. The default chunk is {CPU_CHUNK_SAMPLES / SR:g} s, and each
-process verifies the path against the reference on the first batch of each width class (six up to a 60 s piece),
+process verifies the path against the reference on the first batch of each width class (seven up to a 60 s piece),
 falling back to the reference if they ever differ (e.g. another CPU, another oneDNN).
 
 **Chunked stages** (how many strided SEANet stages run over chunks before the rest runs whole; 1 thread,
