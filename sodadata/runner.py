@@ -183,6 +183,25 @@ def _run_serial(recipe, pending, pipeline, runner, result) -> None:
                 break
 
 
+def _scheduler_saturation(dask_scheduler) -> float:
+    return dask_scheduler.WORKER_SATURATION
+
+
+def _check_scheduler_saturation(client) -> None:
+    """Say so when a scheduler started elsewhere queues a second shard on busy workers (Dask's default 1.1)."""
+    try:
+        saturation = client.run_on_scheduler(_scheduler_saturation)
+    except Exception as exc:  # e.g. a scheduler that refuses to run code sent to it
+        log.info("could not read the scheduler's worker-saturation (%s); see docs/performance.md", exc)
+        return
+    if saturation != WORKER_SATURATION:
+        log.warning(
+            "the scheduler's worker-saturation is %s: workers may hold a second shard while others idle at the end "
+            "of the run; start the scheduler with DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=%s",
+            saturation, WORKER_SATURATION,
+        )
+
+
 def _run_dask(recipe, pending, pipeline, runner, result) -> None:
     import dask
     from distributed import Client, LocalCluster, as_completed
@@ -191,6 +210,7 @@ def _run_dask(recipe, pending, pipeline, runner, result) -> None:
     if runner.scheduler:
         client = Client(runner.scheduler)
         log.info("connected to %s (%d workers)", runner.scheduler, len(client.scheduler_info().get("workers", {})))
+        _check_scheduler_saturation(client)
     else:
         dashboard = ":0" if importlib.util.find_spec("bokeh") else None
         # A worker takes a new shard only when it has none left: shards run for minutes to hours and the pipeline

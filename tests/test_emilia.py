@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -193,6 +195,25 @@ def test_shards_are_handed_out_largest_first(source, tmp_path):
     result = run_recipe(recipe, PipelineConfig(out=str(tmp_path), codec=CODEC),
                         RunnerConfig(workers=1, threads_per_worker=1, progress=False))
     assert result.ok and list(result.records) == expected
+
+
+def test_a_scheduler_with_dask_default_saturation_is_named_in_a_warning(source, tmp_path, caplog):
+    from distributed import LocalCluster
+
+    root, _ = source
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with caplog.at_level(logging.WARNING, logger="sodadata.runner"):
+            result = run_recipe(EmiliaRecipe(source=str(root)), PipelineConfig(out=str(tmp_path / "a"), codec=CODEC),
+                                RunnerConfig(scheduler=cluster.scheduler_address, progress=False), limit_shards=1)
+    assert result.ok
+    assert "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0" in caplog.text
+    caplog.clear()
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+    with cluster, caplog.at_level(logging.WARNING, logger="sodadata.runner"):
+        result = run_recipe(EmiliaRecipe(source=str(root)), PipelineConfig(out=str(tmp_path / "b"), codec=CODEC),
+                            RunnerConfig(scheduler=cluster.scheduler_address, progress=False), limit_shards=1)
+    assert result.ok and "WORKER_SATURATION" not in caplog.text
 
 
 def test_largest_first_puts_unknown_sizes_last_and_keeps_recipe_order_among_equals():
