@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 # name -> (module, one-line help). Each module has ``main(argv: list[str] | None) -> int``.
@@ -31,6 +32,12 @@ def _usage() -> str:
 
 
 def setup_logging(verbose: bool = False) -> None:
+    if not verbose:
+        # Dask's scheduler, nannies and workers log every connection at INFO, drowning the progress bar and the
+        # summary; keep their warnings. Set before Dask is imported so worker processes inherit it too.
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+        if "distributed" in sys.modules:
+            logging.getLogger("distributed").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
