@@ -49,10 +49,10 @@ ENGINES = ("auto", "reference")  # auto: the chunked CPU path where verified (se
 # other, all bit-identical to whole-signal calls, 1 s the fastest in one process; the smallest lose a little to
 # per-chunk overhead, the largest to cache misses, and with one worker per core side by side larger chunks also
 # contend for the shared cache (bench/pipeline.py, chunk control). The last chunk absorbs the remainder (see
-# _ChunkedEncoder.absorb_tail). The tiny test model keeps 2 s: its narrow stages get other oneDNN kernels on 1 s
-# chunks than on the whole signal, which the per-process check catches (it would then run the reference path).
+# _ChunkedEncoder.absorb_tail). Another model may need another chunk (``CodecConfig.chunk_seconds``): the tiny test
+# model's narrow stages get other oneDNN kernels on 1 s chunks than on the whole signal, which the per-process
+# check catches, and it then runs the reference path.
 CPU_CHUNK_SAMPLES = 24_000
-TINY_CHUNK_SAMPLES = 48_000
 # SEANet stages run chunked: up to and including this many strided convolutions (Mimi: strides 4, 5, 6 -> 200 Hz).
 # Past that the sequence is short and oneDNN is as fast or faster on it whole (bench/encode.py, chunked stages:
 # chunking the 512->1024 stride-8 stage too is slower).
@@ -106,9 +106,9 @@ class CodecConfig:
         return int(seconds * SAMPLE_RATE)
 
     def effective_chunk_samples(self) -> int:
-        if self.chunk_seconds is not None:
-            return max(1, round(self.chunk_seconds * SAMPLE_RATE))
-        return TINY_CHUNK_SAMPLES if self.codec == "tiny-random" else CPU_CHUNK_SAMPLES
+        if self.chunk_seconds is None:
+            return CPU_CHUNK_SAMPLES
+        return max(1, round(self.chunk_seconds * SAMPLE_RATE))
 
     def describe(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

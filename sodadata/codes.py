@@ -22,8 +22,9 @@ CHARS_PER_SECOND = int(FRAME_RATE_HZ * NUM_CODEBOOKS)  # 100
 
 
 # Per-call cost matters as much as per-character cost: the pipeline converts one utterance (a few hundred to a
-# few thousand characters) per call, so each function below is a handful of NumPy calls on unsigned values
-# (below-range values wrap to huge ones, so one ``max`` checks both ends) and looks for the culprit only on failure.
+# few thousand characters) per call, so each function below is a handful of NumPy calls, checks the range of all
+# codes with one ``max`` over an unsigned view (values below the range wrap to huge ones), and looks for the
+# culprit only on failure.
 _OFFSETS = (AUDIO_BASE + CODEBOOK_SIZE * np.arange(NUM_CODEBOOKS, dtype=np.uint32)).astype("<u4")
 _OFFSETS_INT64 = _OFFSETS.astype(np.int64)[:, None]
 
@@ -40,13 +41,10 @@ def codes_to_chars(codes: np.ndarray) -> str:
         raise ValueError(f"codes must be integers, got dtype {arr.dtype}")
     if arr.size == 0:
         return ""
-    if arr.dtype.itemsize <= 4:
-        points = arr.T.astype("<u4")  # frame-major copy; negative codes wrap to huge values
-        in_range = int(points.max()) < CODEBOOK_SIZE
-    else:  # a 64-bit value like 2**32 + 5 would wrap into range under the cast: check before it
-        in_range = int(arr.min()) >= 0 and int(arr.max()) < CODEBOOK_SIZE
-        points = arr.T.astype("<u4") if in_range else None
-    if not in_range:
+    # a 64-bit value like 2**32 + 5 would wrap into range under the uint32 cast: those are checked before it
+    wide_ok = arr.dtype.itemsize <= 4 or (int(arr.min()) >= 0 and int(arr.max()) < CODEBOOK_SIZE)
+    points = arr.T.astype("<u4")  # frame-major copy; negative codes wrap to huge values
+    if not wide_ok or int(points.max()) >= CODEBOOK_SIZE:
         bad = np.argwhere((arr < 0) | (arr >= CODEBOOK_SIZE))[0]
         raise ValueError(
             f"code {int(arr[tuple(bad)])} at codebook {bad[0]}, frame {bad[1]} is outside [0, {CODEBOOK_SIZE})"
@@ -57,20 +55,25 @@ def codes_to_chars(codes: np.ndarray) -> str:
 
 def _codepoints(text: str) -> np.ndarray:
     if not text:
-        return np.zeros(0, dtype=np.uint32)
+        return np.zeros(0, dtype="<u4")
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
 
 
-def _relative_codes(points: np.ndarray, num_codebooks: int) -> tuple[np.ndarray, str | None]:
-    """``points`` as ``(frames, num_codebooks)`` codes relative to each codebook's base, and why not, if not."""
+def _span_codes(text: str, num_codebooks: int) -> tuple[np.ndarray | None, str | None]:
+    """``text`` as ``(num_codebooks, frames)`` int64 codes, or ``None`` and why it is not a well-formed span."""
+    points = _codepoints(text)
     if points.size % num_codebooks:
-        return points, f"length {points.size} is not a multiple of {num_codebooks}"
-    rel = points.reshape(-1, num_codebooks) - _OFFSETS[:num_codebooks]
-    if rel.size == 0 or int(rel.max()) < CODEBOOK_SIZE:
-        return rel, None
-    k = int(np.flatnonzero(rel.reshape(-1) >= CODEBOOK_SIZE)[0])
+        return None, f"length {points.size} is not a multiple of {num_codebooks}"
+    # straight into the int64 result, no uint32 temporary: for an hour of codes the temporary's page faults cost
+    # more than the arithmetic (bench/codes.py)
+    codes = np.empty((num_codebooks, points.size // num_codebooks), dtype=np.int64)
+    np.subtract(points.reshape(-1, num_codebooks).T, _OFFSETS_INT64[:num_codebooks], out=codes)
+    if codes.size == 0 or int(codes.view(np.uint64).max()) < CODEBOOK_SIZE:  # negatives view as huge
+        return codes, None
+    frame, codebook = np.argwhere((codes.T < 0) | (codes.T >= CODEBOOK_SIZE))[0]  # frame-major: the first character
+    k = int(frame) * num_codebooks + int(codebook)
     base = AUDIO_BASE + CODEBOOK_SIZE * (k % num_codebooks)
-    return rel, (
+    return None, (
         f"character {k} (U+{int(points[k]):04X}) is not in codebook {k % num_codebooks}'s range "
         f"U+{base:04X}..U+{base + CODEBOOK_SIZE - 1:04X}"
     )
@@ -81,7 +84,7 @@ def span_error(text: str, num_codebooks: int = NUM_CODEBOOKS) -> str | None:
 
     Well-formed: length a multiple of ``num_codebooks`` and character ``k`` inside codebook ``k mod n``'s range.
     """
-    return _relative_codes(_codepoints(text), num_codebooks)[1]
+    return _span_codes(text, num_codebooks)[1]
 
 
 def check_audio_span(text: str, num_codebooks: int = NUM_CODEBOOKS) -> None:
@@ -95,15 +98,10 @@ def chars_to_codes(text: str, num_codebooks: int = NUM_CODEBOOKS) -> np.ndarray:
     """Inverse of :func:`codes_to_chars`: a ``(num_codebooks, frames)`` int64 array."""
     if not 1 <= num_codebooks <= NUM_CODEBOOKS:
         raise ValueError(f"num_codebooks must be in 1..{NUM_CODEBOOKS}, got {num_codebooks}")
-    points = _codepoints(text)
-    if points.size % num_codebooks == 0:
-        # straight into the int64 result, no uint32 temporary: for an hour of codes the temporary's page faults
-        # cost more than the arithmetic (bench/codes.py)
-        codes = np.empty((num_codebooks, points.size // num_codebooks), dtype=np.int64)
-        np.subtract(points.reshape(-1, num_codebooks).T, _OFFSETS_INT64[:num_codebooks], out=codes)
-        if codes.size == 0 or int(codes.view(np.uint64).max()) < CODEBOOK_SIZE:  # negatives view as huge
-            return codes
-    raise ValueError(f"malformed audio span: {_relative_codes(points, num_codebooks)[1]}")
+    codes, err = _span_codes(text, num_codebooks)
+    if err is not None:
+        raise ValueError(f"malformed audio span: {err}")
+    return codes
 
 
 def is_audio_char(ch: str) -> bool:
