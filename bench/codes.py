@@ -1,7 +1,8 @@
 """The small things stay small (issue 8, point 4): codes <-> characters, and a task's Parquet + JSON writing.
 
-1. ``codes_to_chars`` / ``chars_to_codes`` against the reference per-character loops (SPEC.md §1), on a 10 s
-   utterance lengths from a 3 s caption to one hour; outputs compared for identity.
+1. ``codes_to_chars`` / ``chars_to_codes`` (the C loop, and the NumPy path with it switched off) against the
+   reference per-character loops (SPEC.md §1), on lengths from a 3 s caption to one hour and on Emilia's mix;
+   outputs compared for identity.
 2. The write phase of a task as ``run_task`` does it (documents -> two rows each -> ``ShardWriter`` -> commit with
    fsync; rejects file; JSON record), for 0.25, 1 and 4 hours of Emilia-like documents with random codes; a
    straight-line fit gives the fixed cost per task and the cost per audio-hour, and with the chunked encoder's
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,6 +37,10 @@ FRAMES_PER_SECOND = 12.5
 REAL_TARS = {"Emilia EN tar (46,800 h / 1,140)": 46_800 / 1_140, "Emilia-YODAS EN tar (92,000 h / 1,362)": 92_000 / 1_362}
 
 
+CONV_HEADER = ["audio", "direction", "sodadata µs (C loop)", "NumPy path µs", "reference loop µs",
+               "speed-up (C loop)", "speed-up (NumPy path)", "identical (all three)"]
+
+
 def ref_codes_to_chars(codes: np.ndarray) -> str:
     """SPEC.md §1 literally: frame-major, one ``chr`` per code."""
     n, frames = codes.shape
@@ -54,46 +60,77 @@ def ref_chars_to_codes(text: str, n: int = 8) -> np.ndarray:
     return out
 
 
-def _median_time(fn, reps: int) -> tuple[float, object]:
-    out = fn()
-    times = []
+def _per_call_times(fns: list[tuple], items: list, reps: int, inner: int) -> list[float]:
+    """Median seconds per call of each ``(function, context)`` over ``items``. Samples interleaved (f1, f2, f3, f1,
+    f2 ...); a sample is ``inner`` passes over the items inside the context, one bare call per item, as ``timeit``
+    would time it (a sub-microsecond call needs many calls to a timer reading)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for k, (fn, context) in enumerate(fns):
+            with context():
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    for x in items:
+                        fn(x)
+                times[k].append((time.perf_counter() - t0) / inner)
+    return [statistics.median(t) for t in times]
+
+
+@contextlib.contextmanager
+def numpy_path():
+    """``sodadata.codes`` with its C loop switched off: the NumPy implementation, same output."""
+    import sodadata.codes as codes
+
+    native, codes._native = codes._native, None
+    try:
+        yield
+    finally:
+        codes._native = native
 
 
 def conversions(reps: int) -> list:
-    """Rows of (audio, direction, vectorized µs, loop µs, speed-up, identical), one call per utterance."""
-    from sodadata.codes import chars_to_codes, codes_to_chars
+    """Rows of (audio, direction, C µs, NumPy µs, loop µs, speed-ups, identical), one call per utterance."""
+    from sodadata.codes import NATIVE, chars_to_codes, codes_to_chars
 
+    if not NATIVE:
+        raise SystemExit("sodadata._codes is not built (no C compiler at install): pip install -e . with gcc present")
     rng = np.random.default_rng(0)
 
     def codes_of(seconds: float) -> np.ndarray:  # int16: what the encoder hands the pipeline
         return rng.integers(0, CODEBOOK_SIZE, size=(8, int(seconds * FRAMES_PER_SECOND)), dtype=np.int16)
 
-    cases = [(label, [codes_of(s)], reps if s >= 3600 else 200)  # short calls: many repetitions (timer resolution)
+    # (label, the utterances, samples, passes per sample)
+    cases = [(label, [codes_of(s)], (reps, 1) if s >= 3600 else (60, 100))
              for label, s in (("3 s utterance", 3), ("10 s utterance", 10), ("30 s utterance", 30), ("1 hour", 3600))]
     # the pipeline's real workload: one call per utterance over Emilia's length distribution (3-30 s, uniform)
     cases.append(("Emilia-like: 40 utterances of 3–30 s, one call each",
-                  [codes_of(d) for d in rng.uniform(3.0, 30.0, 40)], 20))
+                  [codes_of(d) for d in rng.uniform(3.0, 30.0, 40)], (40, 5)))
+    plain = contextlib.nullcontext
     rows = []
-    for label, codes, n in cases:
-        # interleave: fast, reference, fast, reference ...
-        fast_t, fast_s = _median_time(lambda c=codes: [codes_to_chars(x) for x in c], n)
-        ref_t, ref_s = _median_time(lambda c=codes: [ref_codes_to_chars(x) for x in c], n)
-        rows.append([label, "codes -> characters", f"{1e6 * fast_t:,.1f}", f"{1e6 * ref_t:,.0f}",
-                     f"{ref_t / fast_t:,.0f}x", "yes" if fast_s == ref_s else "NO"])
-        fast_t, fast_c = _median_time(lambda s=fast_s: [chars_to_codes(x) for x in s], n)
-        ref_t, ref_c = _median_time(lambda s=fast_s: [ref_chars_to_codes(x) for x in s], n)
-        same = all(np.array_equal(f, r) and np.array_equal(f, c) for f, r, c in zip(fast_c, ref_c, codes, strict=True))
-        rows.append([label, "characters -> codes (with span check)", f"{1e6 * fast_t:,.1f}", f"{1e6 * ref_t:,.0f}",
-                     f"{ref_t / fast_t:,.0f}x", "yes" if same else "NO"])
-    return rows
+    for label, codes, (n, inner) in cases:
+        text = [codes_to_chars(c) for c in codes]
+        with numpy_path():
+            same = text == [codes_to_chars(c) for c in codes] == [ref_codes_to_chars(c) for c in codes]
+        fast_t, np_t, ref_t = _per_call_times([(codes_to_chars, plain), (codes_to_chars, numpy_path),
+                                               (ref_codes_to_chars, plain)], codes, n, inner)
+        rows.append([label, "codes -> characters", fast_t, np_t, ref_t, same])
+        back = [chars_to_codes(t) for t in text]
+        with numpy_path():
+            back_np = [chars_to_codes(t) for t in text]
+        same = all(np.array_equal(f, c) and np.array_equal(p, c) and np.array_equal(ref_chars_to_codes(t), c)
+                   for f, p, t, c in zip(back, back_np, text, codes, strict=True))
+        fast_t, np_t, ref_t = _per_call_times([(chars_to_codes, plain), (chars_to_codes, numpy_path),
+                                               (ref_chars_to_codes, plain)], text, n, inner)
+        rows.append([label, "characters -> codes (with span check)", fast_t, np_t, ref_t, same])
+    return [conversion_row(*r) for r in rows]
 
 
-def hour_with_worker_malloc() -> tuple[float, float]:
+def conversion_row(label: str, direction: str, fast: float, pure: float, ref: float, same: bool) -> list:
+    return [label, direction, f"{1e6 * fast:,.2f}", f"{1e6 * pure:,.1f}", f"{1e6 * ref:,.0f}", f"{ref / fast:,.0f}x",
+            f"{ref / pure:,.0f}x", "yes" if same else "NO"]
+
+
+def hour_with_worker_malloc() -> tuple[list[float], list[float]]:
     """The one-hour conversions in a fresh process whose glibc keeps freed heap (the thresholds ``MimiEncoder``
     sets in Dask workers): in a plain process, the 1.4 MB arrays of an hour are handed back to the kernel on
     every free and faulted in again on the next call, which costs more than the arithmetic."""
@@ -109,8 +146,10 @@ def _hour_only() -> None:
 
     codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, size=(8, int(3600 * FRAMES_PER_SECOND)),
                                               dtype=np.int16)
-    c2s, text = _median_time(lambda: codes_to_chars(codes), 9)
-    s2c, _ = _median_time(lambda: chars_to_codes(text), 9)
+    text = codes_to_chars(codes)
+    both = [contextlib.nullcontext, numpy_path]
+    c2s = _per_call_times([(codes_to_chars, c) for c in both], [codes], 9, 1)
+    s2c = _per_call_times([(chars_to_codes, c) for c in both], [text], 9, 1)
     print(json.dumps({"codes_to_chars": c2s, "chars_to_codes": s2c}))
 
 
@@ -205,12 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     reps = 5 if args.quick else 9
     started, load0 = time.strftime("%Y-%m-%d %H:%M"), load()
     conv = conversions(reps)
-    hour_ref = {r[1]: float(r[3].replace(",", "")) / 1e6 for r in conv if r[0] == "1 hour"}
-    for direction, t in zip(("codes -> characters", "characters -> codes (with span check)"),
-                            hour_with_worker_malloc(), strict=True):
-        conv.append(["1 hour, worker's malloc thresholds", direction, f"{1e6 * t:,.1f}",
-                     f"{1e6 * hour_ref[direction]:,.0f}", f"{hour_ref[direction] / t:,.0f}x", "yes"])
-    print(table(["audio", "direction", "vectorized µs", "reference loop µs", "speed-up", "identical"], conv), flush=True)
+    hour_ref = {r[1]: float(r[4].replace(",", "")) / 1e6 for r in conv if r[0] == "1 hour"}  # the loop, µs
+    for direction, (c, p) in zip(("codes -> characters", "characters -> codes (with span check)"),
+                                 hour_with_worker_malloc(), strict=True):
+        conv.append(conversion_row("1 hour, worker's malloc thresholds", direction, c, p, hour_ref[direction], True))
+    print(table(CONV_HEADER, conv), flush=True)
     hours_list = (0.05, 0.2, 0.5) if args.quick else (0.25, 1.0, 4.0)
     wrows, fixed, per_hour, load1 = write_costs(hours_list, 1 if args.quick else 3)
     print(table(["audio", "s", "s/h", "B/s"], wrows), fixed, per_hour, flush=True)
@@ -228,11 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     body = f"""
 Started {started} UTC, load average {load0:.1f} at the start, {load1:.1f} after the write runs (2 shared cores).
 
-**Codes <-> characters** (`sodadata.codes`, NumPy's UTF-32 view) against the per-character loops of SPEC.md §1,
-median of 200 calls (9 for the hour); random int16 codes (what the encoder returns), 8 codebooks; the same
-output required:
+**Codes <-> characters** (`sodadata.codes`: its C loop, and its NumPy path with the C loop switched off) against
+the per-character loops of SPEC.md §1, median of 60 samples of 100 calls (9 single calls for the hour, 40 samples of 5 passes over the 40 utterances),
+one bare call per utterance, samples of the three interleaved; random int16 codes
+(what the encoder returns), 8 codebooks; the same output required of all three:
 
-{table(["audio", "direction", "vectorized µs", "reference loop µs", "speed-up", "identical"], conv)}
+{table(CONV_HEADER, conv)}
 
 **A task's write phase** (`_DocumentRows` -> `ShardWriter` zstd Parquet, commit with fsync, rejects file, JSON
 record; Emilia-like documents of four 3–30 s utterances, random codes):
@@ -248,20 +287,20 @@ task's time (target < 2 %):
 {table(["task", "Parquet + JSON share"], srows)}
 
 The fixed part (fsyncs of the shard, the rejects file, the record and their directories) only shows on toy tars;
-random codes compress worse than real ones, so the byte figures are an upper bound. Conversions: each
-function is a handful of NumPy calls on unsigned values (one `max` checks both ends of the range; the culprit is
-looked for only on failure), so a call costs a few microseconds of NumPy overhead plus about a nanosecond per
-character: the ratio to the loop grows with length and passes 50x between 10 s and 30 s of audio. Below that
-the fixed cost of a call (about 4 µs, a dozen NumPy calls) keeps it at 12–37x: the target is not met per call on
-3–10 s utterances (Yodas2's captions are mostly that short), though the whole conversion there is about 4 µs
-against the second of encoding it follows. Over Emilia's length mix (the "Emilia-like" rows, one call per
-utterance as the pipeline does it) the total passes 50x. Converting a bucket's utterances in one call
-(concatenate, convert, slice) measured no faster on that mix (the larger arrays and the copy cost what the calls
-saved), so the per-utterance functions stay as they are. The last two rows
-rerun the hour in a fresh process with the malloc thresholds a Dask worker's encoder sets (against the loop's
-time from the plain process, identity checked there): in a plain process glibc may hand the hour's megabyte
-arrays back to the kernel and fault them in again on the next call, which is why `chars_to_codes` writes straight
-into its int64 result instead of going through a uint32 temporary.
+random codes compress worse than real ones, so the byte figures are an upper bound.
+
+Conversions: the pipeline converts one utterance per call, a few hundred to a few thousand characters. The NumPy
+path is a handful of NumPy calls on unsigned values (one `max` checks both ends of the range; the culprit is
+looked for only on failure): a few microseconds of per-call overhead plus about a nanosecond per character, so
+per call on 3–10 s utterances (Yodas2's captions are mostly that short) it stays below 50x the loop. The C loop
+(`sodadata/_codes.c`, built at install, optional) does a call in one pass over the buffer with no temporaries
+and no per-call NumPy work beyond allocating the result; it only ever succeeds, and hands anything malformed to
+the NumPy path, which raises and words the error, so both give the same output and the same errors
+(tests/test_codes.py runs every test on both and compares them on random good and bad input). Converting a
+bucket's utterances in one NumPy call (concatenate, convert, slice) was measured earlier and was no faster on
+Emilia's mix. The two "malloc thresholds" rows rerun the hour in a fresh process with the thresholds a Dask
+worker's encoder sets (against the loop's time from the plain process, identity checked there): in a plain process
+glibc may hand the hour's megabyte arrays back to the kernel and fault them in again on the next call.
 """
     print(body)
     if not args.quick:

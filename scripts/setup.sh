@@ -20,14 +20,18 @@ if ! python -c "import torch" >/dev/null 2>&1; then
     python -m pip install -q "$TORCH_SPEC"
   fi
 fi
-python -m pip install -q -e '.[dev]'
-# System packages for the tests (headless Chromium for the HTML report test, sox/espeak-ng for real speech).
+# System packages: a C compiler (and Python's headers) for sodadata's C loop of codes <-> characters (optional:
+# without them the install succeeds and the NumPy path is used); headless Chromium for the HTML report test,
+# sox/espeak-ng for real speech in the tests.
 if [ "${SODADATA_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   missing=""
-  for p in chromium espeak-ng sox; do command -v "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  for p in gcc chromium espeak-ng sox; do command -v "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  python -c "import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+    || missing="$missing python3-dev"
   if [ -n "$missing" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) \
       || echo "setup: could not apt-get install$missing; the tests that need them will be skipped" >&2
   fi
 fi
-python -c "import torch, sodadata; print(f'sodadata {sodadata.__version__} ready (torch {torch.__version__}, cuda={torch.cuda.is_available()})')"
+python -m pip install -q -e '.[dev]'
+python -c "import torch, sodadata, sodadata.codes as c; print(f'sodadata {sodadata.__version__} ready (torch {torch.__version__}, cuda={torch.cuda.is_available()}, C codes loop={c.NATIVE})')"

@@ -1,8 +1,19 @@
 import numpy as np
 import pytest
 
+import sodadata.codes
 from sodadata import chars_to_codes, check_audio_span, codes_to_chars
 from sodadata.codes import span_error
+
+
+@pytest.fixture(autouse=True, params=["native", "numpy"])
+def conversion_path(request, monkeypatch):
+    """Every test here runs on both implementations: the C loop (when built) and the NumPy path."""
+    if request.param == "native" and sodadata.codes._native is None:
+        pytest.skip("sodadata._codes was not built (no C compiler at install); test_native_module_is_built says so")
+    if request.param == "numpy":
+        monkeypatch.setattr(sodadata.codes, "_native", None)
+    return request.param
 
 
 def reference_chars(codes: np.ndarray) -> str:
@@ -75,3 +86,45 @@ def test_characters_that_unicode_normalization_changes_survive():
     assert "\ufeff" in text and "\uffff" in text and "\uf900" in text
     assert unicodedata.normalize("NFC", text) != text  # proof that normalizing would corrupt it
     np.testing.assert_array_equal(chars_to_codes(text), codes)
+
+
+def test_strided_and_narrow_dtypes_and_fewer_codebooks(conversion_path):
+    """What the C loop reads straight from the buffer: transposed and sliced views, every integer width."""
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 2048, size=(8, 60))
+    views = [base[:, ::3], base.T.copy().T, base[::-1], base[2:7], base[:1], np.asfortranarray(base)]
+    for dtype in (np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.intc, np.uint):
+        views.append(base.astype(dtype))
+    views.append(np.minimum(base, 255).astype(np.uint8))
+    views.append(base.astype(">i4"))  # big-endian: declined by the C loop, converted by NumPy
+    for v in views:
+        text = codes_to_chars(v)
+        assert text == reference_chars(np.asarray(v)), (v.dtype, v.strides)
+        np.testing.assert_array_equal(chars_to_codes(text, v.shape[0]), v)
+    assert codes_to_chars([[1, 2], [3, 4]]) == reference_chars(np.array([[1, 2], [3, 4]]))  # not an array at all
+
+
+def test_wide_values_that_would_wrap_are_rejected(conversion_path):
+    """2**32 + 5 must not wrap to 5; 2**64 - 1 as uint64 must not read as -1 and pass either."""
+    for bad, dtype in ((2**32 + 5, np.int64), (2**64 - 1, np.uint64), (-2048, np.int16), (2**16 - 1, np.uint16),
+                       (200, np.int8), (-1, np.int8)):
+        codes = np.zeros((8, 3), dtype=dtype)
+        codes[5, 2] = np.array(bad).astype(dtype)
+        if int(codes[5, 2]) in range(2048):
+            continue  # int8 200 wraps to -56: covered by -1
+        with pytest.raises(ValueError, match="codebook 5, frame 2 is outside"):
+            codes_to_chars(codes)
+
+
+def test_spans_of_every_width_and_what_is_not_a_span(conversion_path):
+    assert chars_to_codes("").shape == (8, 0)
+    assert span_error("") is None
+    narrow = codes_to_chars(np.full((4, 3), 7))  # codebooks 0-3: a 2-byte string in CPython
+    np.testing.assert_array_equal(chars_to_codes(narrow, 4), np.full((4, 3), 7))
+    assert span_error(narrow, 4) is None and span_error(narrow, 8) is not None
+    for text in ("abcdefgh", "é" * 8, "\U00011fff" * 8):  # 1-byte, 1-byte, 4-byte kinds
+        assert span_error(text) is not None
+        with pytest.raises(ValueError, match="malformed audio span: character 0"):
+            chars_to_codes(text)
+    with pytest.raises(ValueError, match=r"num_codebooks must be in 1\.\.8"):
+        chars_to_codes(narrow, 0)
