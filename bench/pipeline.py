@@ -76,6 +76,7 @@ def worker_cpu() -> float:
 
 
 CONTROL_SECONDS = (4.0, 7.5, 11.0, 16.0, 22.0)  # one minute of Emilia-like clips
+PROFILED = "2 workers x 1 torch thread, Dask's worker profiler on (Dask's default)"
 
 
 def raw_encode_timed() -> tuple[float, float]:
@@ -218,18 +219,21 @@ def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
     import dask
     from distributed import Client, LocalCluster
 
-    from sodadata.runner import WORKER_SATURATION
+    from sodadata.runner import CLUSTER_CONFIG
 
-    layouts = {"1 worker x 1 torch thread": (1, 1), "1 worker x 2 torch threads": (1, 2),
-               "2 workers x 1 torch thread": (2, 1)}
+    # (workers, torch threads, Dask's worker profiler on): the last row is Dask's default, for the side-by-side cost
+    layouts = {"1 worker x 1 torch thread": (1, 1, False), "1 worker x 2 torch threads": (1, 2, False),
+               "2 workers x 1 torch thread": (2, 1, False),
+               PROFILED: (2, 1, True)}
     results: dict[str, list[dict]] = {name: [] for name in layouts}
-    control: dict[str, list[float]] = {name: [] for name in layouts if layouts[name][1] == 1}
+    control: dict[str, list[float]] = {name: [] for name, (_, t, prof) in layouts.items() if t == 1 and not prof}
     loads = [load()]
     # One cluster at a time, started and warmed for each run: on 2 cores the heartbeats of idle clusters' nannies,
     # workers and schedulers would come out of the measured workers' time.
     for _ in range(reps):
-        for name, (n, threads) in layouts.items():
-            with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):  # as the runner's
+        for name, (n, threads, profiled) in layouts.items():
+            # the runner's settings (saturation 1.0, no worker profiler), but for the profiled row
+            with dask.config.set({**CLUSTER_CONFIG, "distributed.worker.profile.enabled": profiled}):
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                        memory_limit="auto")
             try:
@@ -246,7 +250,7 @@ def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
                 cluster.close()
     loads.append(load())
     rows, rates, cpu_rates = [], {}, {}
-    for name, (n, threads) in layouts.items():
+    for name, (n, threads, _) in layouts.items():
         rs = results[name]
         audio = rs[0]["audio"]
         wall = statistics.median(r["elapsed"] for r in rs)
@@ -259,6 +263,10 @@ def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
     return rows, {"rates": rates, "cpu_rates": cpu_rates, "ceiling": ceiling,
                   "load": f"load average {min(loads):.1f}–{max(loads):.1f} around the runs",
                   "audio": results[next(iter(layouts))][0]["audio"]}
+
+
+def less_more(a: float, b: float) -> str:
+    return f"{100 * (1 - a / b):.0f} % less" if a <= b else f"{100 * (a / b - 1):.0f} % more (noise: it cannot help)"
 
 
 def pct_share(s: dict) -> str:
@@ -280,14 +288,16 @@ def real_scheduler(root: Path, work: Path, reps: int) -> dict:
     address = f"tcp://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    scheduler_env = {**env, "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}  # as docs/performance.md says
+    # as README and docs/performance.md say
+    scheduler_env = {**env, "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}
+    worker_env = {**env, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
     procs = [subprocess.Popen([bin_dir / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], env=scheduler_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     elapsed, audio = [], 0.0
     try:
         for _ in range(2):
             procs.append(subprocess.Popen([bin_dir / "dask", "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                           "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                                           "--no-dashboard"], env=worker_env, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
@@ -328,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--tars-per-subset", type=int, default=2)
+    # 3 tars per subset: 6 tasks, 3 a worker with 2 workers, so a run's fixed costs (planning, the first task's
+    # start, the summary) weigh on the scaling figure as little as the bench's time allows
+    parser.add_argument("--tars-per-subset", type=int, default=3)
     parser.add_argument("--docs", type=int, default=3, help="documents per tar")
     parser.add_argument("--utts", type=int, default=4, help="utterances per document")
     args = parser.parse_args(argv)
@@ -365,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     r1 = dk["rates"]["1 worker x 1 torch thread"]
     r2 = dk["rates"]["2 workers x 1 torch thread"]
     r12 = dk["rates"]["1 worker x 2 torch threads"]
+    r2p = dk["rates"][PROFILED]
     eff = r2 / (2 * r1)
     c1 = dk["ceiling"]["1 worker x 1 torch thread"]
     c2 = dk["ceiling"]["2 workers x 1 torch thread"]
@@ -397,7 +410,8 @@ the prefetch thread, overlapped with encoding: not added to the task's time). Pe
 {ip['peak_rss_mib'] / 1024:.2f} GB (model, decoded audio of all clips for the raw runs, and the pipeline).
 
 **Dask layouts**, one cluster at a time, warm workers (codec loaded and its chunked path verified before
-timing), with the runner's worker saturation (1.0) and largest-first shard order, whole run of
+timing), with the runner's settings (worker saturation 1.0, no worker profiler) unless the row says otherwise and
+largest-first shard order, whole run of
 {dk['audio'] / 60:.1f} min of audio ({n_tars} tasks) per repetition, `run_recipe` elapsed time:
 
 {table(["layout", "torch threads in all", "x real time (wall)", "x real time per core (CPU time of the workers)",
@@ -406,9 +420,11 @@ timing), with the runner's worker saturation (1.0) and largest-first shard order
 - **Process scaling: 2 workers x 1 thread give {r2 / r1:.2f}x one worker x 1 thread by wall clock** (target
   >= 1.8x; parallel efficiency {100 * eff:.0f} %). By CPU time each of the 2 workers does
   {cpu2 / cpu1:.2f} of what the single worker does per core-second: {2 * cpu2 / cpu1:.2f}x is what 2 idle cores would
-  give; the wall-clock shortfall beyond that is CPU time the workers did not get: with one worker the scheduler,
-  nannies, event loops and the MP3 decode thread run on the idle second core, with two they come out of the
-  workers' cores (other jobs, if any, show in the load average). One worker with
+  give. With one worker the scheduler, nannies, event loops and the MP3 decode thread run on the idle second
+  core; with two they come out of the workers' cores (other jobs, if any, show in the load average), which is
+  why the runner turns off Dask's statistical profiler in its workers (100 stack samples a second on each
+  worker's event loop, under the GIL): side by side, the same 2 workers with it on (Dask's default) give
+  {r2p / r1:.2f}x one worker, {less_more(r2p, r2)} throughput than without it. One worker with
   2 torch threads gives {r12 / r1:.2f}x: {threads_verdict}
 - **The machine's own ceiling** (control, on each cluster right after its run): the warm encoder alone on one
   fixed minute of audio, in 1 worker, then in both workers at once (`client.run`, no tars, no Dask tasks, no Parquet):

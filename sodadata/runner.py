@@ -25,6 +25,17 @@ from sodadata.sources import redact_secrets
 
 log = logging.getLogger(__name__)
 WORKER_SATURATION = 1.0
+# The Dask settings a cluster for sodadata wants, and what each is for.
+# - worker saturation 1.0: a worker takes a new shard only when it has none left. Shards run for minutes to hours
+#   and the pipeline prefetches inside a task, so a second shard queued on a busy worker gains nothing and cannot
+#   go to a worker that frees up first.
+# - no statistical profiler in workers: it samples every thread's stack 100 times a second on the worker's event
+#   loop, under the GIL. With one worker per core nothing idles to absorb that, and it cost 2 workers on 2 cores
+#   6-7 % of their encoding throughput (bench/pipeline.py); it only feeds the dashboard's profile page.
+CLUSTER_CONFIG = {
+    "distributed.scheduler.worker-saturation": WORKER_SATURATION,
+    "distributed.worker.profile.enabled": False,
+}
 
 
 @dataclass(frozen=True)
@@ -187,12 +198,18 @@ def _scheduler_saturation(dask_scheduler) -> float:
     return dask_scheduler.WORKER_SATURATION
 
 
-def _check_scheduler_saturation(client) -> None:
-    """Say so when a scheduler started elsewhere queues a second shard on busy workers (Dask's default 1.1)."""
+def _worker_profiling(dask_worker) -> bool:
+    callback = dask_worker.periodic_callbacks.get("profile")
+    return callback is not None and callback.is_running()
+
+
+def _check_cluster_settings(client) -> None:
+    """Say so when a cluster started elsewhere lacks a setting of :data:`CLUSTER_CONFIG` (Dask's defaults differ)."""
     try:
         saturation = client.run_on_scheduler(_scheduler_saturation)
+        profiling = sorted(w for w, on in client.run(_worker_profiling).items() if on)
     except Exception as exc:  # e.g. a scheduler that refuses to run code sent to it
-        log.info("could not read the scheduler's worker-saturation (%s); see docs/performance.md", exc)
+        log.info("could not read the cluster's settings (%s); see docs/performance.md", exc)
         return
     if saturation != WORKER_SATURATION:
         log.warning(
@@ -200,34 +217,44 @@ def _check_scheduler_saturation(client) -> None:
             "of the run; start the scheduler with DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=%s",
             saturation, WORKER_SATURATION,
         )
+    if profiling:
+        log.warning(
+            "%d of the workers run Dask's statistical profiler, which takes 6-7 %% of a busy core's encoding; "
+            "start the workers with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False", len(profiling),
+        )
+
+
+def start_local_cluster(runner: RunnerConfig):
+    """The LocalCluster a run without ``--scheduler`` uses: ``runner.workers`` processes, :data:`CLUSTER_CONFIG`."""
+    import dask
+    from distributed import LocalCluster
+
+    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    # the nannies hand the config set here to the worker processes they start
+    with dask.config.set(CLUSTER_CONFIG):
+        return LocalCluster(
+            n_workers=runner.workers,
+            threads_per_worker=runner.threads_per_worker,
+            processes=True,
+            memory_limit=runner.memory_limit,
+            dashboard_address=dashboard,
+        )
 
 
 def _run_dask(recipe, pending, pipeline, runner, result) -> None:
-    import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     cluster = None
     if runner.scheduler:
         client = Client(runner.scheduler)
         log.info("connected to %s (%d workers)", runner.scheduler, len(client.scheduler_info().get("workers", {})))
-        _check_scheduler_saturation(client)
+        _check_cluster_settings(client)
     else:
-        dashboard = ":0" if importlib.util.find_spec("bokeh") else None
-        # A worker takes a new shard only when it has none left: shards run for minutes to hours and the pipeline
-        # prefetches inside a task, so a second shard queued on a busy worker gains nothing and cannot go to a
-        # worker that frees up first. (A scheduler started elsewhere reads this from its own config: see the docs.)
-        with dask.config.set({"distributed.scheduler.worker-saturation": WORKER_SATURATION}):
-            cluster = LocalCluster(
-                n_workers=runner.workers,
-                threads_per_worker=runner.threads_per_worker,
-                processes=True,
-                memory_limit=runner.memory_limit,
-                dashboard_address=dashboard,
-            )
+        cluster = start_local_cluster(runner)
         client = Client(cluster)
         log.info(
             "LocalCluster: %d workers x %d threads%s", runner.workers, runner.threads_per_worker,
-            f", dashboard {client.dashboard_link}" if dashboard else " (pip install bokeh for the dashboard)",
+            f", dashboard {client.dashboard_link}" if cluster.dashboard_link else " (pip install bokeh for the dashboard)",
         )
     hours = [0.0]
     try:

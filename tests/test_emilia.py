@@ -24,7 +24,7 @@ from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
 from sodadata.document import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.runner import RunnerConfig, largest_first, run_recipe
+from sodadata.runner import CLUSTER_CONFIG, WORKER_SATURATION, RunnerConfig, largest_first, run_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 # Codes are bit-exact for a given thread count; near-ties in the quantizer can flip between 1 and 2 threads.
@@ -197,7 +197,8 @@ def test_shards_are_handed_out_largest_first(source, tmp_path):
     assert result.ok and list(result.records) == expected
 
 
-def test_a_scheduler_with_dask_default_saturation_is_named_in_a_warning(source, tmp_path, caplog):
+def test_a_cluster_with_dask_defaults_is_named_in_warnings(source, tmp_path, caplog):
+    """Dask's default saturation (1.1) and worker profiler each get a warning naming the variable to set."""
     from distributed import LocalCluster
 
     root, _ = source
@@ -207,13 +208,28 @@ def test_a_scheduler_with_dask_default_saturation_is_named_in_a_warning(source, 
                                 RunnerConfig(scheduler=cluster.scheduler_address, progress=False), limit_shards=1)
     assert result.ok
     assert "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0" in caplog.text
+    assert "1 of the workers run Dask's statistical profiler" in caplog.text
+    assert "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in caplog.text
     caplog.clear()
-    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+    with dask.config.set(CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
     with cluster, caplog.at_level(logging.WARNING, logger="sodadata.runner"):
         result = run_recipe(EmiliaRecipe(source=str(root)), PipelineConfig(out=str(tmp_path / "b"), codec=CODEC),
                             RunnerConfig(scheduler=cluster.scheduler_address, progress=False), limit_shards=1)
-    assert result.ok and "WORKER_SATURATION" not in caplog.text
+    assert result.ok and "WORKER_SATURATION" not in caplog.text and "profiler" not in caplog.text
+
+
+def test_the_runners_local_cluster_has_its_settings_in_the_worker_processes():
+    from distributed import Client
+
+    from sodadata.runner import _scheduler_saturation, _worker_profiling, start_local_cluster
+
+    with start_local_cluster(RunnerConfig(workers=1)) as cluster, Client(cluster) as client:
+        assert client.run_on_scheduler(_scheduler_saturation) == WORKER_SATURATION
+        (profiling,) = client.run(_worker_profiling).values()  # asked inside the worker process
+        assert profiling is False
+        (pid,) = client.run(os.getpid).values()
+        assert pid != os.getpid()
 
 
 def test_largest_first_puts_unknown_sizes_last_and_keeps_recipe_order_among_equals():
