@@ -215,11 +215,28 @@ def _run_dask(root: Path, work: Path, address: str, threads: int) -> dict:
             "audio": sum(r["audio_seconds"] for r in recs), "records": recs}
 
 
-def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
+def warm_cluster(n: int, threads: int, profiled: bool):
+    """A LocalCluster of ``n`` workers with the runner's settings (saturation 1.0, no worker profiler; Dask's
+    profiler on if ``profiled``), its workers warm (codec loaded and verified)."""
     import dask
     from distributed import Client, LocalCluster
 
     from sodadata.runner import CLUSTER_CONFIG
+
+    with dask.config.set({**CLUSTER_CONFIG, "distributed.worker.profile.enabled": profiled}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               memory_limit="auto")
+    try:
+        with Client(cluster) as client:
+            client.run(warm_worker, threads)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
+    from distributed import Client
 
     # (workers, torch threads, Dask's worker profiler on): the last row is Dask's default, for the side-by-side cost
     layouts = {"1 worker x 1 torch thread": (1, 1, False), "1 worker x 2 torch threads": (1, 2, False),
@@ -232,13 +249,8 @@ def dask_layouts(root: Path, work: Path, reps: int) -> tuple[list, dict]:
     # workers and schedulers would come out of the measured workers' time.
     for _ in range(reps):
         for name, (n, threads, profiled) in layouts.items():
-            # the runner's settings (saturation 1.0, no worker profiler), but for the profiled row
-            with dask.config.set({**CLUSTER_CONFIG, "distributed.worker.profile.enabled": profiled}):
-                cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       memory_limit="auto")
+            cluster = warm_cluster(n, threads, profiled)
             try:
-                with Client(cluster) as client:
-                    client.run(warm_worker, threads)
                 results[name].append(_run_dask(root, work, cluster.scheduler_address, threads))
                 print(name, {k: v for k, v in results[name][-1].items() if k != "records"}, load(), flush=True)
                 if name in control:  # the same cluster, right after its run: the same conditions
