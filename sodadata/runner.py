@@ -31,7 +31,7 @@ WORKER_SATURATION = 1.0
 #   go to a worker that frees up first.
 # - no statistical profiler in workers: it samples every thread's stack 100 times a second on the worker's event
 #   loop, under the GIL. With one worker per core nothing idles to absorb that, and it cost 2 workers on 2 cores
-#   6-7 % of their encoding throughput (bench/pipeline.py); it only feeds the dashboard's profile page.
+#   3-7 % of their throughput (bench/pipeline.py, bench/scaling.py); it only feeds the dashboard's profile page.
 CLUSTER_CONFIG = {
     "distributed.scheduler.worker-saturation": WORKER_SATURATION,
     "distributed.worker.profile.enabled": False,
@@ -219,7 +219,7 @@ def _check_cluster_settings(client) -> None:
         )
     if profiling:
         log.warning(
-            "%d of the workers run Dask's statistical profiler, which takes 6-7 %% of a busy core's encoding; "
+            "%d of the workers run Dask's statistical profiler, which takes 3-7 %% of a busy core's encoding; "
             "start the workers with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False", len(profiling),
         )
 
