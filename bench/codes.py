@@ -296,7 +296,8 @@ per call on 3–10 s utterances (Yodas2's captions are mostly that short) it sta
 (`sodadata/_codes.c`, built at install, optional) does a call in one pass over the buffer with no temporaries
 and no per-call NumPy work beyond allocating the result; it only ever succeeds, and hands anything malformed to
 the NumPy path, which raises and words the error, so both give the same output and the same errors
-(tests/test_codes.py runs every test on both and compares them on random good and bad input). Converting a
+(tests/test_codes.py runs every test on both; tests/test_codes_native.py compares them on random good and bad
+input). Converting a
 bucket's utterances in one NumPy call (concatenate, convert, slice) was measured earlier and was no faster on
 Emilia's mix. The two "malloc thresholds" rows rerun the hour in a fresh process with the thresholds a Dask
 worker's encoder sets (against the loop's time from the plain process, identity checked there): in a plain process

@@ -218,14 +218,12 @@ def _run_dask(root: Path, work: Path, address: str, threads: int) -> dict:
 def warm_cluster(n: int, threads: int, profiled: bool):
     """A LocalCluster of ``n`` workers with the runner's settings (saturation 1.0, no worker profiler; Dask's
     profiler on if ``profiled``), its workers warm (codec loaded and verified)."""
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from sodadata.runner import CLUSTER_CONFIG
+    from sodadata.runner import CLUSTER_CONFIG, RunnerConfig, start_local_cluster
 
-    with dask.config.set({**CLUSTER_CONFIG, "distributed.worker.profile.enabled": profiled}):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               memory_limit="auto")
+    cluster = start_local_cluster(RunnerConfig(workers=n),
+                                  {**CLUSTER_CONFIG, "distributed.worker.profile.enabled": profiled})
     try:
         with Client(cluster) as client:
             client.run(warm_worker, threads)

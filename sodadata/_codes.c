@@ -4,7 +4,8 @@
  * converting a 3-10 s utterance, so these two functions do the work of a call in one loop. They only ever
  * succeed on well-formed input: on anything else (a range error, an unusual dtype, a non-buffer) they return
  * None / False and codes.py's NumPy path takes over, which is the one place that raises and words the errors.
- * Both paths are checked against each other and against the per-character reference in tests/test_codes.py.
+ * tests/test_codes.py runs every test on both paths; tests/test_codes_native.py compares them on random good
+ * and bad input (same strings, codes and error messages).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

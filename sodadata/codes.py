@@ -32,10 +32,8 @@ SAMPLES_PER_FRAME = 1920
 CHARS_PER_SECOND = int(FRAME_RATE_HZ * NUM_CODEBOOKS)  # 100
 
 
-# Per-call cost matters as much as per-character cost: the pipeline converts one utterance (a few hundred to a
-# few thousand characters) per call, so each function below is a handful of NumPy calls, checks the range of all
-# codes with one ``max`` over an unsigned view (values below the range wrap to huge ones), and looks for the
-# culprit only on failure.
+# The NumPy path keeps per-call cost low too: a handful of NumPy calls, the range of all codes checked with one
+# ``max`` over an unsigned view (values below the range wrap to huge ones), the culprit looked for only on failure.
 _OFFSETS = (AUDIO_BASE + CODEBOOK_SIZE * np.arange(NUM_CODEBOOKS, dtype=np.uint32)).astype("<u4")
 _OFFSETS_INT64 = _OFFSETS.astype(np.int64)[:, None]
 _INT64 = np.dtype(np.int64)

@@ -207,7 +207,7 @@ def _check_cluster_settings(client) -> None:
     """Say so when a cluster started elsewhere lacks a setting of :data:`CLUSTER_CONFIG` (Dask's defaults differ)."""
     try:
         saturation = client.run_on_scheduler(_scheduler_saturation)
-        profiling = sorted(w for w, on in client.run(_worker_profiling).items() if on)
+        profiling = sum(client.run(_worker_profiling).values())
     except Exception as exc:  # e.g. a scheduler that refuses to run code sent to it
         log.info("could not read the cluster's settings (%s); see docs/performance.md", exc)
         return
@@ -220,18 +220,19 @@ def _check_cluster_settings(client) -> None:
     if profiling:
         log.warning(
             "%d of the workers run Dask's statistical profiler, which takes 3-7 %% of a busy core's encoding; "
-            "start the workers with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False", len(profiling),
+            "start the workers with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False", profiling,
         )
 
 
-def start_local_cluster(runner: RunnerConfig):
-    """The LocalCluster a run without ``--scheduler`` uses: ``runner.workers`` processes, :data:`CLUSTER_CONFIG`."""
+def start_local_cluster(runner: RunnerConfig, config: dict = CLUSTER_CONFIG):
+    """The LocalCluster a run without ``--scheduler`` uses: ``runner.workers`` processes, :data:`CLUSTER_CONFIG`
+    (bench/pipeline.py passes a variant to measure a setting's cost)."""
     import dask
     from distributed import LocalCluster
 
     dashboard = ":0" if importlib.util.find_spec("bokeh") else None
     # the nannies hand the config set here to the worker processes they start
-    with dask.config.set(CLUSTER_CONFIG):
+    with dask.config.set(config):
         return LocalCluster(
             n_workers=runner.workers,
             threads_per_worker=runner.threads_per_worker,
