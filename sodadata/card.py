@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
+from sodadata.catalog import CATALOG_DIR
 from sodadata.stats import CorpusStats, render_markdown
 
-CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalogs"
 DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR = "data", "records", "rejects", "stats"
 
 

@@ -1,4 +1,8 @@
-"""Read ``catalogs/<corpus>.yaml``: where a corpus lives, its layout, licence, shard counts and hours."""
+"""Read ``catalogs/<corpus>.yaml``: where a corpus lives, its layout, licence, shard counts and hours.
+
+The catalogs are package data (``sodadata/catalogs/``), so an installed wheel has them; the checkout's top-level
+``catalogs/`` is a link to that folder. :data:`CATALOG_DIR` is the one place that says where they are.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalogs"
+CATALOG_DIR = Path(__file__).resolve().parent / "catalogs"
 
 
 @cache

@@ -57,7 +57,6 @@ import pyarrow.parquet as pq
 
 from sodadata import __version__
 from sodadata.card import (
-    CATALOG_DIR,
     DATA_DIR,
     RECORDS_DIR,
     REJECTS_DIR,
@@ -68,6 +67,7 @@ from sodadata.card import (
     render_card,
     source_info,
 )
+from sodadata.catalog import CATALOG_DIR
 from sodadata.shards import REJECT_SCHEMA, parquet_writer_options
 from sodadata.stats import (
     PLOTS,

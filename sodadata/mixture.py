@@ -14,12 +14,17 @@ Weights are shares of **tokens** (SPEC §4); they are normalized to sum to one. 
 directory of finished shards (``*.parquet`` with their ``.json`` record beside them, as the recipes write them), or
 a glob of Parquet files (``*`` / ``**``), local or any fsspec URL (``hf://datasets/...`` reads through
 ``HfFileSystem``).
+
+The mixtures the project ships (``soda.yaml``, ``emilia-only.yaml``) are package data in ``sodadata/mixtures/``
+(the checkout's top-level ``recipes/`` is a link to it), so an installed wheel has them too: ``load`` takes a
+packaged mixture by name (``soda``, ``soda.yaml`` or ``recipes/soda.yaml``) when no such file exists here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,6 +33,32 @@ import numpy as np
 import yaml
 
 from sodadata.tokenizer import PUBLISHED
+
+log = logging.getLogger(__name__)
+
+MIXTURE_DIR = Path(__file__).resolve().parent / "mixtures"
+
+
+def packaged_mixtures() -> list[str]:
+    """Names of the mixture recipes shipped with the package (``soda``, ``emilia-only`` ...)."""
+    return sorted(p.stem for p in MIXTURE_DIR.glob("*.yaml"))
+
+
+def resolve_recipe_path(path: str | Path) -> Path:
+    """``path`` if it exists; otherwise the packaged mixture it names (``soda``, ``soda.yaml``, ``recipes/soda.yaml``:
+    a bare name, or one under the checkout's ``recipes/`` folder), so the documented commands work from any folder
+    with an installed wheel. Anything else that does not exist is an error naming the packaged ones."""
+    p = Path(path)
+    if p.exists():
+        return p
+    if p.parent in (Path("."), Path("recipes")):
+        packaged = MIXTURE_DIR / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
+        if packaged.is_file():
+            log.info("%s is not here: using the packaged mixture %s", path, packaged)
+            return packaged
+    raise FileNotFoundError(
+        f"no mixture recipe {path}: give a YAML file, or one of the packaged mixtures: {', '.join(packaged_mixtures())}"
+    )
 
 
 @dataclass
@@ -82,7 +113,9 @@ class MixtureConfig:
 
     @classmethod
     def load(cls, path: str | Path, root: str | None = None) -> MixtureConfig:
-        """Read a recipe; ``root`` overrides the recipe's own (e.g. where this machine keeps the shards)."""
+        """Read a recipe (a file, or a packaged mixture by name: :func:`resolve_recipe_path`); ``root`` overrides
+        the recipe's own (e.g. where this machine keeps the shards)."""
+        path = resolve_recipe_path(path)
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
         if not isinstance(data, dict):

@@ -52,6 +52,7 @@ from sodadata.document import (
     TEXT_ONLY,
     TEXT_START,
 )
+from sodadata.mixture import MIXTURE_DIR, resolve_recipe_path
 from sodadata.shards import finished_records
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,7 @@ PLOTS = {
     "document": "document_durations.png",
     "share": "token_share.png",
 }
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO_ROOT / "recipes" / "soda.yaml"
+DEFAULT_RECIPE = MIXTURE_DIR / "soda.yaml"
 # SPEC §4: token proportions of the SODA mixture, used when no recipe file is there (yet).
 SPEC_WEIGHTS: dict[str, float] = {
     "yodas2/en": 0.95 * 131 / 241,
@@ -214,15 +214,17 @@ def fingerprint(records: Sequence[tuple[str, Path, dict]], tokenizer: Path | Non
 def load_weights(recipe: Path | None) -> tuple[dict[str, float], str]:
     """Mixture weights by component from a recipe file (``components: [{name, path, weight}]``), normalized.
 
-    ``recipe=None`` reads ``recipes/soda.yaml`` if it exists and otherwise uses the SPEC §4 weights.
+    ``recipe=None`` reads the packaged ``soda.yaml`` if it exists and otherwise uses the SPEC §4 weights; a
+    packaged mixture can be named as :meth:`MixtureConfig.load` takes it (``recipes/soda.yaml`` from any folder).
     """
     if recipe is None:
         if not DEFAULT_RECIPE.exists():
             return dict(SPEC_WEIGHTS), "SPEC §4 (recipes/soda.yaml not found)"
         recipe = DEFAULT_RECIPE
-    recipe = Path(recipe)
-    if not recipe.exists():
-        raise StatsError(f"recipe {recipe} does not exist: give --recipe a mixture YAML (components with weights)")
+    try:
+        recipe = resolve_recipe_path(recipe)
+    except FileNotFoundError as exc:
+        raise StatsError(f"{exc} (a mixture YAML: components with weights)") from None
     with open(recipe, encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
     entries = data.get("components") if isinstance(data, dict) else None
