@@ -36,6 +36,11 @@ def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argpa
     run.add_argument("--serial", action="store_true", help="run shards one by one in this process, without Dask (debugging)")
     run.add_argument("--memory-limit", default="auto", help="LocalCluster memory limit per worker (default auto)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--redo-mismatched", action="store_true",
+        help="rebuild finished shards of --out whose record says they were made otherwise (another codec, dtype, "
+        "text rule ...; or before made_by existed), each replaced atomically. Without it such a run stops at once.",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     if recipe_cls.kind == "speech":
@@ -82,6 +87,7 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
         runner = RunnerConfig(
             workers=args.workers, threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
             retries=args.retries, serial=args.serial, memory_limit=args.memory_limit, progress=not args.no_progress,
+            redo_mismatched=args.redo_mismatched,
         )
         result = run_recipe(recipe, pipeline, runner, limit_shards=args.limit_shards)
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ development machine, with 2 threads, the tiny test model's third stage did diffe
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from sodadata.codes import CODEBOOK_SIZE, NUM_CODEBOOKS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_samples
+from sodadata.sources import resolve_hf_revision
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,69 @@ def load_mimi(config: CodecConfig, encoder_only: bool = False):
         torch.backends.cuda.matmul.allow_tf32 = config.dtype == "tf32"
         torch.backends.cudnn.allow_tf32 = config.dtype == "tf32"
     return model.to(device=config.device, dtype=dtype).eval()
+
+
+# What from_pretrained reads the weights from (sharded checkpoints add an index and more files of the same kinds).
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def is_local_codec(name: str) -> bool:
+    """True when ``--codec`` names a local ``save_pretrained`` directory (the rule :func:`load_mimi` follows)."""
+    return name not in RANDOM_CODECS and Path(name).expanduser().is_dir()
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """SHA-256 over a ``save_pretrained`` directory's weight files: each name (sorted) and its bytes.
+
+    Content, not path: the same weights copied elsewhere hash the same, other weights under the same path do not.
+    """
+    root = Path(directory).expanduser()
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise RuntimeError(
+            f"--codec {directory}: no weight files ({', '.join('*' + s for s in WEIGHT_SUFFIXES)}) in that directory; "
+            "pass a directory written by MimiModel.save_pretrained"
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode("utf-8") + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(8 * 2**20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cached_commit(repo: str, revision: str | None) -> str | None:
+    """The commit of ``repo``@``revision`` in the local Hugging Face cache (what an offline load would use)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo, "config.json", revision=revision or "main", repo_type="model")
+    return Path(path).parent.name if isinstance(path, str) else None
+
+
+def codec_identity(config: CodecConfig) -> dict:
+    """Which codec ``config`` names, as recorded in every shard's ``made_by["codec"]`` (SPEC §2).
+
+    A Hub id with its revision resolved to a commit (asks the Hub, or its local cache offline: call it once, on the
+    driver, and load that commit everywhere); a local ``save_pretrained`` directory as ``"local"`` with the SHA-256
+    of its weights; a seeded random model by name with ``random: true``.
+    """
+    if config.is_random:
+        return {"id": config.codec, "revision": None, "weights_sha256": None, "random": True}
+    if is_local_codec(config.codec):
+        return {"id": "local", "revision": None, "weights_sha256": weights_sha256(config.codec), "random": False}
+    try:
+        commit = resolve_hf_revision(config.codec, config.revision, repo_type="model")
+    except RuntimeError as exc:
+        commit = _cached_commit(config.codec, config.revision)
+        if commit is None:
+            raise RuntimeError(
+                f"cannot resolve --codec {config.codec}@{config.revision or 'main'} to a commit, and it is not in the "
+                f"local Hugging Face cache ({exc}). Connect to the Hub once, pass a local save_pretrained directory, "
+                "or --codec tiny-random for an offline demo."
+            ) from None
+        log.info("codec %s: the Hub is not reachable; using commit %s from the local cache", config.codec, commit)
+    return {"id": config.codec, "revision": commit, "weights_sha256": None, "random": False}
 
 
 _MALLOC_TUNED = False
@@ -606,6 +671,7 @@ __all__ = [
     "CodecConfig",
     "MimiEncoder",
     "build_random_mimi",
+    "codec_identity",
     "get_encoder",
     "load_mimi",
     "reference_encode",

@@ -23,6 +23,10 @@ TEXT_FIRST = "text_first"
 AUDIO_FIRST = "audio_first"
 TEXT_ONLY = "text"
 ROW_SUFFIX = {TEXT_FIRST: "_type1", AUDIO_FIRST: "_type2"}
+# Version of the rule that decides what a transcript or web text becomes (SPEC §2: what is rejected, what is
+# folded out of the audio range). Recorded in every shard's ``made_by``: a change of rule changes rows, so a new
+# version keeps a rerun from mixing shards made under the old rule with new ones.
+TEXT_RULE_VERSION = 2
 
 
 @dataclass(frozen=True)

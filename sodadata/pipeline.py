@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sodadata import __version__
+from sodadata import __version__, made_by
 from sodadata.audio import DEFAULT_MAX_SECONDS, AudioError, decode_audio, to_mono_24k
 from sodadata.codec import CodecConfig, MimiEncoder, get_encoder
 from sodadata.codes import SAMPLE_RATE, codes_to_chars
@@ -39,7 +39,14 @@ from sodadata.document import (
     transcript_error,
 )
 from sodadata.recipe import RawUtterance, Recipe, Reject, ShardTask, TextRecord
-from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
+from sodadata.shards import (
+    RECORD_VERSION,
+    REJECT_SCHEMA,
+    ShardPaths,
+    ShardWriter,
+    withdraw_record,
+    write_json_atomic,
+)
 from sodadata.sources import redact_secrets
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,9 @@ class PipelineConfig:
     # thread decodes at thousands of times real time, far ahead of a CPU encoder), every core on CUDA (one
     # thread cannot keep a GPU fed; libsndfile and soxr release the GIL, see bench/gpu.py).
     decode_threads: int | None = None
+    # What makes this run's shards (sodadata.made_by): set once on the driver by made_by.prepare, before any task,
+    # so every shard of a run records the identical dict. Not hashed: a dict, and equal configs have equal ones.
+    made_by: dict | None = field(default=None, hash=False)
 
     def effective_bucket_seconds(self) -> float:
         if self.bucket_seconds is not None:
@@ -103,7 +113,15 @@ class _Rejects:
 
 
 def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
-    """Process one task and commit its shard, rejects and record; return the record."""
+    """Process one task and commit its shard, rejects and record; return the record.
+
+    A shard already there (``--redo-mismatched``) stays valid while this one is made: the new files are written
+    under temporary names, then its record is withdrawn, the new rejects and rows renamed over the old and the new
+    record written last. A kill during those renames leaves a shard without a record, which any rerun redoes:
+    never old rows under a new record or new rows under an old one.
+    """
+    if config.made_by is None:  # a direct call (tests, benchmarks); the runner prepares it once for all tasks
+        config = made_by.prepare(recipe, config)
     paths = ShardPaths(Path(config.out), task.component, task.stem)
     paths.remove_stale_temps()  # partial files of a killed earlier attempt would otherwise stay on disk forever
     t0 = time.perf_counter()
@@ -125,6 +143,8 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
         tw = time.perf_counter()
         with ShardWriter(paths.rejects, schema=REJECT_SCHEMA) as w:
             w.write_all(rejects.rows)
+            w.flush()
+            withdraw_record(paths)
             w.commit()
         writer.commit()
         counts.timings["write"] += time.perf_counter() - tw
@@ -148,6 +168,7 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
         "audio_tokens": extra["audio_tokens"],
         "text_chars": extra["text_chars"],
         "codec": config.codec.describe() if (config.codec and recipe.kind == "speech") else None,
+        "made_by": config.made_by,
         "sodadata_version": __version__,
         "elapsed_seconds": round(time.perf_counter() - t0, 3),
         "timings": {k: round(v, 4) for k, v in sorted(counts.timings.items())},

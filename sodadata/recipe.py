@@ -103,6 +103,11 @@ class Recipe(ABC):
     def read(self, task: ShardTask) -> Iterator[RawUtterance | TextRecord | Reject]:
         """Yield every item of one task exactly once (see module docstring)."""
 
+    def row_params(self) -> dict:
+        """The parameters of this recipe that change rows (``--shard-hours``, a size limit that rejects ...), for
+        the shards' ``made_by``. Not paths, subsets or anything that only selects which shards are made."""
+        return {}
+
     def describe(self) -> dict:
         """Recorded in the run summary: source, revision, licence ..."""
         return {"recipe": self.name}

@@ -2,7 +2,9 @@
 
 A LocalCluster by default (``--workers`` processes x ``--threads-per-worker`` threads); any running cluster with
 ``--scheduler tcp://host:port``. Each worker process loads the codec once (``sodadata.codec.get_encoder``).
-A killed run resumes where it stopped: a shard counts as finished once its JSON record exists.
+A killed run resumes where it stopped: a shard counts as finished once its JSON record exists. A finished shard
+made otherwise (another codec, dtype, text rule ...: its record's ``made_by``) stops the run before any work, unless
+``redo_mismatched`` asks for such shards to be rebuilt.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sodadata import made_by
 from sodadata.pipeline import PipelineConfig, run_task
 from sodadata.recipe import Recipe, ShardError, ShardTask
 from sodadata.shards import ShardPaths, read_record, write_json_atomic
@@ -47,6 +50,7 @@ class RunnerConfig:
     serial: bool = False  # run in this process without Dask (debugging, profiling)
     memory_limit: str = "auto"
     progress: bool = True
+    redo_mismatched: bool = False  # rebuild finished shards whose made_by differs from this run's (else: refuse)
 
 
 @dataclass
@@ -62,6 +66,7 @@ class RunResult:
     skipped: int
     done: int
     failures: list[TaskFailure] = field(default_factory=list)
+    redone: int = 0  # of `done`: shards that existed, made otherwise, and were rebuilt (--redo-mismatched)
     records: dict[str, dict] = field(default_factory=dict)  # task name -> record (finished before or now)
     elapsed_seconds: float = 0.0
 
@@ -70,11 +75,17 @@ class RunResult:
         return not self.failures
 
 
-def execute_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
-    """What a worker runs. Skips a shard finished meanwhile (e.g. by a task that outlived a lost worker)."""
+def execute_task(recipe: Recipe, task: ShardTask, config: PipelineConfig, redo: bool = False) -> dict:
+    """What a worker runs. Skips a shard finished meanwhile by this run's settings (e.g. by a task that outlived a
+    lost worker). ``redo``: the driver found this shard made otherwise and was told to rebuild it."""
     paths = ShardPaths(Path(config.out), task.component, task.stem)
     if paths.is_finished():
-        return read_record(paths.record)
+        record = read_record(paths.record)
+        if record.get("made_by") == config.made_by:
+            return record
+        if not redo:  # written meanwhile by another run with other settings: never add to it
+            raise ShardError(f"{task.name} was finished meanwhile by another run, "
+                             f"{made_by.describe(record.get('made_by'), config.made_by)}")
     try:
         return run_task(recipe, task, config)
     except Exception as exc:
@@ -114,24 +125,38 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     if len(set(names)) != len(names):
         dup = [n for n, c in Counter(names).items() if c > 1][:3]
         raise RuntimeError(f"two tasks would write the same shard: {dup}")
+    # Once, here on the driver and before any work: the codec's identity (a Hub revision resolved to a commit, a
+    # local model's weights hashed) and the rest of made_by, which every task then records unchanged.
+    pipeline = made_by.prepare(recipe, pipeline)
     out = Path(pipeline.out)
     result = RunResult(tasks=len(tasks), skipped=0, done=0)
     pending = []
+    redo: set[str] = set()
+    mismatched: dict[str, list[dict | None]] = defaultdict(list)
     for task in tasks:
         paths = ShardPaths(out, task.component, task.stem)
-        if paths.is_finished():
-            result.records[task.name] = read_record(paths.record)
+        if not paths.is_finished():
+            pending.append(task)
+            continue
+        record = read_record(paths.record)
+        if record.get("made_by") == pipeline.made_by:
+            result.records[task.name] = record
             result.skipped += 1
         else:
+            mismatched[task.component].append(record.get("made_by"))
+            redo.add(task.name)
             pending.append(task)
-    log.info("%d shards: %d already finished (skipped), %d to do", len(tasks), result.skipped, len(pending))
+    if redo and not runner.redo_mismatched:
+        raise made_by.MadeByMismatch(made_by.mismatch_line(mismatched, pipeline.made_by))
+    log.info("%d shards: %d already finished (skipped), %d to do%s", len(tasks), result.skipped, len(pending),
+             f" ({len(redo)} of them made otherwise: rebuilt)" if redo else "")
     pending = largest_first(pending)
     if pending:
         check_writable(out)
         if runner.serial:
-            _run_serial(recipe, pending, pipeline, runner, result)
+            _run_serial(recipe, pending, pipeline, runner, result, redo)
         else:
-            _run_dask(recipe, pending, pipeline, runner, result)
+            _run_dask(recipe, pending, pipeline, runner, result, redo)
     result.elapsed_seconds = time.perf_counter() - t0
     _write_run_summary(out, recipe, pipeline, runner, result)
     return result
@@ -161,9 +186,10 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="shard", desc="shards", disable=not enabled or total == 0, file=sys.stderr)
 
 
-def _on_done(result: RunResult, bar, task: ShardTask, record: dict, hours: list[float]) -> None:
+def _on_done(result: RunResult, bar, task: ShardTask, record: dict, hours: list[float], redo: set[str]) -> None:
     result.records[task.name] = record
     result.done += 1
+    result.redone += task.name in redo
     hours[0] += record.get("audio_seconds", 0.0) / 3600
     bar.set_postfix_str(f"{hours[0]:.2f} h audio")
     bar.update(1)
@@ -176,13 +202,13 @@ def _on_failed(result: RunResult, bar, task: ShardTask, exc: BaseException, tb: 
     bar.update(1)
 
 
-def _run_serial(recipe, pending, pipeline, runner, result) -> None:
+def _run_serial(recipe, pending, pipeline, runner, result, redo) -> None:
     hours = [0.0]
     with _progress(len(pending), runner.progress) as bar:
         for task in pending:
             for attempt in range(runner.retries + 1):
                 try:
-                    record = execute_task(recipe, task, pipeline)
+                    record = execute_task(recipe, task, pipeline, task.name in redo)
                 except Exception as exc:
                     if attempt < runner.retries:
                         log.warning("shard %s failed (%s); retry %d/%d", task.name, redact_secrets(str(exc)),
@@ -190,7 +216,7 @@ def _run_serial(recipe, pending, pipeline, runner, result) -> None:
                         continue
                     _on_failed(result, bar, task, exc, traceback.format_exc())
                 else:
-                    _on_done(result, bar, task, record, hours)
+                    _on_done(result, bar, task, record, hours, redo)
                 break
 
 
@@ -242,7 +268,7 @@ def start_local_cluster(runner: RunnerConfig, config: dict = CLUSTER_CONFIG):
         )
 
 
-def _run_dask(recipe, pending, pipeline, runner, result) -> None:
+def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
     from distributed import Client, as_completed
 
     cluster = None
@@ -262,7 +288,8 @@ def _run_dask(recipe, pending, pipeline, runner, result) -> None:
         futures = {}
         for rank, task in enumerate(pending):  # largest first: Dask runs higher priorities first
             fut = client.submit(
-                execute_task, recipe, task, pipeline, key=f"sodadata-{task.name}", retries=runner.retries, pure=False,
+                execute_task, recipe, task, pipeline, task.name in redo, key=f"sodadata-{task.name}",
+                retries=runner.retries, pure=False,
                 priority=len(pending) - rank,
             )
             futures[fut] = task
@@ -270,7 +297,7 @@ def _run_dask(recipe, pending, pipeline, runner, result) -> None:
             for fut in as_completed(list(futures)):
                 task = futures[fut]
                 if fut.status == "finished":
-                    _on_done(result, bar, task, fut.result(), hours)
+                    _on_done(result, bar, task, fut.result(), hours, redo)
                 else:
                     exc = fut.exception()
                     tb = "".join(traceback.format_tb(fut.traceback())) if fut.traceback() else ""
@@ -310,8 +337,9 @@ def format_summary(result: RunResult) -> str:
     ]
     widths = [max(len(str(h)), *(len(str(b[i])) for b in body)) for i, h in enumerate(headers)] if body else []
     lines = [
-        f"shards: {result.tasks} in this run, {result.skipped} already finished, {result.done} done now, "
-        f"{len(result.failures)} failed ({result.elapsed_seconds:.1f} s)"
+        f"shards: {result.tasks} in this run, {result.skipped} already finished, {result.done} done now"
+        + (f" ({result.redone} of them redone: made otherwise before)" if result.redone else "")
+        + f", {len(result.failures)} failed ({result.elapsed_seconds:.1f} s)"
     ]
     if body:
         lines.append("  ".join(str(h).rjust(w) for h, w in zip(headers, widths)))
@@ -347,11 +375,13 @@ def _write_summary_file(path: Path, recipe, pipeline, runner, result: RunResult)
         path,
         {
             "recipe": recipe.describe(),
-            "pipeline": {"out": str(pipeline.out), "codec": pipeline.codec.describe() if pipeline.codec else None},
+            "pipeline": {"out": str(pipeline.out), "codec": pipeline.codec.describe() if pipeline.codec else None,
+                         "made_by": pipeline.made_by},
             "runner": asdict(runner),
             "tasks": result.tasks,
             "skipped": result.skipped,
             "done": result.done,
+            "redone": result.redone,
             "failures": [asdict(f) for f in result.failures],
             "summary": summary_rows(result.records),
             "elapsed_seconds": round(result.elapsed_seconds, 3),

@@ -247,6 +247,21 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     _fsync_dir(path.parent)
 
 
+def withdraw_record(paths: ShardPaths) -> bool:
+    """Remove a finished shard's record before its files are replaced (``--redo-mismatched``); True if there was one.
+
+    The record marks the shard finished, so between this and the new record the shard reads as unfinished: a
+    reader or a rerun never pairs the old record with new rows, nor the new record with old rows.
+    """
+    try:
+        paths.record.unlink()
+    except FileNotFoundError:
+        return False
+    _fsync_dir(paths.record.parent)
+    log.info("%s/%s: old record withdrawn; replacing the shard", paths.component, paths.stem)
+    return True
+
+
 def read_record(path: Path) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -104,6 +104,9 @@ class EmiliaRecipe(Recipe):
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise ShardError(f"cannot read tar {src.url}: {type(exc).__name__}: {exc}") from exc
 
+    def row_params(self) -> dict:
+        return {"max_member_bytes": self.max_member_bytes}  # larger members are rejected
+
     def describe(self) -> dict:
         catalog = load_catalog("emilia")
         return {

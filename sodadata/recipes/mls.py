@@ -149,6 +149,9 @@ class MLSRecipe(Recipe):
             except (OSError, pa.ArrowException) as exc:
                 raise ShardError(f"cannot read {src.url}: {type(exc).__name__}: {exc}") from exc
 
+    def row_params(self) -> dict:
+        return {"shard_hours": self.shard_hours}  # which documents go into which shard
+
     def describe(self) -> dict:
         catalog = load_catalog(CORPUS)
         return {"recipe": self.name, "lang": self.lang, "split": self.split, "shard_hours": self.shard_hours,

@@ -210,6 +210,9 @@ class NemotronCCRecipe(Recipe):
         except (zstandard.ZstdError, OSError, EOFError, http.client.HTTPException) as exc:
             raise ShardError(f"cannot read {src.url}: {type(exc).__name__}: {exc}") from exc
 
+    def row_params(self) -> dict:
+        return {"max_line_bytes": self.max_line_bytes}  # longer lines are rejected
+
     def describe(self) -> dict:
         catalog = load_catalog(CATALOG)
         base, list_url = self._locations()
