@@ -67,7 +67,7 @@ class PipelineConfig:
     # thread cannot keep a GPU fed; libsndfile and soxr release the GIL, see bench/gpu.py).
     decode_threads: int | None = None
     # What makes this run's shards (sodadata.made_by): set once on the driver by made_by.prepare, before any task,
-    # so every shard of a run records the identical dict. Not hashed: a dict, and equal configs have equal ones.
+    # so every shard of a run records the identical dict. Left out of the hash (a dict has none); compared as usual.
     made_by: dict | None = field(default=None, hash=False)
 
     def effective_bucket_seconds(self) -> float:

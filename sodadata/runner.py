@@ -116,6 +116,9 @@ def largest_first(tasks: list[ShardTask]) -> list[ShardTask]:
 
 def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, limit_shards: int | None = None) -> RunResult:
     t0 = time.perf_counter()
+    # Once, here on the driver and before any work (listing included): the codec's identity (a Hub revision resolved
+    # to a commit, a local model's weights hashed) and the rest of made_by, which every task then records unchanged.
+    pipeline = made_by.prepare(recipe, pipeline)
     tasks = recipe.tasks()
     if limit_shards is not None:
         tasks = tasks[:limit_shards]
@@ -125,9 +128,6 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     if len(set(names)) != len(names):
         dup = [n for n, c in Counter(names).items() if c > 1][:3]
         raise RuntimeError(f"two tasks would write the same shard: {dup}")
-    # Once, here on the driver and before any work: the codec's identity (a Hub revision resolved to a commit, a
-    # local model's weights hashed) and the rest of made_by, which every task then records unchanged.
-    pipeline = made_by.prepare(recipe, pipeline)
     out = Path(pipeline.out)
     result = RunResult(tasks=len(tasks), skipped=0, done=0)
     pending = []
