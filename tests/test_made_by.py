@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fixtures_mls import make_mls_source
 from fixtures_nemotron import make_nemotron_source
 
 from sodadata import pipeline as pipeline_module
@@ -23,7 +24,7 @@ from sodadata.codec import CodecConfig, build_random_mimi, codec_identity
 from sodadata.made_by import FORMAT_VERSION, describe, differences, prepare
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipe import ShardError
-from sodadata.recipes import emilia
+from sodadata.recipes import emilia, mls
 from sodadata.recipes.emilia import EmiliaRecipe
 from sodadata.recipes.nemotron_cc import NemotronCCRecipe
 from sodadata.runner import RunnerConfig, execute_task, run_recipe
@@ -234,6 +235,21 @@ def test_a_shard_finished_meanwhile_by_another_run_is_not_added_to(demo_out):
     config = prepare(recipe, PipelineConfig(out=str(demo_out), codec=CodecConfig(codec="tiny-random", dtype="float16")))
     with pytest.raises(ShardError, match="finished meanwhile by another run, made with dtype float32, this run uses"):
         execute_task(recipe, task, config)
+
+
+def test_mls_shard_hours_are_part_of_made_by(tmp_path, capsys):
+    """Another --shard-hours puts other documents under the same shard names: a rerun must not resume into them."""
+    make_mls_source(tmp_path / "src")
+    argv = ["--split", "dev", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--codec",
+            "tiny-random", "--serial", "--no-progress", "--torch-threads", "1"]
+    assert mls.main(argv) == 0
+    record = json.loads((tmp_path / "out" / "mls" / "en" / "dev-00000.json").read_text())
+    assert record["made_by"]["params"] == {"max_utterance_seconds": 600.0, "shard_hours": 10.0}
+    capsys.readouterr()
+    assert mls.main([*argv, "--shard-hours", "5"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line.startswith("error: mls/en: 1 finished shard was made with params.shard_hours 10.0, this run uses "
+                           "params.shard_hours 5.0. Nothing was done.")
 
 
 def test_nemotron_records_the_text_only_made_by(tmp_path):

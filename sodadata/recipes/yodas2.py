@@ -168,6 +168,9 @@ class Yodas2Recipe(Recipe):
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise ShardError(f"cannot read tar {audio_url}: {type(exc).__name__}: {exc}") from exc
 
+    def row_params(self) -> dict:
+        return {"max_wav_bytes": self.max_wav_bytes}  # larger videos are rejected
+
     def describe(self) -> dict:
         catalog = load_catalog(CORPUS)
         return {"recipe": self.name, "lang": self.lang, "subsets": list(self.selected_subsets()),
