@@ -6,10 +6,12 @@ text-first (``_type1``) and audio-first (``_type2``); pieces are joined with not
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sodadata.codes import first_audio_char
+from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -41,24 +43,173 @@ class EncodedUtterance:
     seconds: float
 
 
-def transcript_error(text: str) -> str | None:
-    """Reason code if ``text`` cannot be written as a transcript, else ``None``.
+# The text rule's version (SPEC §2), recorded in every shard's ``made_by``. 1: any audio-range character rejected
+# the text. 2: audio-range characters folded one by one by NFKC where that leaves the range, U+FEFF and the
+# variation selectors dropped, invalid Unicode rejected as ``invalid_unicode``.
+TEXT_RULE_VERSION = 2
 
-    A transcript holding an audio-range character or a marker string would be read back as audio or structure.
+INVALID_UNICODE = "invalid_unicode"
+AUDIO_RANGE_CHARACTER = "audio_range_character"
+# Dropped, not folded: the BOM (zero width no-break space) and the variation selectors carry no text of their own.
+DROPPED_CHARACTERS = frozenset([0xFEFF, *range(0xFE00, 0xFE10)])
+
+
+def _in_range(s: str) -> bool:
+    return any(AUDIO_BASE <= ord(c) < AUDIO_END_CODEPOINT for c in s)
+
+
+def _fold_table() -> dict[int, str]:
+    """``str.translate`` table over the 16,384 audio-range characters: each one that the rule changes.
+
+    A character maps to its NFKC form (of the character alone) when that form lies wholly outside the range, or to
+    ``""`` when it is dropped. Characters absent from the table stay and make the text rejected.
     """
-    if not text:
-        return "empty_transcript"
-    pos = first_audio_char(text)
-    if pos >= 0:
-        return "transcript_has_audio_char"
-    if any(m in text for m in MARKERS):
-        return "transcript_has_marker"
+    table: dict[int, str] = {}
+    for cp in range(AUDIO_BASE, AUDIO_END_CODEPOINT):
+        if cp in DROPPED_CHARACTERS:
+            table[cp] = ""
+            continue
+        form = unicodedata.normalize("NFKC", chr(cp))
+        if form != chr(cp) and not _in_range(form):
+            table[cp] = form
+    return table
+
+
+FOLD_TABLE = _fold_table()  # built once at import (~10 ms); 1,5xx entries, see tests/test_text_rule.py
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_RANGE_RUN_RE = re.compile("[\ue000-\U00011fff]+")
+
+
+@dataclass(frozen=True)
+class TextVerdict:
+    """What the text rule makes of one text: the text to write, or the reason it is rejected."""
+
+    text: str  # as written: folded (and stripped, for a transcript); meaningless when rejected
+    reason: str | None = None  # reject reason, None when the text is kept
+    detail: str = ""
+    folded: int = 0  # audio-range characters replaced by their NFKC form
+    dropped: int = 0  # U+FEFF and variation selectors removed
+
+
+def _char_name(c: str) -> str:
+    fallback = {"Co": "(private use)", "Cn": "(unassigned or noncharacter)"}.get(unicodedata.category(c), "")
+    return f"U+{ord(c):04X} {unicodedata.name(c, fallback)}".rstrip()
+
+
+def surrogate_detail(text: str, what: str = "text") -> str | None:
+    """Where ``text`` holds a lone surrogate (not valid Unicode, not storable as UTF-8), or ``None``."""
+    if text.isascii():
+        return None
+    m = _SURROGATE_RE.search(text)
+    if m is None:
+        return None
+    n = len(_SURROGATE_RE.findall(text))
+    context = text[max(0, m.start() - 20):m.start() + 20]
+    return (f"{what}: lone surrogate U+{ord(m[0]):04X} at character {m.start()} of {len(text)}"
+            f"{f' ({n} in all)' if n > 1 else ''}, near {context!r}")
+
+
+def invalid_unicode(value: object, what: str = "") -> str | None:
+    """Where a value read from a source (str, or dict/list of them, e.g. a row's metadata) holds invalid Unicode.
+
+    Returns a one-line detail naming the first place (``metadata['speaker']: lone surrogate U+D800 …``), else None.
+    """
+    if isinstance(value, str):
+        return surrogate_detail(value, what or "text")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{what}[{k!r}]"
+            bad = (surrogate_detail(k, f"{what} key {k!r}") if isinstance(k, str) else None) or invalid_unicode(v, where)
+            if bad:
+                return bad
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            bad = invalid_unicode(v, f"{what}[{i}]")
+            if bad:
+                return bad
     return None
 
 
-def clean_transcript(text: str) -> str:
-    """The one change made to a source transcript: surrounding whitespace stripped (Emilia's start with a space)."""
-    return text.strip()
+def storable(text: str) -> str:
+    """``text`` with any lone surrogate written as ``\\udXXX``: for reject lists, which must always be writable."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fold(text: str) -> tuple[str, int, int]:
+    """(folded text, characters folded, characters dropped); only the runs of audio-range characters are touched."""
+    folded = dropped = 0
+
+    def run(m: re.Match) -> str:
+        nonlocal folded, dropped
+        s = m[0]
+        for c in s:
+            form = FOLD_TABLE.get(ord(c))
+            if form == "":
+                dropped += 1
+            elif form is not None:
+                folded += 1
+        return s.translate(FOLD_TABLE)
+
+    return _RANGE_RUN_RE.sub(run, text), folded, dropped
+
+
+def _may_need_rule(text: str) -> bool:
+    """Whether a non-ASCII text holds a surrogate or an audio-range character: the fast path's test.
+
+    UTF-8 encoding fails on a surrogate (a str only holds one when it came from a JSON \\ud800 escape or a
+    surrogateescape decode). Otherwise the range shows in the bytes: U+E000..U+FFFF are exactly the characters
+    whose lead byte is EE or EF, U+10000..U+11FFF those starting F0 90 or F0 91 (lead bytes never occur inside
+    another character). A few memchr scans: cheaper than a regex or a code-point array over the text.
+    """
+    try:
+        b = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    # one-byte needles are memchr scans; two-byte ones are far slower, so only when an F0 is there at all
+    return b"\xee" in b or b"\xef" in b or (b"\xf0" in b and (b"\xf0\x90" in b or b"\xf0\x91" in b))
+
+
+def apply_text_rule(text: object, *, transcript: bool = True) -> TextVerdict:
+    """The text rule of SPEC §2 (version ``TEXT_RULE_VERSION``), for transcripts and web text alike.
+
+    Order: invalid Unicode is rejected; audio-range characters are folded or dropped; a transcript is stripped of
+    surrounding whitespace (web text is kept as given); an empty text, a text that still holds an audio-range
+    character, or one holding a marker string (checked after folding: ``＜|text_end|＞`` folds into a marker) is
+    rejected. Nothing else changes. Texts with no audio-range character and no surrogate (nearly all) take a
+    fast path: one regex scan, or none at all for ASCII.
+    """
+    empty = "empty_transcript" if transcript else "empty_text"
+    if not isinstance(text, str):
+        return TextVerdict("", empty, f"not a string: {type(text).__name__}")
+    folded = dropped = 0
+    if not text.isascii() and _may_need_rule(text):
+        bad = surrogate_detail(text)
+        if bad is not None:
+            return TextVerdict(text, INVALID_UNICODE, bad)
+        text, folded, dropped = _fold(text)
+        left = [m.start() for m in _RANGE_RUN_RE.finditer(text)]
+        if left:
+            chars = sorted({c for c in text if AUDIO_BASE <= ord(c) < AUDIO_END_CODEPOINT})
+            names = ", ".join(_char_name(c) for c in chars[:5]) + (f" and {len(chars) - 5} more" if len(chars) > 5 else "")
+            return TextVerdict(text, AUDIO_RANGE_CHARACTER,
+                               f"{names} at character {left[0]}: would read back as audio; near "
+                               f"{text[max(0, left[0] - 20):left[0] + 20]!r}", folded, dropped)
+    if transcript:
+        text = text.strip()
+    if not text.strip():
+        return TextVerdict(text, empty, repr(text[:200]), folded, dropped)
+    # "<" alone is a memchr scan; "<|" and the six markers are slower searches, needed only where "<" occurs
+    if "<" in text and "<|" in text and any(m in text for m in MARKERS):
+        marker = next(m for m in MARKERS if m in text)
+        return TextVerdict(text, "transcript_has_marker" if transcript else "text_has_marker",
+                           f"{marker} at character {text.index(marker)}: {text[:200]!r}", folded, dropped)
+    return TextVerdict(text, None, "", folded, dropped)
 
 
 def format_speech_row(utterances: Sequence[EncodedUtterance], fmt: str) -> str:

@@ -29,14 +29,17 @@ from sodadata.codec import CodecConfig, MimiEncoder, get_encoder
 from sodadata.codes import SAMPLE_RATE, codes_to_chars
 from sodadata.document import (
     AUDIO_FIRST,
+    INVALID_UNICODE,
     ROW_SUFFIX,
     TEXT_FIRST,
     TEXT_ONLY,
     EncodedUtterance,
-    clean_transcript,
+    TextVerdict,
+    apply_text_rule,
     format_speech_row,
     format_text_row,
-    transcript_error,
+    invalid_unicode,
+    storable,
 )
 from sodadata.recipe import RawUtterance, Recipe, Reject, ShardTask, TextRecord
 from sodadata.shards import (
@@ -91,6 +94,9 @@ class TaskCounts:
     written: int = 0
     rejects: Counter = field(default_factory=Counter)
     timings: dict = field(default_factory=lambda: defaultdict(float))
+    # characters the text rule folded / dropped in written texts (SPEC §2), counted once per written utterance
+    folded_chars: int = 0
+    dropped_chars: int = 0
 
     @property
     def rejected(self) -> int:
@@ -107,9 +113,26 @@ class _Rejects:
 
     def add(self, item_id: str, reason: str, detail: str = "") -> None:
         self.counts.rejects[reason] += 1
-        # details quote decoders' and servers' messages: never let one carry the Hub token into a reject list
-        self.rows.append({"id": item_id, "reason": reason, "detail": redact_secrets(detail[:2000]),
-                          "source": self.source})
+        # details quote decoders' and servers' messages: never let one carry the Hub token into a reject list.
+        # An id may hold a lone surrogate (the reason it is rejected): escaped, so the reject list stays writable.
+        self.rows.append({"id": storable(item_id), "reason": reason, "detail": storable(redact_secrets(detail[:2000])),
+                          "source": storable(self.source)})
+
+
+def check_item(item: RawUtterance | TextRecord, transcript: bool) -> TextVerdict:
+    """The text rule on an item's text, plus invalid Unicode anywhere else it carries into a shard (id, metadata).
+
+    One home for both kinds of recipe, so every corpus gets the same rule: a lone surrogate in a JSON escape, a
+    caption key or a metadata field is one ``invalid_unicode`` reject, never a shard failed at write time.
+    """
+    fields: dict[str, object] = {"id": item.id, "metadata": item.metadata}
+    if isinstance(item, RawUtterance):
+        fields["doc_id"] = item.doc_id
+    for name, value in fields.items():
+        bad = invalid_unicode(value, name)
+        if bad is not None:
+            return TextVerdict("", INVALID_UNICODE, bad)
+    return apply_text_rule(item.text, transcript=transcript)
 
 
 def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
@@ -167,6 +190,8 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
         "audio_seconds": round(extra["audio_seconds"], 4),
         "audio_tokens": extra["audio_tokens"],
         "text_chars": extra["text_chars"],
+        "text_folded_chars": counts.folded_chars,
+        "text_dropped_chars": counts.dropped_chars,
         "codec": config.codec.describe() if (config.codec and recipe.kind == "speech") else None,
         "made_by": config.made_by,
         "sodadata_version": __version__,
@@ -186,7 +211,7 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
 @dataclass
 class _Decoded:
     item: RawUtterance
-    text: str
+    verdict: TextVerdict  # the kept text and what the text rule folded in it
     wave: np.ndarray
 
 
@@ -220,14 +245,14 @@ def _checked(items: Iterable, counts: TaskCounts, rejects: _Rejects, max_seconds
         if entry[0] == "reject":
             rejects.add(*entry[1:])
             return
-        _, item, text, result = entry
+        _, item, verdict, result = entry
         wave, error, seconds = result.result() if pool is not None else result
         counts.timings["read_decode"] += seconds
         if error is not None:
             rejects.add(item.id, error.reason, error.detail)
             return
         item.audio = b""  # the encoded bytes are no longer needed; keep memory to the decoded wave
-        yield _Decoded(item, text, wave)
+        yield _Decoded(item, verdict, wave)
 
     try:
         for item in items:
@@ -240,14 +265,13 @@ def _checked(items: Iterable, counts: TaskCounts, rejects: _Rejects, max_seconds
                 pending.append(("reject", item.id, "duplicate_id", "an earlier item of this shard has the same id"))
             else:
                 seen.add(item.id)
-                text = clean_transcript(item.text) if isinstance(item.text, str) else ""
-                reason = transcript_error(text)
-                if reason is not None:
-                    pending.append(("reject", item.id, reason, repr(text[:200])))
+                verdict = check_item(item, transcript=True)
+                if verdict.reason is not None:
+                    pending.append(("reject", item.id, verdict.reason, verdict.detail))
                 elif pool is not None:
-                    pending.append(("audio", item, text, pool.submit(_decode, item, max_seconds)))
+                    pending.append(("audio", item, verdict, pool.submit(_decode, item, max_seconds)))
                 else:
-                    pending.append(("audio", item, text, _decode(item, max_seconds)))
+                    pending.append(("audio", item, verdict, _decode(item, max_seconds)))
             # one thread: everything is resolved at once; a pool: keep up to 2 x threads decodes in flight
             while pending and (pool is None or pending[0][0] == "reject" or len(pending) > 2 * threads):
                 yield from finish(pending.popleft())
@@ -319,7 +343,7 @@ def _encode_bucket(bucket: list[_Decoded], encoder: MimiEncoder) -> Iterator[Enc
             id=d.item.id,
             doc_id=d.item.doc_id,
             order=d.item.order,
-            text=d.text,
+            text=d.verdict.text,
             audio=codes_to_chars(c),
             seconds=d.wave.size / SAMPLE_RATE,
         )
@@ -328,8 +352,9 @@ def _encode_bucket(bucket: list[_Decoded], encoder: MimiEncoder) -> Iterator[Enc
 class _DocumentRows:
     """Turns finished documents into their two rows, written as they come (ShardWriter bounds memory by bytes)."""
 
-    def __init__(self, writer: ShardWriter, task: ShardTask, metadata: dict[str, dict]) -> None:
-        self.writer, self.task, self.metadata = writer, task, metadata
+    def __init__(self, writer: ShardWriter, task: ShardTask, metadata: dict[str, dict],
+                 folds: dict[str, tuple[int, int]], counts: TaskCounts) -> None:
+        self.writer, self.task, self.metadata, self.folds, self.counts = writer, task, metadata, folds, counts
         self.rows = self.documents = self.audio_tokens = self.text_chars = 0
         self.audio_seconds = 0.0
 
@@ -338,6 +363,10 @@ class _DocumentRows:
         n_tokens = sum(len(u.audio) for u in utts)
         seconds = sum(u.seconds for u in utts)
         meta = {"utterances": [{"id": u.id, **self.metadata.pop(u.id, {})} for u in utts]}
+        for u in utts:  # counted here, once written: an utterance rejected after the text rule is not counted
+            folded, dropped = self.folds.pop(u.id, (0, 0))
+            self.counts.folded_chars += folded
+            self.counts.dropped_chars += dropped
         meta_json = json.dumps(meta, ensure_ascii=False, sort_keys=True)
         for fmt in (TEXT_FIRST, AUDIO_FIRST):
             text = format_speech_row(utts, fmt)
@@ -373,6 +402,7 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
     enc_before = encoder.stats.encode_seconds
     contiguous = bool(getattr(recipe, "contiguous_documents", False))
     metadata: dict[str, dict] = {}
+    folds: dict[str, tuple[int, int]] = {}  # utterance id -> (folded, dropped), for those the text rule changed
     docs: dict[str, list[EncodedUtterance]] = defaultdict(list)
     finished: set[str] = set()
 
@@ -380,10 +410,12 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
         for d in items:
             if d.item.metadata:
                 metadata[d.item.id] = d.item.metadata
+            if d.verdict.folded or d.verdict.dropped:
+                folds[d.item.id] = (d.verdict.folded, d.verdict.dropped)
             yield d
 
     writer = ShardWriter(paths.parquet)
-    out = _DocumentRows(writer, task, metadata)
+    out = _DocumentRows(writer, task, metadata, folds, counts)
     try:
         decoded = prefetch(
             _checked(recipe.read(task), counts, rejects, config.max_utterance_seconds,
@@ -441,15 +473,14 @@ def _run_text(recipe, task, paths, counts, rejects) -> dict:
                 rejects.add(item.id, "duplicate_id", "an earlier record of this shard has the same id")
                 continue
             seen.add(item.id)
-            text = item.text if isinstance(item.text, str) else ""
-            # Web text is kept as the source gives it (not stripped), but it must not read back as structure or audio.
-            reason = "empty_text" if not text.strip() else transcript_error(text)
-            if reason is not None:
-                reason = {"empty_transcript": "empty_text", "transcript_has_audio_char": "text_has_audio_char",
-                          "transcript_has_marker": "text_has_marker"}.get(reason, reason)
-                rejects.add(item.id, reason, repr(text[:200]))
+            # Web text is kept as the source gives it (not stripped): only the text rule's folds change it.
+            verdict = check_item(item, transcript=False)
+            if verdict.reason is not None:
+                rejects.add(item.id, verdict.reason, verdict.detail)
                 continue
-            row_text = format_text_row(text)
+            counts.folded_chars += verdict.folded
+            counts.dropped_chars += verdict.dropped
+            row_text = format_text_row(verdict.text)
             writer.write(
                 {
                     "id": item.id,

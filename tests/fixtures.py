@@ -110,7 +110,7 @@ def make_emilia_source(root: Path, seed: int = 0, quirks: bool = True, tars_per_
                 # A transcript containing an audio-range character
                 members += [(f"{bad}_W000003.json", json.dumps({"text": " sneaky \ue123 char"}).encode()),
                             (f"{bad}_W000003.mp3", encode_audio(speechlike(1.0, 8)))]
-                exp.rejects[component][f"{bad}_W000003"] = "transcript_has_audio_char"
+                exp.rejects[component][f"{bad}_W000003"] = "audio_range_character"
                 # A transcript containing a marker string
                 members += [(f"{bad}_W000004.json", json.dumps({"text": " a <|audio_start|> b"}).encode()),
                             (f"{bad}_W000004.mp3", encode_audio(speechlike(1.0, 9)))]

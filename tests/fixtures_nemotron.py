@@ -136,7 +136,7 @@ def make_nemotron_source(root: Path, seed: int = 0, records_per_file: int = 6, l
             obj = good("hq", stem, text="a row marker <|end_of_text|> inside")
             bad(obj["warc_record_id"], "text_has_marker", record_line(obj))
             obj = good("hq", stem, text="a private-use icon \ue000 from a web font")
-            bad(obj["warc_record_id"], "text_has_audio_char", record_line(obj))
+            bad(obj["warc_record_id"], "audio_range_character", record_line(obj))
             obj = good("hq", stem)
             line = record_line(obj).replace(b'"text": "', b'"text": "lone \\ud800 surrogate ', 1)
             bad(obj["warc_record_id"], "invalid_unicode", line)

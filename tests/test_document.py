@@ -5,10 +5,9 @@ from sodadata.document import (
     AUDIO_FIRST,
     TEXT_FIRST,
     EncodedUtterance,
-    clean_transcript,
+    apply_text_rule,
     format_speech_row,
     format_text_row,
-    transcript_error,
 )
 
 
@@ -32,13 +31,18 @@ def test_rows_are_byte_exact_to_the_spec():
 
 
 def test_transcripts():
-    assert clean_transcript("  Leading space, trailing newline\n") == "Leading space, trailing newline"
-    assert clean_transcript(" keep\u00a0inner  spacing ") == "keep\u00a0inner  spacing"
-    assert transcript_error("fine") is None
-    assert transcript_error("") == "empty_transcript"
-    assert transcript_error("x \ue000 y") == "transcript_has_audio_char"
-    assert transcript_error("x \U00011fff") == "transcript_has_audio_char"
-    assert transcript_error("x \uf8ff") == "transcript_has_audio_char"
+    """The checks kept from text rule 1 (tests/test_text_rule.py covers the folds of rule 2)."""
+    assert apply_text_rule("  Leading space, trailing newline\n").text == "Leading space, trailing newline"
+    assert apply_text_rule(" keep\u00a0inner  spacing ").text == "keep\u00a0inner  spacing"
+    assert apply_text_rule("  web text keeps its spacing ", transcript=False).text == "  web text keeps its spacing "
+    assert apply_text_rule("fine").reason is None
+    assert apply_text_rule("").reason == "empty_transcript"
+    assert apply_text_rule(" \n", transcript=False).reason == "empty_text"
+    assert apply_text_rule(None).reason == "empty_transcript"
+    assert apply_text_rule("x \ue000 y").reason == "audio_range_character"
+    assert apply_text_rule("x \U00011fff").reason == "audio_range_character"
+    assert apply_text_rule("x \uf8ff").reason == "audio_range_character"
     for marker in ("<|text_start|>", "<|text_end|>", "<|audio_start|>", "<|audio_end|>", "<|begin_of_text|>", "<|end_of_text|>"):
-        assert transcript_error(f"a {marker} b") == "transcript_has_marker"
-    assert transcript_error("a <|other|> b") is None
+        assert apply_text_rule(f"a {marker} b").reason == "transcript_has_marker"
+        assert apply_text_rule(f"a {marker} b", transcript=False).reason == "text_has_marker"
+    assert apply_text_rule("a <|other|> b").reason is None

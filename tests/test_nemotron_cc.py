@@ -243,7 +243,7 @@ def test_with_the_default_line_limit_the_long_record_is_kept(source):
     items = list(recipe.read(recipe.tasks()[0]))
     long = [i for i in items if i.id == exp.long_id]
     assert len(long) == 1 and isinstance(long[0], TextRecord) and long[0].text == "x" * 300_000
-    pipeline_reasons = {"empty_text", "duplicate_id", "text_has_marker", "text_has_audio_char"}
+    pipeline_reasons = {"empty_text", "duplicate_id", "text_has_marker", "audio_range_character", "invalid_unicode"}
     recipe_rejects = {i.id: i.reason for i in items if isinstance(i, Reject)}
     assert recipe_rejects == {k: v for k, v in exp.rejects[exp.stems[0]].items() if v not in pipeline_reasons}
 

@@ -109,7 +109,7 @@ def test_text_recipes_write_rows_and_reject_bad_records(tmp_path):
     assert [r["text"] for r in rows] == ["<|begin_of_text|>  keep  spaces \u2028 as given <|end_of_text|>"]
     assert rows[0]["format"] == "text" and rows[0]["metadata"] == '{"url": "u"}'
     assert {r["id"]: r["reason"] for r in rejects} == {
-        "r2": "empty_text", "r3": "text_has_audio_char", "r1": "duplicate_id", "r4": "text_has_marker"}
+        "r2": "empty_text", "r3": "audio_range_character", "r1": "duplicate_id", "r4": "text_has_marker"}
     assert record["codec"] is None and record["read"] == 5
 
 

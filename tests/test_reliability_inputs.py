@@ -175,7 +175,7 @@ def build_emilia(root: Path) -> tuple[list[Case], Callable[[], None]]:
     shard("missing field (no text)", "reject missing_text", pair(None, ok, raw_json=b'{"speaker": "x"}'))
     shard("text not a string", "reject missing_text", pair(5, ok))
     shard("blank transcript", "reject empty_transcript", pair("   ", ok))
-    shard("transcript with an audio-range character", "reject transcript_has_audio_char", pair(" a \U00011000 b", ok))
+    shard("transcript with an audio-range character", "reject audio_range_character", pair(" a \U00011000 b", ok))
     shard("transcript with a marker string", "reject transcript_has_marker", pair(" a <|text_end|> b", ok))
     shard("duplicate id (a key's JSON twice)", "reject duplicate_id",
           lambda k: [(f"{k}.json", b'{"text": " one"}'), (f"{k}.json", b'{"text": " two"}'), (f"{k}.mp3", ok)])
@@ -270,7 +270,7 @@ def build_yodas(root: Path) -> tuple[list[Case], Callable[[], None]]:
     shard("WAV member over the 2 GiB cap (scaled: 120 kB)", "reject video_too_large",
           Video("too_large_v", 3.0, [Caption(0, 0, 100, "x")]))
     shard("caption null (missing text)", "reject empty_transcript", video("null_captn", [Caption(0, 0, 60, None)]))
-    shard("caption with an audio-range character", "reject transcript_has_audio_char",
+    shard("caption with an audio-range character", "reject audio_range_character",
           video("audio_char0", [Caption(0, 0, 60, "a \ue001 b")]))
     shard("caption with a marker string", "reject transcript_has_marker",
           video("marker_capt", [Caption(0, 0, 60, "a <|audio_start|> b")]))
@@ -374,7 +374,7 @@ def build_nemotron(root: Path) -> tuple[list[Case], Callable[[], None]]:
     shard("missing field (text)", "reject missing_text", record_line({"warc_record_id": "<urn:uuid:notext>"}),
           "<urn:uuid:notext>")
     shard("duplicate id", "reject duplicate_id", rec("<urn:uuid:good-4-0>"), "<urn:uuid:good-4-0>")
-    shard("text with an audio-range character", "reject text_has_audio_char", rec("<urn:uuid:pua>", text="x \ue000 y"),
+    shard("text with an audio-range character", "reject audio_range_character", rec("<urn:uuid:pua>", text="x \ue000 y"),
           "<urn:uuid:pua>")
     shard("text with a marker string", "reject text_has_marker", rec("<urn:uuid:mark>", text="a <|begin_of_text|>"),
           "<urn:uuid:mark>")
@@ -464,7 +464,7 @@ def test_mls_bad_input_catalogue(tmp_path: Path):
     case("missing field (original_path null)", "reject missing_metadata", original_path=None)
     case("missing field (begin_time null)", "reject missing_metadata", begin_time=None)
     case("missing field (transcript null)", "reject empty_transcript", transcript=None)
-    case("transcript with an audio-range character", "reject transcript_has_audio_char", transcript="a  b")
+    case("transcript with an audio-range character", "reject audio_range_character", transcript="a  b")
     case("transcript with a marker string", "reject transcript_has_marker", transcript="a <|text_start|> b")
     case("duplicate id (a row twice)", "reject duplicate_id", duplicate=True)
     case("segment with begin == end", "reject empty_segment", end_time=20.0)

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sodadata.codes import AUDIO_BASE, CODEBOOK_SIZE, chars_to_codes, codes_to_chars, span_error
@@ -23,9 +23,8 @@ from sodadata.document import (
     MARKERS,
     TEXT_FIRST,
     EncodedUtterance,
-    clean_transcript,
+    apply_text_rule,
     format_speech_row,
-    transcript_error,
 )
 from sodadata.recipe import ShardError
 from sodadata.recipes.emilia import _read_tar
@@ -84,7 +83,7 @@ def test_every_audio_string_survives_parquet_and_json_unchanged(codes):
     assert json.loads(json.dumps({"t": chars}))["t"] == chars
 
 
-transcripts = st.text(min_size=1, max_size=30).map(clean_transcript).filter(lambda t: transcript_error(t) is None)
+transcripts = st.text(min_size=1, max_size=30).map(apply_text_rule).filter(lambda v: v.reason is None).map(lambda v: v.text)
 
 
 @st.composite
@@ -115,10 +114,12 @@ def test_both_formats_of_any_document_parse_back_to_the_same_pairs(utts):
 @SETTINGS
 @given(st.text(max_size=20), st.text(max_size=20), st.one_of(st.sampled_from(MARKERS),
                                                                st.integers(AUDIO_BASE, 0x11FFF).map(chr)))
-def test_a_transcript_holding_a_marker_or_an_audio_character_is_always_rejected(before, after, intruder):
-    text = clean_transcript(before + intruder + after)
-    assume(text)
-    assert transcript_error(text) in ("transcript_has_marker", "transcript_has_audio_char")
+def test_a_transcript_holding_a_marker_or_an_audio_character_is_never_written_as_it_is(before, after, intruder):
+    verdict = apply_text_rule(before + intruder + after)
+    if verdict.reason is None:  # the intruder was a range character that folds or drops (rule 2, SPEC §2)
+        assert intruder not in verdict.text and verdict.folded + verdict.dropped >= 1
+    else:
+        assert verdict.reason in ("transcript_has_marker", "audio_range_character", "invalid_unicode", "empty_transcript")
 
 
 @SETTINGS

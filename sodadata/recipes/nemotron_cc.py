@@ -23,8 +23,11 @@ inside texts). Neither the compressed nor the decompressed file is ever held who
 Each line becomes one row ``<|begin_of_text|>{text}<|end_of_text|>`` with id ``warc_record_id``; every other key,
 known or not, goes to the row's ``metadata`` JSON. Lines that cannot be a row are rejected with a reason:
 ``blank_line``, ``invalid_json`` (also: not UTF-8, not an object), ``missing_id``, ``missing_text``,
-``invalid_unicode`` (a lone surrogate escape, which Parquet cannot store), ``line_too_long``; the pipeline adds
-``empty_text``, ``duplicate_id``, ``text_has_marker``, ``text_has_audio_char``.
+``line_too_long``. The pipeline applies the text rule of SPEC §2 (``sodadata.document.apply_text_rule``, the same
+as for transcripts): audio-range characters folded by NFKC (``！`` -> ``!``, ``ﬁ`` -> ``fi``), U+FEFF and variation
+selectors dropped; and it adds the rejects ``invalid_unicode`` (a lone surrogate escape in the id, text or
+metadata, which Parquet cannot store), ``audio_range_character``, ``empty_text``, ``duplicate_id``,
+``text_has_marker``.
 
 A file that ends inside a zstd frame (an interrupted download, a cut HTTP stream) or is not zstd fails as a
 whole (``ShardError``): how many records were lost after the cut is unknowable, so a partial shard cannot be
@@ -69,7 +72,6 @@ FEED_BYTES = 64 * 1024
 _HEAD_BYTES = 4096  # kept of an over-long line, to name it in its reject
 _PARTITION_VALUE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ID_IN_LINE_RE = re.compile(rb'"warc_record_id"\s*:\s*"([^"\\]{1,500})"')
-_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -525,14 +527,8 @@ def parse_line(raw: bytes, stem: str, lineno: int) -> TextRecord | Reject:
     text = obj.pop("text")
     if not isinstance(text, str):
         return Reject(rid, "missing_text", f"{where}: 'text' is {type(text).__name__}, not a string")
-    # Only a \ud8xx-\udfxx escape can give a lone surrogate; the check costs one encode, so run it only then.
-    if _SURROGATE_ESCAPE_RE.search(line):
-        try:
-            rid.encode("utf-8")
-            text.encode("utf-8")
-            json.dumps(obj, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return Reject(rid, "invalid_unicode", f"{where}: lone surrogate, not storable as UTF-8: {exc}")
+    # A lone surrogate escape (\ud800) in the id, text or metadata, and the audio-range characters, are the
+    # pipeline's text rule (sodadata.document.apply_text_rule), the same for transcripts and web text.
     return TextRecord(id=rid, text=text, metadata=obj)
 
 
