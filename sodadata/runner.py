@@ -312,15 +312,16 @@ def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
 
 
 def summary_rows(records: dict[str, dict]) -> list[dict]:
-    """Per component: shards, documents, rows, hours, tokens, read/written/rejected, rejects by reason."""
-    agg: dict[str, dict] = defaultdict(
-        lambda: {"shards": 0, "documents": 0, "rows": 0, "hours": 0.0, "audio_tokens": 0, "read": 0, "written": 0,
-                 "rejected": 0, "rejects": Counter()}
-    )
+    """Per component: shards, documents, rows, hours, tokens, read/written/rejected, characters the text rule folded
+    and dropped, rejects by reason."""
+    summed = ("documents", "rows", "audio_tokens", "read", "written", "rejected", "text_folded_chars",
+              "text_dropped_chars")
+    agg: dict[str, dict] = defaultdict(lambda: {"shards": 0, **dict.fromkeys(summed, 0), "hours": 0.0,
+                                                "rejects": Counter()})
     for rec in records.values():
         a = agg[rec["component"]]
         a["shards"] += 1
-        for k in ("documents", "rows", "audio_tokens", "read", "written", "rejected"):
+        for k in summed:  # records made before text rule 2 have no fold counts: 0
             a[k] += rec.get(k, 0)
         a["hours"] += rec.get("audio_seconds", 0.0) / 3600
         a["rejects"].update(rec.get("rejects", {}))
@@ -345,6 +346,9 @@ def format_summary(result: RunResult) -> str:
         lines.append("  ".join(str(h).rjust(w) for h, w in zip(headers, widths)))
         lines += ["  ".join(str(v).rjust(w) for v, w in zip(b, widths)) for b in body]
     for r in rows:
+        if r["text_folded_chars"] or r["text_dropped_chars"]:
+            lines.append(f"text rule in {r['component']}: {r['text_folded_chars']} characters folded, "
+                         f"{r['text_dropped_chars']} dropped (SPEC §2)")
         if r["rejects"]:
             reasons = ", ".join(f"{k} {v}" for k, v in r["rejects"].items())
             lines.append(f"rejects in {r['component']}: {reasons}")

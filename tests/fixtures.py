@@ -121,3 +121,26 @@ def make_emilia_source(root: Path, seed: int = 0, quirks: bool = True, tars_per_
             members = [members[i] for i in order]
             write_tar(root / folder / "EN" / f"EN-B{tar_index:06d}.tar", members)
     return exp
+
+
+def write_emilia_language_tar(root: Path, lang: str, transcripts: list[str], seed: int = 0,
+                              seconds: float = 0.4) -> list[str]:
+    """``root/Emilia/<LANG>/<LANG>-B000000.tar``: one utterance per transcript, in the real layout; returns the keys.
+
+    The JSON is written as the real files come, with Emilia's leading space; every other record with ASCII escapes
+    (``json.dumps`` default: non-ASCII as ``\\uXXXX``, an emoji as a surrogate pair), the others as raw UTF-8. A
+    transcript holding a lone surrogate can only be an escape, so it is always written escaped.
+    """
+    upper = lang.upper()
+    members: list[tuple[str, bytes]] = []
+    keys = []
+    for w, text in enumerate(transcripts):
+        key = f"{upper}_B00000_S{w // 3:05d}_W{w % 3:06d}"  # three utterances a document
+        meta = {"id": key, "wav": f"{key}.mp3", "text": " " + text, "duration": seconds, "speaker": f"{upper}_S{w // 3}",
+                "language": lang.lower(), "dnsmos": 3.2}
+        has_surrogate = any(0xD800 <= ord(c) < 0xE000 for c in text)
+        raw = json.dumps(meta, ensure_ascii=w % 2 == 0 or has_surrogate).encode("utf-8")
+        members += [(f"{key}.json", raw), (f"{key}.mp3", encode_audio(speechlike(seconds, seed * 1000 + w)))]
+        keys.append(key)
+    write_tar(root / "Emilia" / upper / f"{upper}-B000000.tar", members)
+    return keys

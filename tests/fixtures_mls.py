@@ -155,3 +155,18 @@ def corrupt_column(path: Path, prefix: str) -> int:
             f.seek(start)
             f.write(b"\xff" * size)
     return sum(size for _, size in spans)
+
+
+def with_raw_strings(table: pa.Table, column: str, raw: dict[int, bytes]) -> pa.Table:
+    """``table`` with some values of a string column replaced by raw bytes, unchecked (not UTF-8, say).
+
+    Parquet does not validate strings; a writer other than Arrow's Python API can store any bytes there.
+    """
+    values = [v.encode("utf-8") if v is not None else None for v in table.column(column).to_pylist()]
+    for row, data in raw.items():
+        values[row] = data
+    offsets = np.cumsum([0] + [len(v or b"") for v in values]).astype(np.int32)
+    validity = pa.array([v is not None for v in values]).buffers()[1]
+    array = pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets.tobytes()),
+                                        pa.py_buffer(b"".join(v or b"" for v in values)), validity)
+    return table.set_column(table.schema.get_field_index(column), column, array)

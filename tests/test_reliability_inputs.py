@@ -36,7 +36,7 @@ import zstandard
 from fixtures import encode_audio, speechlike, write_tar
 from fixtures_mls import SCHEMA as MLS_SCHEMA
 from fixtures_mls import SR as MLS_SR
-from fixtures_mls import corrupt_column
+from fixtures_mls import corrupt_column, with_raw_strings
 from fixtures_nemotron import BASE, KEPT, compress_frames, record_line, write_paths_file
 from fixtures_yodas2 import Caption, Video, write_shard
 from test_reliability_report import publish, table
@@ -177,6 +177,12 @@ def build_emilia(root: Path) -> tuple[list[Case], Callable[[], None]]:
     shard("blank transcript", "reject empty_transcript", pair("   ", ok))
     shard("transcript with an audio-range character", "reject audio_range_character", pair(" a \U00011000 b", ok))
     shard("transcript with a marker string", "reject transcript_has_marker", pair(" a <|text_end|> b", ok))
+    shard("transcript with fullwidth punctuation and a BOM (folded)", "written", pair(" \ufeff你好，世界！", ok))
+    shard("transcript with U+FFFD", "reject audio_range_character", pair(" mojibake \ufffd here", ok))
+    shard("lone surrogate escape in the transcript (\\ud800)", "reject invalid_unicode",
+          pair(None, ok, raw_json=b'{"text": " a \\ud800 b"}'))
+    shard("lone surrogate escape in a metadata field", "reject invalid_unicode",
+          pair(None, ok, raw_json=b'{"text": " fine", "speaker": "\\udc80"}'))
     shard("duplicate id (a key's JSON twice)", "reject duplicate_id",
           lambda k: [(f"{k}.json", b'{"text": " one"}'), (f"{k}.json", b'{"text": " two"}'), (f"{k}.mp3", ok)])
     shard("audio without JSON", "reject missing_json", lambda k: [(f"{k}.mp3", ok)])
@@ -274,6 +280,10 @@ def build_yodas(root: Path) -> tuple[list[Case], Callable[[], None]]:
           video("audio_char0", [Caption(0, 0, 60, "a \ue001 b")]))
     shard("caption with a marker string", "reject transcript_has_marker",
           video("marker_capt", [Caption(0, 0, 60, "a <|audio_start|> b")]))
+    shard("caption with fullwidth punctuation (folded)", "written",
+          video("fullwidth_c", [Caption(0, 0, 60, "本当に？　はい！")]))
+    shard("caption with a lone surrogate escape (\\ud800)", "reject invalid_unicode",
+          video("surrogate_c", [Caption(0, 0, 60, "cut \ud83d emoji")]))
     dup = [Caption(0, 0, 60, "first"), Caption(0, 0, 60, "second copy", last=True)]
     shard("duplicate id (a caption key twice)", "reject duplicate_id", video("dup_key_vid", dup))
     shard("caption with start == end", "reject empty_segment", video("empty_seg_0", [Caption(0, 50, 50, "x")]))
@@ -382,6 +392,10 @@ def build_nemotron(root: Path) -> tuple[list[Case], Callable[[], None]]:
     shard("lone surrogate escape", "reject invalid_unicode", rec("<urn:uuid:surr>").replace(b"fine", b"\\ud800"),
           "<urn:uuid:surr>")
     shard("blank line", "reject blank_line", b"   ", "CC-MAIN-2024-10-part-00009:3")
+    shard("lone surrogate escape in a metadata field", "reject invalid_unicode",
+          rec("<urn:uuid:msurr>").replace(b"example.org", b"\\udc9f"), "<urn:uuid:msurr>")
+    shard("text with ligatures and a BOM (folded)", "written", rec("<urn:uuid:lig>", text="\ufeffﬁne ﬂow"),
+          "<urn:uuid:lig>")
     bomb_bytes = 64 * 1024 * 1024
 
     def bomb(data: bytes) -> bytes:
@@ -466,6 +480,8 @@ def test_mls_bad_input_catalogue(tmp_path: Path):
     case("missing field (transcript null)", "reject empty_transcript", transcript=None)
     case("transcript with an audio-range character", "reject audio_range_character", transcript="a  b")
     case("transcript with a marker string", "reject transcript_has_marker", transcript="a <|text_start|> b")
+    case("transcript with a ligature (folded)", "written", transcript="the ﬁrst chapter")
+    case("transcript not UTF-8 (a surrogate's bytes)", "reject invalid_unicode", transcript_bytes=b"a \xed\xa0\x80 b")
     case("duplicate id (a row twice)", "reject duplicate_id", duplicate=True)
     case("segment with begin == end", "reject empty_segment", end_time=20.0)
     case("segment with begin > end", "reject start_after_end", end_time=19.0)
@@ -491,7 +507,10 @@ def test_mls_bad_input_catalogue(tmp_path: Path):
         # then this file's own, so each case's tasks read only its file.
         rows = [row, *([dict(row)] if bad.get("duplicate") else []), *rows]
         name = f"train-{n:05d}-of-{len(specs):05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=MLS_SCHEMA), data / name, row_group_size=2)
+        table = pa.Table.from_pylist(rows, schema=MLS_SCHEMA)
+        if "transcript_bytes" in bad:  # bytes Arrow would refuse from Python: a writer that did not validate
+            table = with_raw_strings(table, "transcript", {0: bad["transcript_bytes"]})
+        pq.write_table(table, data / name, row_group_size=2)
         if bad.get("corrupt"):
             corrupt_column(data / name, "audio")
         files[label] = data / name

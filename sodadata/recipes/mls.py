@@ -23,7 +23,9 @@ first 8 hex digits of the SHA-1 of its ``original_path``. A document is ``{speak
 
 Rows the metadata pass cannot place are rejected by the task that holds their file position:
 ``missing_metadata`` (a null/NaN original_path, begin_time, end_time, speaker_id or book_id),
-``empty_segment`` (begin == end), ``start_after_end``. Bad audio and transcripts are rejected by the pipeline.
+``empty_segment`` (begin == end), ``start_after_end``; a transcript that is not UTF-8 is ``invalid_unicode``.
+Bad audio and transcripts are rejected by the pipeline (the text rule of SPEC §2). Metadata columns that are not
+UTF-8 stop the run at the metadata pass, with one line (polars refuses the file).
 A file that cannot be read fails its task (``ShardError``). Output shards are ``<split>-NNNNN`` with ``split``
 column ``<split>/NNNNN``; keep ``--shard-hours`` the same when resuming into the same ``--out`` (another value
 groups documents differently under the same names). MLS is prepared, but it is not in the SODA mix (SPEC.md §4).
@@ -306,9 +308,23 @@ def _read_file(pf: pq.ParquetFile, url: str, rows: np.ndarray, docs) -> Iterator
     name = PurePosixPath(url).name
     for g in np.unique(group_of):
         sel = rows[group_of == g]
-        table = pf.read_row_group(int(g), columns=columns).take(pa.array(sel[:, 1] - starts[g]))
+        table = _transcripts_as_bytes(pf.read_row_group(int(g), columns=columns).take(pa.array(sel[:, 1] - starts[g])))
         for (_, row, doc, suffix), rec in zip(sel.tolist(), table.to_pylist(), strict=True):
             yield _item(rec, name, row, doc, suffix, docs)
+
+
+def _transcripts_as_bytes(table: pa.Table) -> pa.Table:
+    """The transcript column as bytes (a zero-copy cast), decoded row by row in ``_item``.
+
+    Parquet does not check that a string column holds UTF-8, and Arrow's conversion to Python raises on the first
+    bad value: one transcript written by a tool that did not validate would fail the whole task.
+    """
+    i = table.schema.get_field_index("transcript")
+    kind = table.schema.field(i).type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        binary = pa.large_binary() if pa.types.is_large_string(kind) else pa.binary()
+        table = table.set_column(i, "transcript", table.column(i).cast(binary))
+    return table
 
 
 def _item(rec: dict, file_name: str, row: int, doc: int, suffix: int, docs) -> RawUtterance | Reject:
@@ -332,8 +348,15 @@ def _item(rec: dict, file_name: str, row: int, doc: int, suffix: int, docs) -> R
     meta = {"begin_time": begin, "end_time": end, "original_path": path}
     if rec.get("audio_duration") is not None:
         meta["audio_duration"] = rec["audio_duration"]
-    return RawUtterance(id=seg_id, doc_id=doc_id, order=(begin, end), text=rec.get("transcript"), audio=data or b"",
-                        metadata=meta)
+    text = rec.get("transcript")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            near = text[max(0, exc.start - 20):exc.start + 20]
+            return Reject(seg_id, "invalid_unicode", f"transcript is not UTF-8 ({exc.reason} at byte {exc.start}): "
+                          f"near {near!r}")
+    return RawUtterance(id=seg_id, doc_id=doc_id, order=(begin, end), text=text, audio=data or b"", metadata=meta)
 
 
 def main(argv: list[str] | None = None) -> int:
