@@ -133,13 +133,6 @@ def is_audio_char(ch: str) -> bool:
     return AUDIO_BASE <= ord(ch) < AUDIO_END_CODEPOINT
 
 
-def first_audio_char(text: str) -> int:
-    """Index of the first character of ``text`` in the audio range, or -1."""
-    points = _codepoints(text)
-    hits = np.flatnonzero((points >= AUDIO_BASE) & (points < AUDIO_END_CODEPOINT))
-    return int(hits[0]) if hits.size else -1
-
-
 def frames_for_samples(n_samples: int) -> int:
     """Frames Mimi yields for ``n_samples`` at 24 kHz: ``ceil(n / 1920)``."""
     return -(-int(n_samples) // SAMPLES_PER_FRAME)
