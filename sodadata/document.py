@@ -27,7 +27,9 @@ TEXT_ONLY = "text"
 ROW_SUFFIX = {TEXT_FIRST: "_type1", AUDIO_FIRST: "_type2"}
 # Version of the rule that decides what a transcript or web text becomes (SPEC §2: what is rejected, what is
 # folded out of the audio range). Recorded in every shard's ``made_by``: a change of rule changes rows, so a new
-# version keeps a rerun from mixing shards made under the old rule with new ones.
+# version keeps a rerun from mixing shards made under the old rule with new ones. 1: any audio-range character
+# rejected the text. 2 (``apply_text_rule``): audio-range characters folded one by one by NFKC where that leaves the
+# range, U+FEFF and the variation selectors dropped, invalid Unicode rejected as ``invalid_unicode``.
 TEXT_RULE_VERSION = 2
 
 
@@ -42,11 +44,6 @@ class EncodedUtterance:
     audio: str  # well-formed audio span (codes_to_chars)
     seconds: float
 
-
-# The text rule's version (SPEC §2), recorded in every shard's ``made_by``. 1: any audio-range character rejected
-# the text. 2: audio-range characters folded one by one by NFKC where that leaves the range, U+FEFF and the
-# variation selectors dropped, invalid Unicode rejected as ``invalid_unicode``.
-TEXT_RULE_VERSION = 2
 
 INVALID_UNICODE = "invalid_unicode"
 AUDIO_RANGE_CHARACTER = "audio_range_character"
