@@ -32,7 +32,7 @@ from sodadata.document import (
     invalid_unicode,
     storable,
 )
-from sodadata.recipes import emilia, nemotron_cc
+from sodadata.recipes import emilia, nemotron_cc, yodas2
 from sodadata.runner import summary_rows
 
 
@@ -275,6 +275,30 @@ def test_a_lone_surrogate_in_a_tar_member_name_is_one_reject(tmp_path):
     (reject,) = pq.read_table(out / "emilia/en/rejects/EN-B000000.parquet").to_pylist()
     assert reject["id"] == "EN_B00000_S0000\\udcff_W000001" and reject["reason"] == "invalid_unicode"
     assert reject["detail"].startswith("id: lone surrogate U+DCFF at character 15")
+
+
+def test_a_yodas2_video_id_with_a_lone_surrogate_rejects_its_captions_only(tmp_path):
+    """A video id escaped in the JSON (\\udcff) and not UTF-8 in the tar's member name: its captions hold the
+    surrogate in their ids, so each is one invalid_unicode reject; the other video of the shard is written."""
+    from fixtures_yodas2 import Caption, Video, write_shard
+
+    bad_vid = "bad\udcffvideo"
+    write_shard(tmp_path / "src", "en000", "00000000", [
+        Video("good_video1", 1.2, [Caption(0, 0, 60, "本当に？"), Caption(1, 60, 120, "はい！")]),
+        Video(bad_vid, 1.2, [Caption(0, 0, 60, "fine"), Caption(1, 60, 120, "also fine")]),
+    ], duration_file=False)  # optional; its lines would need the id as text
+    out = tmp_path / "out"
+    assert yodas2.main(["--source", str(tmp_path / "src"), "--codec", "tiny-random", "--torch-threads", "1",
+                        "--serial", "--no-progress", "--out", str(out)]) == 0
+    assert written_transcripts(out, "yodas2/en") == {"good_video1-00000-00000000-00000060": "本当に?",
+                                                     "good_video1-00001-00000060-00000120": "はい!"}
+    rejects = pq.read_table(out / "yodas2/en/rejects/en000-00000000.parquet").to_pylist()
+    assert {(r["id"], r["reason"]) for r in rejects} == {
+        ("bad\\udcffvideo-00000-00000000-00000060", "invalid_unicode"),
+        ("bad\\udcffvideo-00001-00000060-00000120", "invalid_unicode")}
+    assert all(r["detail"].startswith("id: lone surrogate U+DCFF at character 3") for r in rejects)
+    record = json.loads((out / "yodas2/en/en000-00000000.json").read_text())
+    assert (record["read"], record["written"], record["rejected"], record["text_folded_chars"]) == (4, 2, 2, 2)
 
 
 # --- web text through the Nemotron-CC recipe ----------------------------------------------------------------------
