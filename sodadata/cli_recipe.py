@@ -26,6 +26,11 @@ def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argpa
     )
     parser.add_argument("--out", required=True, help="output directory (local or shared filesystem)")
     parser.add_argument("--limit-shards", type=int, default=None, metavar="N", help="process only the first N source shards")
+    parser.add_argument(
+        "--allow-missing", action="store_true",
+        help="run even if the source lacks what was asked or what the catalog lists (a subset, shards): what is "
+        "missing is recorded in the run summary (default: stop before any work, naming it)",
+    )
     recipe_cls.add_arguments(parser)
 
     run = parser.add_argument_group("running")
@@ -89,7 +94,7 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
             retries=args.retries, serial=args.serial, memory_limit=args.memory_limit, progress=not args.no_progress,
             redo_mismatched=args.redo_mismatched,
         )
-        result = run_recipe(recipe, pipeline, runner, limit_shards=args.limit_shards)
+        result = run_recipe(recipe, pipeline, runner, limit_shards=args.limit_shards, allow_missing=args.allow_missing)
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -76,6 +76,18 @@ class Reject:
     detail: str = ""
 
 
+@dataclass
+class Completeness:
+    """What a recipe found missing from its source, and what it compared the source with (``Recipe.completeness``;
+    the checks are described in ``sodadata.completeness``). Recorded in the run summary."""
+
+    missing: list[str] = field(default_factory=list)  # one phrase each, naming what is missing
+    compared_with: str = ""
+
+    def to_dict(self) -> dict:
+        return {"missing": list(self.missing), "compared_with": self.compared_with}
+
+
 class Recipe(ABC):
     """Base of every corpus recipe. Subclasses set ``name`` and ``kind`` and implement the methods below."""
 
@@ -107,6 +119,11 @@ class Recipe(ABC):
         """The parameters of this recipe that change rows (``--shard-hours``, a size limit that rejects ...), for
         the shards' ``made_by``. Not paths, subsets or anything that only selects which shards are made."""
         return {}
+
+    def completeness(self, tasks: list[ShardTask], full: bool) -> Completeness:
+        """What is missing from the source: asked for, or (``full``: a run without ``--limit-shards``) listed by the
+        catalog, and not found among ``tasks`` (``sodadata.completeness``). Called once, before any work."""
+        return Completeness(compared_with="nothing (this recipe has no catalog)")
 
     def describe(self) -> dict:
         """Recorded in the run summary: source, revision, licence ..."""

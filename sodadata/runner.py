@@ -20,9 +20,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sodadata import made_by
+from sodadata import completeness, made_by
 from sodadata.pipeline import PipelineConfig, run_task
-from sodadata.recipe import Recipe, ShardError, ShardTask
+from sodadata.recipe import Completeness, Recipe, ShardError, ShardTask
 from sodadata.shards import ShardPaths, read_record, write_json_atomic
 from sodadata.sources import redact_secrets
 
@@ -69,6 +69,8 @@ class RunResult:
     redone: int = 0  # of `done`: shards that existed, made otherwise, and were rebuilt (--redo-mismatched)
     records: dict[str, dict] = field(default_factory=dict)  # task name -> record (finished before or now)
     elapsed_seconds: float = 0.0
+    # what the source lacks (run anyway with --allow-missing), and what it was compared with
+    completeness: Completeness = field(default_factory=Completeness)
 
     @property
     def ok(self) -> bool:
@@ -114,12 +116,17 @@ def largest_first(tasks: list[ShardTask]) -> list[ShardTask]:
     return sorted(tasks, key=size, reverse=True)
 
 
-def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, limit_shards: int | None = None) -> RunResult:
+def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, limit_shards: int | None = None,
+               allow_missing: bool = False) -> RunResult:
+    """Run every task not finished yet. Before any work: what the source lacks stops the run
+    (``completeness.IncompleteSource``) unless ``allow_missing``, which records it in the summary instead."""
     t0 = time.perf_counter()
     # Once, here on the driver and before any work (listing included): the codec's identity (a Hub revision resolved
     # to a commit, a local model's weights hashed) and the rest of made_by, which every task then records unchanged.
     pipeline = made_by.prepare(recipe, pipeline)
     tasks = recipe.tasks()
+    report = recipe.completeness(tasks, full=limit_shards is None)
+    completeness.check(report, allow_missing)
     if limit_shards is not None:
         tasks = tasks[:limit_shards]
     if not tasks:
@@ -129,7 +136,7 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
         dup = [n for n, c in Counter(names).items() if c > 1][:3]
         raise RuntimeError(f"two tasks would write the same shard: {dup}")
     out = Path(pipeline.out)
-    result = RunResult(tasks=len(tasks), skipped=0, done=0)
+    result = RunResult(tasks=len(tasks), skipped=0, done=0, completeness=report)
     pending = []
     redo: set[str] = set()
     mismatched: dict[str, list[dict | None]] = defaultdict(list)
@@ -352,6 +359,10 @@ def format_summary(result: RunResult) -> str:
         if r["rejects"]:
             reasons = ", ".join(f"{k} {v}" for k, v in r["rejects"].items())
             lines.append(f"rejects in {r['component']}: {reasons}")
+    missing = result.completeness.missing
+    if missing:
+        lines.append(f"INCOMPLETE (--allow-missing): {len(missing)} missing from the source: "
+                     f"{completeness.missing_line(missing)}")
     return "\n".join(lines)
 
 
@@ -387,6 +398,7 @@ def _write_summary_file(path: Path, recipe, pipeline, runner, result: RunResult)
             "done": result.done,
             "redone": result.redone,
             "failures": [asdict(f) for f in result.failures],
+            "completeness": result.completeness.to_dict(),
             "summary": summary_rows(result.records),
             "elapsed_seconds": round(result.elapsed_seconds, 3),
         },

@@ -36,6 +36,7 @@ from test_reliability_report import publish, table
 
 from sodadata import cli_recipe
 from sodadata.codec import CodecConfig
+from sodadata.completeness import write_sample_marker
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipe import Reject
 from sodadata.recipes.emilia import EmiliaRecipe
@@ -95,6 +96,7 @@ def test_tar_members_aimed_outside_are_never_written_anywhere(tmp_path: Path, mo
     monkeypatch.chdir(sandbox)  # relative names would land here if anything extracted them
     audio = encode_audio(speechlike(0.6, 1))
     emilia_src, yodas_src = tmp_path / "emilia", tmp_path / "yodas2"
+    write_sample_marker(emilia_src, "emilia")
     write_members(emilia_src / "Emilia/EN/EN-B000000.tar",
                   hostile_members("EN_B00000_S00000_W00000", audio, outside), "w")
     # Yodas2: the same names in a tar.gz, plus a real video so the shard has work to do

@@ -77,7 +77,7 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
 
     # the console script and a recipe's --help, from the empty folder
     usage = _run([str(venv / "bin" / "sodadata"), "yodas2", "--help"], empty, env)
-    assert "--subsets" in usage
+    assert "--subsets" in usage and "--allow-missing" in usage
     usage = _run([str(python), "-m", "sodadata.recipes.emilia", "--help"], empty, env)
     assert "--lang" in usage
     assert list(empty.iterdir()) == []

@@ -43,6 +43,7 @@ from test_reliability_report import publish, table
 
 from sodadata import cli_recipe
 from sodadata.codec import CodecConfig
+from sodadata.completeness import write_sample_marker
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes.emilia import EmiliaRecipe
 from sodadata.recipes.mls import MLSRecipe
@@ -125,6 +126,7 @@ def _short(text: str, n: int = 160) -> str:
 
 
 def build_emilia(root: Path) -> tuple[list[Case], Callable[[], None]]:
+    write_sample_marker(root, "emilia")  # a corpus of test cases, not a mirror of the catalog's 1,140 tars
     folder = root / "Emilia" / "EN"
     good_audio = [encode_audio(speechlike(0.5, s)) for s in range(2)]
     cases: list[Case] = []
@@ -356,6 +358,7 @@ def test_yodas2_bad_input_catalogue(tmp_path: Path):
 
 
 def build_nemotron(root: Path) -> tuple[list[Case], Callable[[], None]]:
+    write_sample_marker(root, "nemotron-cc")  # a corpus of test cases, not a mirror of the catalog's 2,755 files
     cases: list[Case] = []
     listed: list[str] = []
     folder = root / BASE / "data-jsonl" / KEPT
@@ -460,6 +463,7 @@ def test_mls_bad_input_catalogue(tmp_path: Path):
     root, out = tmp_path / "src", tmp_path / "out"
     data = root / "data"
     data.mkdir(parents=True)
+    write_sample_marker(root, "mls")  # a corpus of test cases, not a mirror of the catalog's 1,416 files
     flac = [encode_audio(speechlike(1.0, 50 + i, sr=MLS_SR), MLS_SR, "FLAC") for i in range(2)]
     wave = speechlike(1.0, 60, sr=MLS_SR)
     nan = wave.copy()
@@ -583,6 +587,7 @@ def test_mls_bad_input_catalogue(tmp_path: Path):
 def test_a_shard_missing_from_the_source_fails_alone_and_a_rerun_completes(tmp_path: Path, capsys):
     """Listed, then gone: exit 1 with one line naming it, the other shards finish; back again: the rerun completes."""
     root, out = tmp_path / "src", tmp_path / "out"
+    write_sample_marker(root, "emilia")
     good = encode_audio(speechlike(0.5, 1))
     for n in range(3):
         key = f"EN_B{n:05d}_S00000_W000000"

@@ -19,6 +19,7 @@ from fixtures_yodas2 import make_uniform_shard, make_yodas2_source, parse_text_f
 from sodadata import chars_to_codes, sources
 from sodadata.audio import to_mono_24k
 from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
+from sodadata.completeness import IncompleteSource
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipe import ShardError
 from sodadata.recipes import yodas2
@@ -193,7 +194,14 @@ def test_a_truncated_tar_or_missing_json_fails_only_that_shard(tmp_path):
     with pytest.raises(ShardError, match="no text"):
         list(recipe.read(recipe.tasks()[2]))
     out = tmp_path / "out"
-    result = run_recipe(recipe, PipelineConfig(out=str(out), codec=CODEC), RunnerConfig(serial=True, retries=0, progress=False))
+    config, runner = PipelineConfig(out=str(out), codec=CODEC), RunnerConfig(serial=True, retries=0, progress=False)
+    # the shard without its JSON is seen before any work: the run stops, naming it ...
+    with pytest.raises(IncompleteSource, match=r"shard en000/00000002: no text file\. .*--allow-missing"):
+        run_recipe(recipe, config, runner)
+    assert not out.exists()
+    # ... unless --allow-missing: then it fails alone (the cut tar is only found by reading it)
+    result = run_recipe(recipe, config, runner, allow_missing=True)
+    assert result.completeness.missing == ["shard en000/00000002: no text file"]
     assert sorted(f.task for f in result.failures) == ["yodas2/en/en000-00000001", "yodas2/en/en000-00000002"]
     assert all(f.error.startswith("ShardError") for f in result.failures)
     assert sorted(p.name for p in (out / COMPONENT).glob("*.parquet")) == ["en000-00000000.parquet"]

@@ -25,13 +25,15 @@ import json
 import re
 import sys
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog, resolve_source_root
-from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask
+from sodadata.completeness import compare_counts, sample_of
+from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask
 from sodadata.tarstream import TailReader, check_end
 
 SUBSETS = ("emilia", "emilia-yodas")
@@ -78,14 +80,20 @@ class EmiliaRecipe(Recipe):
         root, commit = self._root()
         lang = self.lang.upper()
         tasks = []
+        if not (sources.is_hf(root) or sources.is_http(root) or Path(root).expanduser().is_dir()):
+            raise FileNotFoundError(f"source {root!r} does not exist")
         for subset in self.subsets:
             sub = catalog["subsets"][subset]
             folder = sources.join(root, sub["path"].format(LANG=lang))
-            for f in sources.list_files(folder, sub["pattern"].format(LANG=lang)):
+            try:
+                files = sources.list_files(folder, sub["pattern"].format(LANG=lang))
+            except FileNotFoundError:
+                files = []  # a subset or language the source lacks: completeness() names it
+            for f in files:
                 stem = PurePosixPath(f.url).name.removesuffix(".tar")
                 tasks.append(
                     ShardTask(
-                        component=f"{sub['component_prefix']}/{self.lang.lower()}",
+                        component=self.component(subset),
                         stem=stem,
                         split=f"{sub['split_prefix']}-{stem}",
                         inputs=(f,),
@@ -93,6 +101,27 @@ class EmiliaRecipe(Recipe):
                     )
                 )
         return tasks
+
+    def component(self, subset: str) -> str:
+        return f"{load_catalog('emilia')['subsets'][subset]['component_prefix']}/{self.lang.lower()}"
+
+    def completeness(self, tasks: list[ShardTask], full: bool) -> Completeness:
+        """Every asked subset has tars for ``--lang``; a full run has as many as the catalog lists (where it
+        lists the language), unless the source is a declared sample."""
+        catalog = load_catalog("emilia")
+        lang = self.lang.upper()
+        asked = {self.component(s): catalog["subsets"][s] for s in self.subsets}
+        found = Counter(t.component for t in tasks)
+        where = {c: f"no {sub['pattern'].format(LANG=lang)} in {sub['path'].format(LANG=lang)}/" for c, sub in asked.items()}
+        sample = sample_of(self.source, "emilia")
+        if sample:
+            expected, origin = {}, f"the asked subsets only (the source is a sample: {sample})"
+        elif not full:
+            expected, origin = {}, "the asked subsets only (--limit-shards: a partial run)"
+        else:
+            expected = {c: sub.get("shards", {}).get(lang) for c, sub in asked.items()}
+            origin = "catalogs/emilia.yaml"
+        return Completeness(compare_counts("subset", found, asked, expected, where, origin), origin)
 
     def read(self, task: ShardTask) -> Iterator[RawUtterance | Reject]:
         (src,) = task.inputs

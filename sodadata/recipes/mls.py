@@ -40,6 +40,7 @@ import argparse
 import hashlib
 import logging
 import math
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,7 +52,8 @@ import pyarrow.parquet as pq
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog, resolve_source_root
-from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.completeness import sample_of
+from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ GAP_MS = 200  # a gap longer than this between segments of one recording starts 
 # rows[:, 2] holds the document's index in the task, or minus one of these codes for a rejected row
 REASONS = {1: "missing_metadata", 2: "empty_segment", 3: "start_after_end"}
 ROW_FIELDS = 4  # input index, row in file, document (or -reason), id needs the recording suffix (0/1)
+_FILE_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.parquet$")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,38 @@ class MLSRecipe(Recipe):
                      meta.height, sum(len(p.docs) for p in plans), len(tasks), self.shard_hours,
                      sum(per_task) / len(per_task), max(per_task))
         return tasks
+
+    def completeness(self, tasks: list[ShardTask], full: bool) -> Completeness:
+        """The split's files are all there: every index below the ``-of-NNNNN`` their names state, and, for a full
+        run, as many as the catalog lists, unless the source is a declared sample. (An absent split already
+        stopped ``tasks()``.)"""
+        catalog = load_catalog(CORPUS)
+        names = sorted({PurePosixPath(f.url).name for t in tasks for f in t.inputs})
+        indices, totals = set(), set()
+        for name in names:
+            m = _FILE_RE.match(name)
+            if m:
+                indices.add(int(m["index"]))
+                totals.add(int(m["total"]))
+        missing = []
+        if len(totals) > 1:
+            missing.append(f"split {self.split}: file names disagree on the number of files ({sorted(totals)})")
+        if totals:
+            total = max(totals)
+            gaps = [i for i in range(total) if i not in indices]
+            missing += [f"file {catalog['path']}/{self.split}-{i:05d}-of-{total:05d}.parquet: not in the source"
+                        for i in gaps]
+        sample = sample_of(self.source, CORPUS)
+        expected = catalog["splits"].get(self.split, {}).get("files")
+        if sample:
+            origin = f"the file names only (the source is a sample: {sample})"
+        elif not full:
+            origin = "the file names only (--limit-shards: a partial run)"
+        else:
+            origin = "the file names and catalogs/mls.yaml"
+            if expected is not None and len(names) < expected:
+                missing.append(f"split {self.split}: {len(names)} of the {expected} files catalogs/mls.yaml lists")
+        return Completeness(missing, origin)
 
     def read(self, task: ShardTask) -> Iterator[RawUtterance | Reject]:
         rows = np.frombuffer(task.param("rows"), dtype=np.int32).reshape(-1, ROW_FIELDS)

@@ -58,7 +58,8 @@ import zstandard
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
-from sodadata.recipe import Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
+from sodadata.completeness import sample_of
+from sodadata.recipe import Completeness, Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,28 @@ class NemotronCCRecipe(Recipe):
 
     def _task(self, stem: str, src: SourceFile, revision: str | None) -> ShardTask:
         return ShardTask(component=self.component, stem=stem, split=stem, inputs=(src,), revision=revision)
+
+    def completeness(self, tasks: list[ShardTask], full: bool) -> Completeness:
+        """Every listed file is in a local mirror (a web source is not asked file by file: 2,755 requests); a full
+        run of the catalogued partition has as many files as the catalog lists, unless the source is a declared
+        sample."""
+        catalog = load_catalog(CATALOG)
+        missing = [
+            f"file {t.inputs[0].url}: listed, not in the mirror" for t in tasks
+            if t.inputs[0].size is None and not (sources.is_http(t.inputs[0].url) or sources.is_hf(t.inputs[0].url))
+        ]
+        expected = catalog.get("size", {}).get("shards") if self.component == catalog["component"] else None
+        sample = sample_of(self.source, "nemotron-cc")
+        if sample:
+            origin = f"the file list only (the source is a sample: {sample})"
+        elif not full:
+            origin = "the file list only (--limit-shards: a partial run)"
+        else:
+            origin = "the file list and catalogs/nemotron_cc.yaml"
+            if expected is not None and len(tasks) < expected:
+                missing.append(f"partition {self.partition}: {len(tasks)} of the {expected} files "
+                               "catalogs/nemotron_cc.yaml lists")
+        return Completeness(missing, origin)
 
     def read(self, task: ShardTask) -> Iterator[TextRecord | Reject]:
         (src,) = task.inputs

@@ -46,6 +46,7 @@ import re
 import sys
 import tarfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -54,7 +55,8 @@ import soundfile as sf
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog, resolve_source_root
-from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.completeness import compare_counts, sample_of
+from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 from sodadata.tarstream import TailReader, check_end
 
 log = logging.getLogger(__name__)
@@ -134,8 +136,7 @@ class Yodas2Recipe(Recipe):
                     shard = PurePosixPath(f.url).name.removesuffix(suffix)
                     if _SHARD_RE.match(shard):
                         found.setdefault(shard, {})[kind] = f
-            if not found:
-                log.warning("yodas2: no shards under %s", folder)
+            # a subset with no shards here gives no task: completeness() names it if it was asked for
             for shard in sorted(found):
                 files = found[shard]
                 tasks.append(
@@ -150,6 +151,32 @@ class Yodas2Recipe(Recipe):
                     )
                 )
         return tasks
+
+    def completeness(self, tasks: list[ShardTask], full: bool) -> Completeness:
+        """Every subset named in ``--subsets`` has shards; no shard lacks its captions or its audio; a full run has
+        every subset the catalog lists for ``--lang`` (when none was named) with the catalog's shard count,
+        unless the source is a declared sample."""
+        catalog = load_catalog(CORPUS)["languages"].get(self.lang.lower(), {}).get("subsets", {})
+        found: Counter[str] = Counter()
+        missing = []
+        for t in tasks:
+            subset = t.split.partition("/")[0]
+            absent = [k for k in ("text", "audio") if t.param(k) is None]
+            if absent:  # half a shard: the listing or the mirror is incomplete
+                missing.append(f"shard {t.split}: no {' or '.join(absent)} file")
+            else:
+                found[subset] += 1
+        sample = sample_of(self.source, CORPUS)
+        if sample:
+            asked, expected = list(self.subsets or []), {}
+            origin = f"the asked subsets only (the source is a sample: {sample})"
+        elif not full:
+            asked, expected = list(self.subsets or []), {}
+            origin = "the asked subsets only (--limit-shards: a partial run)"
+        else:
+            asked, expected, origin = list(self.selected_subsets()), dict(catalog), "catalogs/yodas2.yaml"
+        where = {s: f"no shards in {load_catalog(CORPUS)['path'].format(subset=s)}/" for s in asked}
+        return Completeness(compare_counts("subset", found, asked, expected, where, origin) + missing, origin)
 
     def read(self, task: ShardTask) -> Iterator[RawUtterance | Reject]:
         text_url, duration_url, audio_url = task.param("text"), task.param("duration"), task.param("audio")
