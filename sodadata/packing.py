@@ -43,6 +43,7 @@ host batches, in order, with exact resume.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ from sodadata.tokenizer import RowEncoder, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+# 2: shards identified by content (streaming.ShardList.identities), with a summary per component to name a change
+STATE_VERSION = 2
 _SCHEDULE_KEY = stable_id("block-schedule")
 
 
@@ -236,15 +238,23 @@ class MixtureStream:
             "process_count": self.process_count,
             "steps": self.steps,
             "component_tokens": dict(self.component_tokens),
+            "shards": {c.name: s.summary() for c, s in zip(self.config.components, self.shards)},
             "lanes": lanes,
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"stream state version {state.get('version')} is not {STATE_VERSION}")
+            old = " (saved before shards were identified by content)" if state.get("version") == 1 else ""
+            raise ValueError(f"stream state version {state.get('version')} is not {STATE_VERSION}{old}: "
+                             "it cannot be resumed exactly by this version")
         if state["recipe"] != self.config.fingerprint():
             raise ValueError("this stream state was saved for a different recipe (components, weights, seed, "
                              "seq_len, block_size or lanes changed)")
+        for c, shards in zip(self.config.components, self.shards):
+            change = shards.changes_since(state["shards"][c.name])
+            if change:
+                raise ValueError(f"cannot resume the stream exactly: in component {c.name}, {change} since this "
+                                 "state was saved")
         self._lanes = {}
         self._saved_lanes = {int(i): copy.deepcopy(s) for i, s in state["lanes"].items()}
         self.steps = int(state["steps"])
@@ -295,8 +305,8 @@ def merge_states(states: Sequence[dict]) -> dict:
     """One state holding every host's lanes (each host saved its own): resumes on any number of hosts."""
     if not states:
         raise ValueError("no states to merge")
-    if len({(s["version"], s["recipe"], s["steps"]) for s in states}) != 1:
-        raise ValueError("the states come from different recipes or steps")
+    if len({(s["version"], s["recipe"], s["steps"], json.dumps(s["shards"], sort_keys=True)) for s in states}) != 1:
+        raise ValueError("the states come from different recipes, steps or shards")
     merged = copy.deepcopy(states[0])
     merged["component_tokens"] = {}
     for s in states:

@@ -14,15 +14,23 @@ memory.
 
 A reader's position is five integers (epoch, shard, row group, row, token offset), so a restore re-reads one row
 group and re-tokenizes from one row: no replay from the start.
+
+Shards are identified by content, not by name (:meth:`ShardList.identities`): a shard's size and a digest of its
+record (``<stem>.json``, which a rebuilt shard rewrites) and of its Parquet footer (row groups, sizes and statistics
+of the data; or, where the filesystem's listing carries a content hash such as the Hub's LFS SHA-256, that hash).
+A stream state saved on one set of shards is refused on another, naming the shard replaced under the same name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import fsspec
 import numpy as np
@@ -40,6 +48,11 @@ ENCODE_CHUNK_ROWS = 256
 _GLOB_CHARS = "*?["
 
 
+# Keys of an fsspec listing entry that hold a hash of the file's content (Hub LFS files, GCS, S3 single-part).
+_CONTENT_HASH_KEYS = ("sha256", "md5Hash", "crc32c", "ETag", "etag", "blob_id")
+_FOOTER_TAIL = 8  # a Parquet file ends with the footer's length (4 bytes, little-endian) and b"PAR1"
+
+
 @dataclass(frozen=True)
 class ShardList:
     """A component's shard files, sorted, on one fsspec filesystem."""
@@ -47,14 +60,72 @@ class ShardList:
     fs: fsspec.AbstractFileSystem
     paths: tuple[str, ...]
     location: str
+    infos: tuple[dict, ...] = ()  # the listing's entry for each path (size, and a content hash where there is one)
+    with_records: bool = False  # a directory of finished shards: each has its record <stem>.json beside it
 
     def urls(self) -> list[str]:
         if isinstance(self.fs, LocalFileSystem):
             return list(self.paths)
         return [self.fs.unstrip_protocol(p) for p in self.paths]
 
+    @property
+    def names(self) -> list[str]:
+        return [p.rsplit("/", 1)[-1] for p in self.paths]
+
+    def record(self, index: int) -> dict | None:
+        """The shard's record (directory of finished shards), or None (a glob of Parquet files)."""
+        return json.loads(self._record_bytes[index]) if self.with_records else None
+
+    @cached_property
+    def _record_bytes(self) -> tuple[bytes, ...]:
+        return tuple(self.fs.cat_file(p[: -len(".parquet")] + ".json") for p in self.paths) if self.with_records else ()
+
+    @cached_property
+    def identities(self) -> tuple[str, ...]:
+        """Per shard, ``<size>:<digest>``: what the shard is, whatever its name (module doc). Read once."""
+        out = []
+        for k, path in enumerate(self.paths):
+            info = self.infos[k] if self.infos else self.fs.info(path)
+            h = hashlib.sha256()
+            if self.with_records:
+                h.update(self._record_bytes[k])
+            content = _content_hash(info)
+            h.update(content.encode() if content else self._footer(path, int(info["size"])))
+            out.append(f"{int(info['size'])}:{h.hexdigest()[:16]}")
+        return tuple(out)
+
+    def _footer(self, path: str, size: int) -> bytes:
+        tail = self.fs.cat_file(path, start=max(0, size - _FOOTER_TAIL), end=size)
+        if len(tail) < _FOOTER_TAIL or tail[4:] != b"PAR1":
+            raise ValueError(f"{path} is not a Parquet file (no PAR1 at its end)")
+        (length,) = struct.unpack("<I", tail[:4])
+        return self.fs.cat_file(path, start=max(0, size - _FOOTER_TAIL - length), end=size)
+
     def fingerprint(self) -> str:
-        return hashlib.sha256("\n".join(p.rsplit("/", 1)[-1] for p in self.paths).encode()).hexdigest()[:16]
+        """Names and contents of every shard (a resumed stream must find the same)."""
+        return hashlib.sha256("\n".join(f"{n}\0{i}" for n, i in zip(self.names, self.identities)).encode()
+                              ).hexdigest()[:16]
+
+    def names_fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(self.names).encode()).hexdigest()[:16]
+
+    def short_identities(self) -> list[str]:
+        """A 12-hex digest per shard (stream states keep these to name a replaced shard)."""
+        return [hashlib.sha256(f"{n}\0{i}".encode()).hexdigest()[:12] for n, i in zip(self.names, self.identities)]
+
+    def changes_since(self, saved: dict) -> str | None:
+        """What differs from a saved :meth:`summary` (one phrase), or None when the shards are the same."""
+        if saved.get("names") != self.names_fingerprint() or len(saved.get("shards", [])) != len(self.paths):
+            return (f"its shard files are not the same ({len(saved.get('shards', []))} then, {len(self.paths)} now, "
+                    "or other names)")
+        changed = [n for n, old, new in zip(self.names, saved["shards"], self.short_identities()) if old != new]
+        if not changed:
+            return None
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        return f"{changed[0]} was replaced under the same name (its size, record or content differ){more}"
+
+    def summary(self) -> dict:
+        return {"names": self.names_fingerprint(), "shards": self.short_identities()}
 
     def open(self, index: int) -> pq.ParquetFile:
         path = self.paths[index]
@@ -71,20 +142,33 @@ def list_shards(location: str) -> ShardList:
     record or not (published copies may not carry records), except files under ``rejects/`` and hidden ones.
     """
     fs, path = fsspec.core.url_to_fs(location)
-    if any(ch in path for ch in _GLOB_CHARS):
-        found = [p for p in fs.glob(path) if p.endswith(".parquet")]
+    glob = any(ch in path for ch in _GLOB_CHARS)
+    if glob:
+        entries = {p: info for p, info in fs.glob(path, detail=True).items() if p.endswith(".parquet")}
     else:
         try:
-            entries = fs.ls(path, detail=False)
+            listed = {e["name"]: e for e in fs.ls(path, detail=True)}
         except FileNotFoundError:
-            entries = []
-        names = {e.rstrip("/").rsplit("/", 1)[-1] for e in entries}
-        found = [e for e in entries if e.endswith(".parquet") and e[: -len(".parquet")].rsplit("/", 1)[-1] + ".json"
-                 in names]
-    found = sorted(p for p in found if "rejects" not in p.split("/") and not p.rsplit("/", 1)[-1].startswith("."))
+            listed = {}
+        names = {e.rstrip("/").rsplit("/", 1)[-1] for e in listed}
+        entries = {e: info for e, info in listed.items()
+                   if e.endswith(".parquet") and e[: -len(".parquet")].rsplit("/", 1)[-1] + ".json" in names}
+    found = sorted(p for p in entries if "rejects" not in p.split("/") and not p.rsplit("/", 1)[-1].startswith("."))
     if not found:
         raise FileNotFoundError(f"no finished Parquet shards at {location}")
-    return ShardList(fs=fs, paths=tuple(found), location=location)
+    return ShardList(fs=fs, paths=tuple(found), location=location, infos=tuple(entries[p] for p in found),
+                     with_records=not glob)
+
+
+def _content_hash(info: dict) -> str | None:
+    """A hash of the file's content from its listing entry, where the filesystem gives one."""
+    lfs = info.get("lfs")
+    if isinstance(lfs, dict) and lfs.get("sha256"):
+        return f"sha256:{lfs['sha256']}"
+    for key in _CONTENT_HASH_KEYS:
+        if info.get(key):
+            return f"{key}:{info[key]}"
+    return None
 
 
 def stable_id(text: str) -> int:
@@ -160,7 +244,8 @@ class ComponentReader:
             self.position = ReaderPosition()
         else:
             if position.get("shards") != shards.fingerprint():
-                raise ValueError(f"the shards of {name} changed since this state was saved; cannot resume exactly")
+                raise ValueError(f"the shards of {name} changed since this state was saved (names or contents); "
+                                 "cannot resume exactly")
             self.position = ReaderPosition(**{k: position[k] for k in ("epoch", "shard", "row_group", "row", "offset")})
         self._shares_epoch = -1
         self._shares: list[LaneShare] = []
