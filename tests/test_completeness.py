@@ -19,6 +19,7 @@ from fixtures_nemotron import KEPT, make_nemotron_source
 from fixtures_yodas2 import make_uniform_shard
 
 from sodadata import catalog
+from sodadata.codec import CodecConfig
 from sodadata.completeness import SAMPLE_MARKER, IncompleteSource, write_sample_marker
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes import emilia, mls, nemotron_cc, yodas2
@@ -89,7 +90,7 @@ def test_yodas2_full_run_of_a_partial_mirror_is_compared_with_the_catalog(tmp_pa
     make_uniform_shard(src, 1, 2.0, 1.0, subset="en000", shard="00000001")
     (src / SAMPLE_MARKER).unlink()  # a mirror, not a declared sample
     # the real catalog: 38 subsets, en000 of 500 shards
-    assert yodas2.main(["--source", str(src), "--out", str(tmp_path / "a"), *QUICK]) == 2
+    assert yodas2.main(["--source", str(src), "--out", str(tmp_path / "a"), "--codec", "tiny-random", *QUICK]) == 2
     line = _error_line(capsys)
     assert "compared with catalogs/yodas2.yaml" in line
     assert "subset en000: 2 of the 500 shards catalogs/yodas2.yaml lists" in line
@@ -149,7 +150,8 @@ def test_emilia_counts_against_a_catalog_that_matches_or_not(tmp_path, test_cata
     # the runner stops before reading anything
     out = tmp_path / "out"
     with pytest.raises(IncompleteSource, match=r"^missing from the source \(compared with catalogs/emilia\.yaml\)"):
-        run_recipe(recipe, PipelineConfig(out=str(out)), RunnerConfig(serial=True, progress=False))
+        run_recipe(recipe, PipelineConfig(out=str(out), codec=CodecConfig(codec="tiny-random")),
+                   RunnerConfig(serial=True, progress=False))
     assert not out.exists()
 
 
@@ -173,7 +175,7 @@ def test_the_bundled_sample_declares_itself_and_a_wrong_corpus_marker_is_refused
     src = tmp_path / "src"
     make_emilia_source(src, tars_per_subset=1, docs_per_tar=1, utts_per_doc=1, quirks=False)
     write_sample_marker(src, "yodas2")
-    assert emilia.main(["--source", str(src), "--out", str(tmp_path / "out"), *QUICK]) == 2
+    assert emilia.main(["--source", str(src), "--out", str(tmp_path / "out"), "--codec", "tiny-random", *QUICK]) == 2
     assert f"{src / SAMPLE_MARKER} declares a sample of 'yodas2', not of 'emilia': check --source" in _error_line(capsys)
 
 
@@ -181,7 +183,8 @@ def test_mls_a_file_missing_from_the_split_is_named(tmp_path, capsys):
     src = tmp_path / "src"
     make_mls_source(src)  # a sample: train-00000-of-00002, train-00001-of-00002
     (src / "data/train-00001-of-00002.parquet").unlink()
-    rc = mls.main(["--split", "train", "--source", str(src), "--out", str(tmp_path / "out"), *QUICK])
+    rc = mls.main(["--split", "train", "--source", str(src), "--out", str(tmp_path / "out"), "--codec", "tiny-random",
+                   *QUICK])
     assert rc == 2
     assert "file data/train-00001-of-00002.parquet: not in the source" in _error_line(capsys)
 
