@@ -12,6 +12,7 @@ shard records (``source.revision``: the commit the recipe resolved), falling bac
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from sodadata.catalog import CATALOG_DIR
+from sodadata.codec import RANDOM_CODECS
 from sodadata.stats import CorpusStats, render_markdown
 
 DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR = "data", "records", "rejects", "stats"
@@ -100,6 +102,20 @@ class SourceInfo:
     licence: Licence
     revisions: list[str] = field(default_factory=list)  # commits recorded by the shards, or the catalog's
     revision_from: str = "records"  # "records", "catalog" or "unknown"
+    made_by: dict | None = None  # what made every shard (SPEC §2); None when not recorded (made before format 2)
+    settings_codec: str | None = None  # without made_by: the codec the records' old settings name, if any
+
+
+def random_codec_of(record: dict) -> str | None:
+    """The random test codec that made a shard (``made_by.codec.random``), or None. Records made before format 2
+    have no ``made_by``: there, a random codec named in their ``codec`` settings counts."""
+    made_by = record.get("made_by")
+    if isinstance(made_by, dict):
+        codec = made_by.get("codec")
+        return str(codec.get("id")) if isinstance(codec, dict) and codec.get("random") else None
+    settings = record.get("codec")
+    name = settings.get("codec") if isinstance(settings, dict) else None
+    return name if name in RANDOM_CODECS else None
 
 
 def _licence_from_name(name: str, fallback: Licence | None) -> Licence:
@@ -153,7 +169,13 @@ def source_info(component: str, records: Sequence[dict], catalog_dir: Path = CAT
         revisions, revision_from = [str(entry["revision"])], "catalog"
     elif not revisions:
         revision_from = "unknown"
-    return SourceInfo(component, known.title if known else corpus, repo, url, licence, revisions, revision_from)
+    made = {json.dumps(r.get("made_by"), sort_keys=True) for r in records}
+    made_by = records[0].get("made_by") if len(made) == 1 and isinstance(records[0].get("made_by"), dict) else None
+    if len(made) > 1:  # push refuses this (sodadata.hub.check_made_by); a card built anyway must not pick one
+        raise ValueError(f"{component}: shards differ in made_by; the card states one per config")
+    settings = sorted({str(c["codec"]) for r in records if isinstance(c := r.get("codec"), dict) and c.get("codec")})
+    return SourceInfo(component, known.title if known else corpus, repo, url, licence, revisions, revision_from,
+                      made_by, ", ".join(settings) or None)
 
 
 def data_glob(component: str, bucketed: bool) -> str:
@@ -187,6 +209,40 @@ def _revision_text(s: SourceInfo) -> str:
     return shown + (" (catalog; not recorded by the shards)" if s.revision_from == "catalog" else "")
 
 
+def _encoding_cells(s: SourceInfo) -> list[str]:
+    """codec, revision or weights, codebooks, dtype, formats: as the records' made_by states them."""
+    m = s.made_by
+    if m is None:
+        named = f"; their settings name `{s.settings_codec}`" if s.settings_codec else ""
+        return [f"not recorded (made before format 2{named})", "not recorded", "not recorded", "not recorded",
+                "not recorded"]
+    formats = ", ".join(f"`{f}`" for f in m.get("formats") or []) or "-"
+    codec = m.get("codec")
+    if not isinstance(codec, dict):
+        return ["none (text only)", "-", "-", "-", formats]
+    cid = codec.get("id")
+    if cid == "local":
+        name, rev = "a local Mimi (`save_pretrained` folder)", f"weights sha256 `{codec.get('weights_sha256')}`"
+    else:
+        name = f"`{cid}`" + (" (**RANDOM test codec: noise, not Mimi codes**)" if codec.get("random") else "")
+        rev = f"`{codec['revision']}`" if codec.get("revision") else ("-" if codec.get("random") else "not recorded")
+    return [name, rev, str(m.get("codebooks", "not recorded")), f"`{m.get('dtype')}` on {m.get('device')}", formats]
+
+
+def _is_random(s: SourceInfo) -> bool:
+    if s.made_by is None:
+        return any(name in RANDOM_CODECS for name in (s.settings_codec or "").split(", "))
+    codec = s.made_by.get("codec")
+    return isinstance(codec, dict) and bool(codec.get("random"))
+
+
+def _codebooks(sources: Sequence[SourceInfo]) -> int | None:
+    """The one number of codebooks every speech config records, or None (they differ, or none is recorded)."""
+    found = {s.made_by.get("codebooks") for s in sources
+             if s.made_by is not None and isinstance(s.made_by.get("codec"), dict)}
+    return found.pop() if len(found) == 1 else None
+
+
 def render_card(repo_id: str, sources: Sequence[SourceInfo], stats: CorpusStats, bucketed: dict[str, bool],
                 revision: str | None = None, sodadata_version: str = "") -> str:
     """README.md text: YAML front matter (configs, licences) and the Markdown body."""
@@ -205,9 +261,21 @@ def render_card(repo_id: str, sources: Sequence[SourceInfo], stats: CorpusStats,
                     + (f"{c.documents:,} | {c.rows:,} | {c.hours:,.1f} |" if c else "- | - | - |"))
     notes = [f"- `{config_name(s.component)}` ({s.title}): {s.licence.name}. {s.licence.note}".rstrip()
              for s in sources]
+    encoding = [f"| `{config_name(s.component)}` | " + " | ".join(_encoding_cells(s)) + " |" for s in sources]
+    random = sorted({f"`{config_name(s.component)}` ({s.made_by['codec']['id'] if s.made_by else s.settings_codec})"
+                     for s in sources if _is_random(s)})
+    warning = ("\n> **WARNING: RANDOM CODEC.** " + ", ".join(random) + " were encoded with a seeded random test "
+               "codec: their audio characters are NOT Mimi codes, decode to noise and must not be trained on. They "
+               "were published on purpose (`sodadata push --allow-random-codec`).\n") if random else ""
+    n = _codebooks(sources)
+    n_text = (f"keeping the first {n} of its codebooks" if n is not None else
+              "keeping the first N of its codebooks (N per config in the table above)")
+    n_code = str(n) if n is not None else "8  # this config's codebooks (table above)"
+    per_second = f"{n} characters per 80 ms frame, **{n * 12.5:g} characters per second**" if n is not None else \
+        "N characters per 80 ms frame, 12.5·N characters per second"
     body = f"""
 # {repo_id.split("/")[-1]}
-
+{warning}
 Speech (and text) data in the SODA format: transcripts interleaved with **Mimi audio codes written as Unicode
 characters**, one string per row, ready to tokenize and train a native audio language model. Made with
 sodadata{f" {sodadata_version}" if sodadata_version else ""} from public corpora; each config is one source
@@ -220,6 +288,15 @@ component and keeps that source's licence.
 {chr(10).join(rows)}
 
 Config names are the component names with `/` replaced by `_` (the Hub does not allow `/` in config names).
+
+## How the audio was encoded
+
+As each shard's record states it (`made_by` in `records/<component>/records.jsonl`; every shard of a config
+was made the same way):
+
+| config | codec | codec revision | codebooks | dtype, device | formats |
+|---|---|---|---:|---|---|
+{chr(10).join(encoding)}
 
 **Licences differ per config; there is no single licence for the repository.** Use each config under its
 source's terms and credit the source:
@@ -258,18 +335,19 @@ audio. Pieces are joined with nothing in between. A text-only row (`format = "te
 count without parsing `text`: `corpus` (the component), `format`, `n_utterances`, `audio_seconds`,
 `n_audio_tokens`, `metadata` (source fields kept as a JSON string, or null).
 
-**Audio as characters.** Audio is encoded with the Mimi codec (`kyutai/mimi`, 24 kHz, 12.5 frames per second),
-keeping the first 8 of its codebooks (2048 codes each). Code `c` of codebook `i` is the character
-`chr(0xE000 + i * 2048 + c)`, written frame by frame: `f0c0 f0c1 … f0c7 f1c0 …`. That is 8 characters per
-80 ms frame, **100 characters per second**, and one token per character with the SODA tokenizer. Back to codes:
+**Audio as characters.** Audio is encoded with the Mimi codec each config names above (24 kHz, 12.5 frames per
+second), {n_text} (2048 codes each). Code `c` of codebook `i` is the character `chr(0xE000 + i * 2048 + c)`,
+written frame by frame: `f0c0 f0c1 … f0c{(n or 8) - 1} f1c0 …`. That is {per_second}, and one token per
+character with the SODA tokenizer. Back to codes:
 
 ```python
 import re
 import numpy as np
 
+N = {n_code}
 for span in re.findall(r"<\\|audio_start\\|>(.*?)<\\|audio_end\\|>", row["text"], flags=re.S):
-    cp = np.frombuffer(span.encode("utf-32-le"), dtype=np.uint32).reshape(-1, 8)  # (frames, 8)
-    codes = (cp - 0xE000 - 2048 * np.arange(8)).T  # (8 codebooks, frames): decode with Mimi
+    cp = np.frombuffer(span.encode("utf-32-le"), dtype=np.uint32).reshape(-1, N)  # (frames, N)
+    codes = (cp - 0xE000 - 2048 * np.arange(N)).T  # (N codebooks, frames): decode with the config's codec
 ```
 
 **Do not normalize the text.** The characters span U+E000..U+11FFF; some of them are changed by Unicode
@@ -287,8 +365,9 @@ an Emilia document a few utterances. The statistics below give tokens per config
 ## Files
 
 - `data/<component>/` — the Parquet shards (loaded by the configs{"; split into sub-folders where a component has many files" if any(bucketed.values()) else ""}).
-- `records/<component>/records.jsonl` — one JSON record per shard: source files and revision, counts read,
-  written and rejected, codec settings, timings. Not loaded by any config.
+- `records/<component>/records.jsonl` — one JSON record per shard: source files and revision, what made it
+  (`made_by`: codec, revision, codebooks, dtype, formats), counts read, written and rejected, timings. Not loaded
+  by any config.
 - `rejects/<component>/rejects.parquet` — every rejected input with its reason (`id`, `reason`, `detail`,
   `source`, `shard`). Not loaded by any config.
 - `stats/` — the statistics and plots below (`stats.json` for machines).

@@ -28,6 +28,7 @@ from the shard's record when ``--codec`` is not given.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import re
 import sys
@@ -69,6 +70,7 @@ from sodadata.document import (
     TEXT_ONLY,
     TEXT_START,
 )
+from sodadata.outputs import NO_MADE_BY, find_shards
 
 log = logging.getLogger(__name__)
 
@@ -480,14 +482,9 @@ str_to_audio = string_to_audio
 
 
 def row_files(out_dir: Path) -> list[Path]:
-    """Every row shard under ``out_dir`` (an output directory or one component of it); rejects are skipped."""
-    out_dir = Path(out_dir)
-    if out_dir.is_file():
-        return [out_dir]
-    return sorted(
-        p for p in out_dir.rglob("*.parquet")
-        if "rejects" not in p.relative_to(out_dir).parts and not p.name.startswith(".")
-    )
+    """Every finished shard at or below ``out_dir`` (an output root, a folder holding roots, one component, or one
+    shard), found by :func:`sodadata.outputs.find_shards`: never ``_hub`` staged copies, rejects or partial files."""
+    return [s.parquet for s in find_shards(Path(out_dir)).shards]
 
 
 @dataclass(frozen=True)
@@ -496,16 +493,11 @@ class FoundRow:
     path: Path  # its shard
     record: dict | None  # the shard's record (<stem>.json), if finished
 
-    @property
-    def recorded_codec(self) -> dict | None:
-        codec = (self.record or {}).get("codec")
-        return codec if isinstance(codec, dict) else None
-
 
 def find_rows(
     where: Path | Sequence[Path], ids: Sequence[str], columns: Sequence[str] | None = None
 ) -> list[FoundRow]:
-    """The rows with these ids under ``where`` (a directory, or a list of shards), in the order of ``ids``.
+    """The rows with these ids under ``where`` (a folder, or a list of shards), in the order of ``ids``.
 
     Read with a filter on ``id``: the ``id`` column's row-group statistics let Arrow skip what cannot match.
     """
@@ -533,17 +525,20 @@ def find_rows(
 
 
 def find_row(out_dir: Path, row_id: str) -> FoundRow:
-    """The row ``row_id`` (a document id finds its ``_type1`` row). ``KeyError`` with a hint when absent."""
+    """The row ``row_id`` (a document id finds its ``_type1`` row).
+
+    ``KeyError`` with a hint when absent; ``LookupError`` naming both shards when the row is in two (two output
+    roots below ``out_dir`` holding the same corpus, say): one id, one answer, never a guess.
+    """
     hits = find_rows(out_dir, [row_id, row_id + "_type1"])
-    exact = [h for h in hits if h.row["id"] == row_id]
+    exact = [h for h in hits if h.row["id"] == row_id] or hits
     if len(exact) > 1:
-        log.warning("row %s is in %d shards (%s); using the first", row_id, len(exact),
-                    ", ".join(str(h.path) for h in exact))
+        raise LookupError(f"row {exact[0].row['id']} is in {len(exact)} shards: "
+                          f"{' and '.join(str(h.path) for h in exact)}; pass the output root (or shard) to decode from")
+    if exact and exact[0].row["id"] != row_id:
+        log.info("%s is a document id: decoding its row %s", row_id, exact[0].row["id"])
     if exact:
         return exact[0]
-    if hits:
-        log.info("%s is a document id: decoding its row %s", row_id, hits[0].row["id"])
-        return hits[0]
     raise KeyError(f"no row with id {row_id!r} under {out_dir} (ids look like '<doc id>_type1'; "
                    "list some with: python -c \"import pyarrow.parquet as pq; print(pq.read_table('SHARD', "
                    "columns=['id'])['id'][:10])\")")
@@ -624,30 +619,84 @@ def add_codec_args(p: argparse.ArgumentParser) -> None:
     """Codec options shared by ``decode`` and ``inspect``."""
     p.add_argument("--codec", default=None,
                    help="Mimi to decode with: Hub id, local dir, or tiny-random/full-random (RANDOM: noise, not "
-                        f"speech). Default: the codec named in the shard's record, else {DEFAULT_CODEC}")
-    p.add_argument("--revision", default=None, help="Hub revision of --codec")
+                        "speech). Default: the codec the shard's record names (made_by: id and revision); a shard "
+                        "made with a local folder needs --codec DIR, whose weights must hash as recorded")
+    p.add_argument("--revision", default=None, help="Hub revision of --codec (default: the recorded one)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=("float32", "tf32", "bfloat16", "float16"))
 
 
-def codec_config_from(args: Any, recorded: dict | None) -> CodecConfig:
-    """The decoding codec: ``--codec`` if given (warning when the data says another), else the recorded one.
+_WARNED: set[str] = set()
 
-    ``args``: anything with ``codec``, ``revision``, ``device`` and ``dtype`` (parsed options, InspectOptions).
+
+def _warn_once(message: str) -> None:
+    # inspect resolves the codec once per sampled row: say each thing once
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
+
+
+@functools.lru_cache(maxsize=8)
+def _local_weights_sha256(directory: str) -> str:
+    from sodadata.codec import weights_sha256
+
+    return weights_sha256(directory)
+
+
+def codec_config_from(args: Any, record: dict | None) -> CodecConfig:
+    """The codec to decode a shard's rows with: the one its record's ``made_by`` names (id and revision), unless
+    ``--codec`` says otherwise (a warning when it names another model).
+
+    A shard made with a local ``save_pretrained`` directory (``codec.id == "local"``) needs ``--codec DIR``, and
+    that directory's weights must hash to the recorded ``weights_sha256`` (``ValueError`` otherwise: another model
+    decodes codes into noise). A record without ``made_by`` (made before format 2) falls back to its ``codec``
+    settings. ``args``: anything with ``codec``, ``revision``, ``device`` and ``dtype`` (parsed options,
+    InspectOptions).
     """
-    rec_name = (recorded or {}).get("codec")
-    rec_rev = (recorded or {}).get("revision")
+    record = record or {}
+    made_by = record.get("made_by")
     name, revision = args.codec, args.revision
-    if name is None:
-        known = isinstance(rec_name, str) and (rec_name in RANDOM_CODECS or "/" in rec_name or Path(rec_name).is_dir())
-        name = rec_name if known else DEFAULT_CODEC
-        revision = revision or (rec_rev if known else None)
-        if known:
-            log.info("decoding with %s, the codec recorded for this shard", name)
-    elif rec_name and rec_name != name:
-        log.warning("the shard was encoded with %r but you decode with %r: expect noise unless they are the same "
-                    "model", rec_name, name)
-    num_codebooks = (recorded or {}).get("num_codebooks", NUM_CODEBOOKS)
+    if isinstance(made_by, dict):
+        codec = made_by.get("codec")
+        if not isinstance(codec, dict):
+            raise ValueError("this shard holds text only (its made_by names no codec): there is no audio to decode")
+        rec_name, rec_rev = codec.get("id"), codec.get("revision")
+        num_codebooks = made_by.get("codebooks") or NUM_CODEBOOKS
+        if rec_name == "local":
+            want = codec.get("weights_sha256")
+            if name is None:
+                raise ValueError(f"this shard was encoded with a local codec (weights sha256 {want}): pass --codec "
+                                 "DIR, the MimiModel.save_pretrained folder holding those weights")
+            if name in RANDOM_CODECS or not Path(name).is_dir():
+                raise ValueError(f"this shard was encoded with a local codec (weights sha256 {want}); --codec {name} "
+                                 "is not a folder: pass the save_pretrained folder holding those weights")
+            got = _local_weights_sha256(str(Path(name).resolve()))
+            if got != want:
+                raise ValueError(f"--codec {name}: its weights hash to sha256 {got}, but this shard was encoded with "
+                                 f"weights {want}: pass the folder that encoded it")
+        elif name is None:
+            name, revision = rec_name, revision or rec_rev
+            log.info("decoding with %s%s, the codec recorded for this shard", name, f"@{revision}" if revision else "")
+        elif name != rec_name:
+            _warn_once(f"the shard was encoded with {rec_name!r} but you decode with {name!r}: expect noise unless "
+                       "they are the same model")
+    else:
+        # made before format 2: the record's codec settings are all there is
+        legacy = record.get("codec") if isinstance(record.get("codec"), dict) else {}
+        rec_name, rec_rev = legacy.get("codec"), legacy.get("revision")
+        num_codebooks = legacy.get("num_codebooks", NUM_CODEBOOKS)
+        if name is None:
+            known = isinstance(rec_name, str) and (rec_name in RANDOM_CODECS or "/" in rec_name
+                                                   or Path(rec_name).is_dir())
+            if not known:
+                raise ValueError("the shard's record names no codec (made before format 2, "
+                                 f"codec {rec_name!r}): pass --codec")
+            name, revision = rec_name, revision or rec_rev
+            _warn_once(f"the shard's record has no made_by ({NO_MADE_BY}): decoding with {name}, the codec its "
+                       "settings name")
+        elif rec_name and rec_name != name:
+            _warn_once(f"the shard was encoded with {rec_name!r} but you decode with {name!r}: expect noise unless "
+                       "they are the same model")
     return CodecConfig(codec=name, revision=revision, device=args.device, dtype=args.dtype,
                        num_codebooks=int(num_codebooks))
 
@@ -657,7 +706,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="sodadata decode",
         description="Decode one row of an output directory back to audio (its utterances joined in order).",
     )
-    p.add_argument("out_dir", type=Path, help="output directory (or one component of it, or one shard)")
+    p.add_argument("out_dir", type=Path, help="output root, a folder holding output roots, one component, or one "
+                   "shard (never its _hub/ staged copies)")
     p.add_argument("--id", required=True, dest="row_id", help="row id, e.g. EN_B00000_S00040_type1 (a document id "
                    "finds its _type1 row)")
     p.add_argument("--out", type=Path, default=None, help="audio file to write (.wav, .flac, .mp3, .ogg); "
@@ -678,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         found = find_row(args.out_dir, args.row_id)
-    except KeyError as exc:
+    except LookupError as exc:  # KeyError (not there) too
         print(f"sodadata decode: {exc.args[0]}", file=sys.stderr)
         return 1
     row = found.row
@@ -697,7 +747,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sodadata decode: --utterance must be in 0..{len(utts) - 1} for row {row['id']}", file=sys.stderr)
             return 2
         utts = [utts[args.utterance]]
-    config = codec_config_from(args, found.recorded_codec)
+    try:
+        config = codec_config_from(args, found.record)
+    except ValueError as exc:
+        print(f"sodadata decode: {found.path}: {exc}", file=sys.stderr)
+        return 2
     if config.is_random:
         log.warning(NOT_REAL_WARNING.format(name=config.codec) + " Decoded audio is noise, not speech.")
     out = args.out or Path(f"{row['id']}.wav")

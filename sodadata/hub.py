@@ -46,7 +46,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,12 @@ from sodadata.card import (
     SourceInfo,
     check_config_names,
     data_glob,
+    random_codec_of,
     render_card,
     source_info,
 )
 from sodadata.catalog import CATALOG_DIR
+from sodadata.outputs import NO_MADE_BY, FinishedShard, Found, made_by_problems, one_root
 from sodadata.shards import REJECT_SCHEMA, parquet_writer_options
 from sodadata.stats import (
     PLOTS,
@@ -78,7 +80,6 @@ from sodadata.stats import (
     StatsError,
     compute_stats,
     fingerprint,
-    group_records,
     load_weights,
     read_report,
     write_report,
@@ -188,6 +189,8 @@ class PushConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_row_group_mb: float = MAX_ROW_GROUP_MB
     catalog_dir: Path = CATALOG_DIR
+    allow_random_codec: bool = False  # publish shards of a random test codec (the card warns at the top)
+    allow_unknown_made_by: bool = False  # publish shards whose records have no made_by (made before format 2)
 
     @property
     def stage(self) -> Path:
@@ -345,10 +348,50 @@ def _reusable_stats(candidates: Sequence[Path], fp: str, weights: dict[str, floa
             return d
     return None
 
-def stage(config: PushConfig) -> Staged:
-    """Build the folder that is uploaded; return its files. Rebuilt on every run: links are cheap."""
+def check_made_by(grouped: dict[str, list[FinishedShard]], allow_random_codec: bool = False,
+                  allow_unknown_made_by: bool = False) -> None:
+    """Refuse to publish what the records say is not fit (before any work; ``PushError``, one line per component).
+
+    A component whose shards differ in ``made_by`` (never publishable: one config must be one kind of data); one
+    whose records have no ``made_by`` (made before format 2: rebuild, or ``--allow-unknown-made-by``); one encoded
+    with a random test codec (``made_by.codec.random``; for records without ``made_by``, a random codec named in
+    their settings): its codes are noise (``--allow-random-codec``, and the card says so at the top).
+    """
+    lines = []
+    for component, shards in grouped.items():
+        missing = [s for s in shards if s.made_by is None]
+        made = [s for s in shards if s.made_by is not None]
+        differ = made_by_problems(made)
+        if differ:
+            lines += [f"{component}: {p}: publish one kind of shard per component (rebuild the odd ones with "
+                      "`--redo-mismatched`, or push the others with --component)" for p in differ]
+        if missing and not allow_unknown_made_by:
+            lines.append(f"{component}: {len(missing)} of {len(shards)} shards have no made_by ({NO_MADE_BY}, "
+                         f"e.g. {missing[0].stem}): rebuild them with this sodadata, or pass "
+                         "--allow-unknown-made-by to publish them as they are (the card then says so)")
+        random = sorted({name for s in shards if (name := random_codec_of(s.record))})
+        if random and not allow_random_codec:
+            lines.append(f"{component}: encoded with {', '.join(random)}, a RANDOM test codec: its audio codes are "
+                         "noise, not Mimi codes. Rebuild with the real codec, or pass --allow-random-codec (the card "
+                         "then says so at the top)")
+    if lines:
+        raise PushError("\n".join(["refusing to push:", *lines]))
+
+
+def stage(config: PushConfig, found: Found | None = None) -> Staged:
+    """Build the folder that is uploaded; return its files. Rebuilt on every run: links are cheap.
+
+    ``config.out`` is one output root (``found``: its shards, if already looked up); the records are checked
+    first (:func:`check_made_by`), so nothing is staged from shards that may not be published.
+    """
     out = Path(config.out)
-    grouped = group_records(out, config.components)
+    found = found if found is not None else one_root(out, "push")
+    if found.problems:
+        raise PushError(f"{len(found.problems)} records under {out} cannot be read, so their shards would be left "
+                        f"out silently; fix them (`sodadata validate {out}`) first: {found.problems[0]}")
+    by_component = found.by_component(config.components)
+    check_made_by(by_component, config.allow_random_codec, config.allow_unknown_made_by)
+    grouped = {c: [(s.record_path, s.record) for s in shards] for c, shards in by_component.items()}
     check_config_names(list(grouped))
     root = config.stage
     previous = _prepare_stage_dir(root, out)
@@ -415,7 +458,8 @@ def stage(config: PushConfig) -> Staged:
     reusable = _reusable_stats([stats_dir, out / STATS_DIRNAME], fp, load_weights(config.recipe)[0])
     if reusable is None:
         stats = compute_stats(StatsConfig(out=out, output=stats_dir, tokenizer=config.tokenizer, recipe=config.recipe,
-                                          components=tuple(grouped), utterance_shards=config.utterance_shards))
+                                          components=tuple(grouped), utterance_shards=config.utterance_shards),
+                              found)
         if stats_dir.exists():
             shutil.rmtree(stats_dir)
         write_report(stats, stats_dir)
@@ -627,7 +671,11 @@ def push(config: PushConfig, api: Any = None, sleep: Callable[[float], None] = t
         raise PushError(f"--repo {config.repo!r} must look like ORG/NAME")
     if config.method not in ("commits", "library"):
         raise PushError(f"--method must be 'commits' or 'library', not {config.method!r}")
-    staged = stage(config)
+    # One output root: the one given, or the one below it (the README's out/ holding out/sample, staged in
+    # out/sample/_hub/); several: stop naming them.
+    found = one_root(Path(config.out), "push")
+    config = replace(config, out=found.path)
+    staged = stage(config, found)
     log.info("staged %d files (%.2f GB) in %s%s", len(staged.files), staged.bytes / 1e9, staged.root,
              f"; {len(staged.rewritten)} shards rewritten for the Hub" if staged.rewritten else "")
     if config.dry_run:
@@ -700,6 +748,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-row-group-mb", type=float, default=MAX_ROW_GROUP_MB,
                    help="shards with larger row groups (uncompressed) are rewritten in the stage")
     p.add_argument("--catalogs", type=Path, default=CATALOG_DIR, help="catalog folder (licences, source repos)")
+    p.add_argument("--allow-random-codec", action="store_true",
+                   help="publish shards encoded with a random test codec (tiny-random, full-random: noise, not Mimi "
+                        "codes); the card says so at the top")
+    p.add_argument("--allow-unknown-made-by", action="store_true",
+                   help="publish shards whose records have no made_by (made before format 2); the card says the "
+                        "codec facts are not recorded")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -715,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
         utterance_shards=args.utterance_shards, prune=args.prune, checksum=args.checksum, method=args.method,
         commits=CommitConfig(files_per_commit=args.files_per_commit, bytes_per_commit=int(args.commit_gb * 1e9)),
         retry=RetryPolicy(max_attempts=args.max_attempts), max_row_group_mb=args.max_row_group_mb,
-        catalog_dir=args.catalogs,
+        catalog_dir=args.catalogs, allow_random_codec=args.allow_random_codec,
+        allow_unknown_made_by=args.allow_unknown_made_by,
     )
     try:
         return push(config)

@@ -59,7 +59,7 @@ from sodadata.decode import (
     write_audio,
 )
 from sodadata.document import AUDIO_FIRST, TEXT_FIRST, TEXT_ONLY
-from sodadata.shards import finished_records
+from sodadata.outputs import made_by_problems, one_root
 
 log = logging.getLogger(__name__)
 
@@ -297,15 +297,6 @@ def _totals(records: list[dict]) -> dict:
     return totals
 
 
-def _recorded_codec(records: list[dict], component: str) -> dict | None:
-    codecs = [r["codec"] for r in records if isinstance(r.get("codec"), dict)]
-    names = {c.get("codec") for c in codecs}
-    if len(names) > 1:
-        log.warning("%s: shards were encoded with different codecs (%s); decoding with the first's",
-                    component, ", ".join(sorted(map(str, names))))
-    return codecs[0] if codecs else None
-
-
 @dataclass
 class InspectOptions:
     per_component: int = 3
@@ -339,19 +330,17 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
     """
     from sodadata.codes import chars_to_codes
 
-    out_dir, html_dir = Path(out_dir), Path(html_dir)
+    html_dir = Path(html_dir)
+    # One output root: the one given, or the one below it (the README's out/ holding out/sample); several: stop
+    # naming them (OutputError is a ValueError). Its _hub/ and _stats/ are never sampled.
+    found = one_root(Path(out_dir), "inspect")
+    out_dir = found.path
     by_component: dict[str, list[tuple[Path, dict]]] = {}
-    for component, rec_path, rec in finished_records(out_dir):
-        by_component.setdefault(component, []).append((rec_path, rec))
-    if options.components:
-        missing = sorted(set(options.components) - set(by_component))
-        if missing:
-            raise ValueError(f"no finished shards of {', '.join(missing)} under {out_dir} "
-                             f"(found: {', '.join(sorted(by_component)) or 'none'})")
-        by_component = {c: v for c, v in by_component.items() if c in options.components}
-    if not by_component:
-        raise ValueError(f"no finished shards under {out_dir}: run a recipe first (a shard is finished when its "
-                         "<stem>.json record exists)")
+    for component, shards in found.by_component(options.components).items():
+        by_component[component] = [(s.record_path, s.record) for s in shards]
+        for problem in made_by_problems(shards):
+            # each row is decoded with its own shard's codec below, so a mixed component still plays right
+            log.warning("%s: %s", component, problem)
     fmt = compact_audio_format() if options.audio_format == "auto" else options.audio_format
     if not can_write(fmt):
         raise ValueError(f"this libsndfile cannot write {fmt}; use --audio-format wav")
@@ -412,13 +401,12 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
             if parsed.format == TEXT_ONLY:
                 doc.body = parsed.body
                 continue
-            if decoder is None:
-                config = codec_config_from(options, _recorded_codec(records, name))
-                view.codec = config.codec
-                codecs_used.add(config.codec)
-                if config.is_random:
-                    random_codecs.add(config.codec)
-                decoder = get_decoder(config)
+            config = codec_config_from(options, found.record)  # the codec that made this row's shard
+            view.codec = ", ".join(sorted({*(view.codec.split(", ") if view.codec else ()), config.codec}))
+            codecs_used.add(config.codec)
+            if config.is_random:
+                random_codecs.add(config.codec)
+            decoder = get_decoder(config)
             # one batch per document, and only the sampled documents: decoding is the expensive part
             n_decode = _chosen_utterances(parsed.utterances, options.max_seconds)
             waves = decoder.decode([chars_to_codes(u.audio, decoder.config.num_codebooks)

@@ -265,18 +265,3 @@ def withdraw_record(paths: ShardPaths) -> bool:
 def read_record(path: Path) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def finished_records(out: Path) -> list[tuple[str, Path, dict]]:
-    """Every finished shard under ``out``: (component, record path, record), sorted."""
-    found = []
-    for rec_path in sorted(Path(out).rglob("*.json")):
-        if rec_path.name.startswith(".") or "rejects" in rec_path.parts or rec_path.parent == Path(out):
-            continue
-        if not rec_path.with_suffix(".parquet").exists():
-            continue
-        rec = read_record(rec_path)
-        if rec.get("record_version") != RECORD_VERSION:
-            continue
-        found.append((rec["component"], rec_path, rec))
-    return found

@@ -53,7 +53,7 @@ from sodadata.document import (
     TEXT_START,
 )
 from sodadata.mixture import MIXTURE_DIR, resolve_recipe_path
-from sodadata.shards import finished_records
+from sodadata.outputs import Found, OutputError, made_by_problems, one_root
 
 log = logging.getLogger(__name__)
 
@@ -430,24 +430,28 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
     )
 
 
-def group_records(out: Path, components: Iterable[str] = ()) -> dict[str, list[tuple[Path, dict]]]:
-    """Finished shards of ``out`` by component (all, or those named), in path order."""
-    wanted = set(components)
-    grouped: dict[str, list[tuple[Path, dict]]] = {}
-    for component, path, rec in finished_records(Path(out)):
-        if wanted and component not in wanted:
-            continue
-        grouped.setdefault(component, []).append((path, rec))
-    missing = wanted - set(grouped)
-    if missing:
-        raise StatsError(f"no finished shards for {', '.join(sorted(missing))} under {out}")
-    if not grouped:
-        raise StatsError(f"no finished shards under {out}: run a recipe first (e.g. `sodadata emilia ...`)")
-    return dict(sorted(grouped.items()))
+def group_records(out: Path | Found, components: Iterable[str] = (), command: str = "stats"
+                  ) -> dict[str, list[tuple[Path, dict]]]:
+    """Finished shards of the output root ``out`` by component (all, or those named), in path order.
+
+    ``out`` may be a folder holding exactly one output root below it (that root is used) or what
+    :func:`sodadata.outputs.one_root` found already; ``_``-prefixed folders (``_hub``, ``_stats``) are never read.
+    Components whose shards differ in ``made_by`` or lack it get one warning each.
+    """
+    try:
+        found = out if isinstance(out, Found) else one_root(Path(out), command)
+        grouped = found.by_component(components)
+    except OutputError as exc:
+        raise StatsError(str(exc)) from None
+    for component, shards in grouped.items():
+        for problem in made_by_problems(shards):
+            log.warning("%s: %s", component, problem)
+    return {c: [(s.record_path, s.record) for s in shards] for c, shards in grouped.items()}
 
 
-def compute_stats(config: StatsConfig) -> CorpusStats:
-    grouped = group_records(config.out, config.components)
+def compute_stats(config: StatsConfig, found: Found | None = None) -> CorpusStats:
+    """Numbers of ``config.out`` (an output root), or of the shards already ``found`` there."""
+    grouped = group_records(found if found is not None else config.out, config.components)
     weights, source = load_weights(config.recipe)
     counter = _TokenCounter(load_tokenizer(config.tokenizer)) if config.tokenizer is not None else None
     comps = []
@@ -673,11 +677,14 @@ def main(argv: list[str] | None = None) -> int:
     from sodadata.cli import setup_logging
 
     setup_logging(args.verbose)
-    config = StatsConfig(out=args.out, output=args.output, tokenizer=args.tokenizer, recipe=args.recipe,
-                         components=tuple(args.component), utterance_shards=args.utterance_shards)
     try:
-        stats = compute_stats(config)
-    except StatsError as exc:
+        # A folder holding one output root below it (the README's out/ holding out/sample) means that root, and
+        # the report goes to its _stats/ unless --output says otherwise; several roots: name them, stop.
+        found = one_root(args.out, "stats")
+        config = StatsConfig(out=found.path, output=args.output, tokenizer=args.tokenizer, recipe=args.recipe,
+                             components=tuple(args.component), utterance_shards=args.utterance_shards)
+        stats = compute_stats(config, found)
+    except (StatsError, OutputError) as exc:
         log.error("%s", exc)
         return 2
     paths = write_report(stats, config.output_dir)

@@ -12,7 +12,7 @@ record         the JSON record parses, names its component/shard, ``read == writ
 counts         the record's ``rows``, ``documents``, ``written``, ``audio_tokens``, ``audio_seconds`` and
                ``text_chars`` equal what the shard holds
 rejects        the reject list has REJECT_SCHEMA, one row per reject, and the same counts by reason
-ids            ids are non-empty and unique in the whole directory; speech ids end in ``_type1`` (text-first)
+ids            ids are non-empty and unique in each output root; speech ids end in ``_type1`` (text-first)
                or ``_type2`` (audio-first)
 columns        ``corpus``/``split`` match the record, ``format`` is known, ``n_utterances``,
                ``n_audio_tokens`` and ``audio_seconds`` equal what the text holds, ``metadata`` is JSON
@@ -22,7 +22,13 @@ audio_span     every audio span well-formed: non-empty, a multiple of 8 characte
                codebook k mod 8's range (SPEC.md §1)
 transcript     every transcript non-empty, stripped, free of audio-range characters
 pairs          every speech document has both rows, and they hold identical (text, audio) pairs
+made_by        every record says what made its shard (``made_by``, SPEC §2) and a component's shards agree on
+               it: one line per component naming the keys that differ
 =============  ==========================================================================================
+
+OUT_DIR may be an output root (a recipe's ``--out``) or a folder holding roots below it (the README's ``out/``
+holding ``out/sample``): each root is checked on its own, its components named relative to it; ``_``-prefixed
+folders (``_hub``, ``_stats``, ``_runs``) are never read.
 
 Each violation is one line ``FILE:row N (id X) offset K: what`` (rows count from 0, offsets are character
 offsets into ``text``); then a table of violations per check. Exit status 1 on any violation, 0 when clean.
@@ -65,6 +71,7 @@ from sodadata.document import (
     TEXT_ONLY,
     TEXT_START,
 )
+from sodadata.outputs import FinishedShard, find_shards, is_skipped, made_by_problems
 from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ROW_SCHEMA
 from sodadata.sources import url_credentials
 
@@ -82,6 +89,7 @@ CHECKS: dict[str, str] = {
     "audio_span": "audio spans well-formed",
     "transcript": "transcripts non-empty, stripped, no audio characters",
     "pairs": "both formats of a document, same (text, audio) pairs",
+    "made_by": "a component's shards made alike, made_by recorded",
 }
 DEFAULT_MAX_ERRORS = 100
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
@@ -275,9 +283,14 @@ class Validator:
         self.batch_bytes = batch_bytes
         self.stream = stream if stream is not None else sys.stdout
         self.report = Report()
-        self._id_hashes: list[np.ndarray] = []
-        self._id_shards: list[np.ndarray] = []
+        # Each output root on its own (the README's out/ holds out/sample): ids are unique per root, components are
+        # named relative to their root. Roots come from the records (sodadata.outputs); a folder under no root is
+        # taken relative to OUT_DIR, so a record that names another folder is still reported.
+        self.roots = sorted(find_shards(self.out).roots, key=lambda r: len(r.parts), reverse=True)
+        self._id_hashes: dict[Path, list[np.ndarray]] = defaultdict(list)
+        self._id_shards: dict[Path, list[np.ndarray]] = defaultdict(list)
         self._shard_files: list[Path] = []
+        self._made: dict[tuple[Path, str], list[FinishedShard]] = defaultdict(list)
 
     # reporting
     def add(self, v: Violation) -> None:
@@ -298,6 +311,7 @@ class Validator:
             for directory, stems in shard_dirs:
                 for stem in stems:
                     self._shard(directory, stem)
+            self._check_made_by()
             self._check_global_ids()
         except _TooManyErrors:
             pass
@@ -339,22 +353,32 @@ class Validator:
             found.append((directory, sorted(parquets & records)))
         return found
 
-    def _dirs(self, root: Path) -> Iterator[Path]:
+    def _dirs(self, root: Path, top: bool = True) -> Iterator[Path]:
         # Folders whose names start with '_' or '.' are not components (_runs, _hub, _stats, hidden); files at
-        # the top level are not shards (a component is at least one folder deep).
+        # the top level are not shards (a component is at least one folder deep), unless OUT_DIR is a component
+        # folder inside a root.
+        if top and any(r in root.parents for r in self.roots):
+            yield root
         for p in sorted(root.iterdir()):
-            if p.is_dir() and not p.name.startswith(("_", ".")) and not p.is_symlink():
+            if p.is_dir() and not is_skipped(p.name) and not p.is_symlink():
                 yield p
-                yield from self._dirs(p)
+                yield from self._dirs(p, top=False)
+
+    def _place(self, directory: Path) -> tuple[Path, str]:
+        """(output root, component) of a shard folder: under the deepest root above it, else under OUT_DIR."""
+        root = next((r for r in self.roots if r in directory.parents), self.out)
+        return root, directory.relative_to(root).as_posix()
 
     # one shard
     def _shard(self, directory: Path, stem: str) -> None:
         parquet, record_path = directory / f"{stem}.parquet", directory / f"{stem}.json"
         rel = self._rel(parquet)
-        component = directory.relative_to(self.out).as_posix()
-        self.report.components.add(component)
+        root, component = self._place(directory)
+        self.report.components.add((root, component))
         self.report.shards += 1
         record = self._record(record_path, component, stem)
+        if record is not None:
+            self._made[(root, component)].append(FinishedShard(root, component, record_path, record))
         try:
             pf = pq.ParquetFile(parquet)
         except Exception as exc:  # any reader error means the shard is unusable; say which
@@ -365,7 +389,7 @@ class Validator:
             if not self._schema(pf.schema_arrow, rel):
                 return
             try:
-                totals = self._rows(pf, rel, component, record)
+                totals = self._rows(pf, rel, component, record, root)
             except _TooManyErrors:
                 raise
             except Exception as exc:  # a footer that opens over pages that do not decode: report, go on
@@ -441,7 +465,7 @@ class Validator:
             self.add(Violation("schema", rel, f"unexpected column {extra!r}"))
         return ok
 
-    def _rows(self, pf: pq.ParquetFile, rel: str, component: str, record: dict | None) -> _ShardTotals:
+    def _rows(self, pf: pq.ParquetFile, rel: str, component: str, record: dict | None, root: Path) -> _ShardTotals:
         totals = _ShardTotals()
         pending: dict[str, tuple] = {}  # doc -> (format, row, pair digests, audio_seconds) of its first row
         seen_ids: set[str] = set()
@@ -463,8 +487,8 @@ class Validator:
         totals.documents += len(pending)
         self.report.rows += row
         self._shard_files.append(Path(rel))
-        self._id_hashes.append(np.asarray(hashes, dtype=np.uint64))
-        self._id_shards.append(np.full(len(hashes), len(self._shard_files) - 1, dtype=np.uint32))
+        self._id_hashes[root].append(np.asarray(hashes, dtype=np.uint64))
+        self._id_shards[root].append(np.full(len(hashes), len(self._shard_files) - 1, dtype=np.uint32))
         return totals
 
     def _batches(self, pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.RecordBatch]:
@@ -607,11 +631,20 @@ class Validator:
             self.add(Violation("rejects", rel, f"rejects by reason {dict(sorted(reasons.items()))}, the record "
                                                f"says {dict(sorted(record['rejects'].items()))}"))
 
+    def _check_made_by(self) -> None:
+        """Shards of one component made alike (SPEC §2): one line per component whose shards differ in made_by
+        (naming the keys) or lack it."""
+        for (root, component), shards in sorted(self._made.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            for problem in made_by_problems(shards):
+                self.add(Violation("made_by", self._rel(root / component), problem))
+
     def _check_global_ids(self) -> None:
-        if not self._id_hashes:
-            return
-        hashes = np.concatenate(self._id_hashes)
-        shards = np.concatenate(self._id_shards)
+        for root in sorted(self._id_hashes, key=str):
+            self._check_root_ids(root)
+
+    def _check_root_ids(self, root: Path) -> None:
+        hashes = np.concatenate(self._id_hashes[root])
+        shards = np.concatenate(self._id_shards[root])
         order = np.argsort(hashes, kind="stable")
         h = hashes[order]
         dup = np.flatnonzero(h[1:] == h[:-1])
@@ -648,13 +681,16 @@ def _digest(s: str) -> bytes:
     return hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def format_summary(report: Report, elapsed: float) -> str:
+def format_summary(report: Report, elapsed: float, out: Path | None = None) -> str:
     width = max(map(len, CHECKS))
     lines = [f"{'check':<{width}}  {'violations':>10}  what"]
     lines += [f"{name:<{width}}  {report.counts.get(name, 0):>10}  {what}" for name, what in CHECKS.items()]
     state = "clean" if not report.violations else f"{report.violations} violations"
     if report.stopped:
         state += f" (stopped after {report.shown} shown: --max-errors 0 checks everything)"
+    roots = sorted({str(r) for r, _ in report.components})
+    if len(roots) > 1 or (roots and out is not None and roots != [str(out)]):
+        lines.append(f"output roots: {', '.join(roots)}")
     lines.append(
         f"{len(report.components)} components, {report.shards} shards, {report.rows} rows, "
         f"{report.bytes / 1e6:.1f} MB in {elapsed:.1f} s: {state}"
@@ -690,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no shards under {args.out} (expected <component>/<stem>.parquet with its .json record)",
               file=sys.stderr)
         return 2
-    print(format_summary(report, time.perf_counter() - t0))
+    print(format_summary(report, time.perf_counter() - t0, args.out))
     return 1 if report.violations else 0
 
 

@@ -46,6 +46,20 @@ SODA_LIKE = (
 )
 
 
+# What made a shard (SPEC §2), as a real run with the real codec records it. The codes here are random stand-ins, but
+# the tools downstream (push, validate, decode) must see an output made by a real codec; tests of random or mixed
+# made_by change the records themselves. The revision is a made-up 40-hex commit: nothing here loads the codec.
+SPEECH_MADE_BY = {
+    "format_version": 2,
+    "codec": {"id": "kyutai/mimi", "revision": "0123456789abcdef0123456789abcdef01234567", "weights_sha256": None,
+              "random": False},
+    "dtype": "float32", "device": "cpu", "codebooks": 8, "formats": [TEXT_FIRST, AUDIO_FIRST], "text_rule": 2,
+    "params": {},
+}
+TEXT_MADE_BY = {"format_version": 2, "codec": None, "dtype": None, "device": None, "codebooks": None,
+                "formats": [TEXT_ONLY], "text_rule": 2, "params": {}}
+
+
 def _sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
 
@@ -126,6 +140,7 @@ def make_output_dir(out: Path, components=SODA_LIKE, seed: int = 0, rejects_per_
                 "read": read_items, "written": read_items - len(rejects), "rejected": len(rejects), "rejects": by_reason,
                 "audio_seconds": secs, "audio_tokens": toks, "text_chars": sum(len(r["text"]) for r in rows),
                 "codec": None if spec.text_only else {"codec": "synthetic"}, "sodadata_version": "test",
+                "made_by": json.loads(json.dumps(TEXT_MADE_BY if spec.text_only else SPEECH_MADE_BY)),
                 "elapsed_seconds": 0.0, "timings": {}, "finished_at": "2026-01-01T00:00:00Z",
             }
             write_json_atomic(paths.record, record)

@@ -120,6 +120,12 @@ def staged_paths(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
+def table_rows(readme: str, heading: str) -> dict[str, str]:
+    """The rows of the table in the card's section ``heading``, by their first cell (a config name)."""
+    section = readme.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return {line.split("|")[1].strip(" `"): line for line in section.splitlines() if line.startswith("| `")}
+
+
 def front_matter(readme: str) -> dict:
     m = re.match(r"^---\n(.*?)\n---\n", readme, re.S)
     assert m, "README.md must start with YAML front matter"
@@ -168,7 +174,7 @@ def test_card_yaml_names_every_config(out):
     assert set(meta["license"]) == {"cc-by-nc-4.0", "cc-by-4.0", "cc-by-3.0", "other"}
     assert meta["license_link"] == "https://commoncrawl.org/terms-of-use"
     # per config: its licence on its own table row
-    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    rows = table_rows(readme, "Configs, sources and licences")
     assert "CC-BY-NC-4.0" in rows["emilia_en"] and "CC-BY-4.0" in rows["emilia-yodas_en"]
     assert "CC-BY-3.0" in rows["yodas2_en"] and "Common Crawl" in rows["nemotron-cc_hq-actual"]
     assert f'load_dataset("{REPO}", ' in readme and "add_special_tokens=False" in readme
@@ -205,7 +211,7 @@ def test_licences_and_revisions_from_catalog_and_records(out, tmp_path):
         rec_path.write_text(json.dumps(rec))
     staged = hub.stage(config(out, catalog_dir=cat))
     readme = (staged.root / "README.md").read_text()
-    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    rows = table_rows(readme, "Configs, sources and licences")
     assert "CC-BY-SA-4.0" in rows["yodas2_en"]  # the catalog wins over the built-in mapping
     assert "Some Custom Terms" in rows["emilia-yodas_en"]
     assert f"`{commit}`" in rows["emilia_en"]  # the revision the shards recorded

@@ -21,7 +21,7 @@ from synthetic import ComponentSpec, make_output_dir
 from sodadata.cli import main as cli
 from sodadata.decode import can_write, string_to_audio
 from sodadata.inspect import sample_ids
-from sodadata.shards import finished_records
+from sodadata.outputs import find_shards
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "tiny-random"
@@ -38,8 +38,8 @@ _AUDIO = re.compile(r"<\|audio_start\|>(.*?)<\|audio_end\|>", re.S)
 
 def all_rows(out: Path) -> dict[str, dict]:
     rows = {}
-    for _, rec_path, _ in finished_records(out):
-        for r in pq.read_table(rec_path.with_suffix(".parquet")).to_pylist():
+    for shard in find_shards(out).shards:
+        for r in pq.read_table(shard.parquet).to_pylist():
             rows[r["id"]] = r
     return rows
 
@@ -81,8 +81,8 @@ def test_sampling_is_seeded_per_component_and_one_row_per_document(tmp_path):
     out = tmp_path / "out"
     make_output_dir(out, SPECS, seed=2)
     files = {}
-    for comp, rec_path, _ in finished_records(out):
-        files.setdefault(comp, []).append(rec_path.with_suffix(".parquet"))
+    for shard in find_shards(out).shards:
+        files.setdefault(shard.component, []).append(shard.parquet)
     rows = all_rows(out)
     for comp, fs in files.items():
         ids, n = sample_ids(fs, 2, seed=0, component=comp)

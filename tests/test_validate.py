@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures_mls import corrupt_column
-from synthetic import ComponentSpec, make_output_dir
+from synthetic import SPEECH_MADE_BY, ComponentSpec, make_output_dir
 from test_reliability_report import publish, table
 
 from sodadata.codes import codes_to_chars
@@ -594,7 +594,7 @@ def test_a_large_shard_is_validated_in_bounded_memory(tmp_path: Path):
         "record_version": 1, "component": "yodas2/en", "shard": "00000000", "split": "en000/00000000",
         "rows": 2 * docs, "documents": docs, "read": docs, "written": docs, "rejected": 0, "rejects": {},
         "audio_seconds": docs * frames * 0.08, "audio_tokens": 2 * docs * frames * 8,
-        "text_chars": sum(n for n, _ in rows), "source": {"inputs": []},
+        "text_chars": sum(n for n, _ in rows), "source": {"inputs": []}, "made_by": SPEECH_MADE_BY,
     })
     text_mb = sum(n for n, _ in rows) * 4 / 1e6  # as Python strings (4 bytes per character outside the BMP)
     # Peak resident memory above what the process held before the operation, sampled every 2 ms.
