@@ -69,7 +69,7 @@ from sodadata.card import (
     source_info,
 )
 from sodadata.catalog import CATALOG_DIR
-from sodadata.outputs import NO_MADE_BY, FinishedShard, Found, made_by_problems, one_root
+from sodadata.outputs import FinishedShard, Found, missing_made_by, mixed_made_by, one_root
 from sodadata.shards import REJECT_SCHEMA, parquet_writer_options
 from sodadata.stats import (
     PLOTS,
@@ -359,16 +359,12 @@ def check_made_by(grouped: dict[str, list[FinishedShard]], allow_random_codec: b
     """
     lines = []
     for component, shards in grouped.items():
-        missing = [s for s in shards if s.made_by is None]
-        made = [s for s in shards if s.made_by is not None]
-        differ = made_by_problems(made)
-        if differ:
-            lines += [f"{component}: {p}: publish one kind of shard per component (rebuild the odd ones with "
-                      "`--redo-mismatched`, or push the others with --component)" for p in differ]
-        if missing and not allow_unknown_made_by:
-            lines.append(f"{component}: {len(missing)} of {len(shards)} shards have no made_by ({NO_MADE_BY}, "
-                         f"e.g. {missing[0].stem}): rebuild them with this sodadata, or pass "
-                         "--allow-unknown-made-by to publish them as they are (the card then says so)")
+        if mixed := mixed_made_by(shards):
+            lines.append(f"{component}: {mixed}: a config is one kind of data (rebuild the odd shards with the "
+                         "recipe's --redo-mismatched, or leave this component out with --component)")
+        if (missing := missing_made_by(shards)) and not allow_unknown_made_by:
+            lines.append(f"{component}: {missing}: rebuild them with this sodadata, or pass --allow-unknown-made-by "
+                         "to publish them as they are (the card then says so)")
         random = sorted({name for s in shards if (name := random_codec_of(s.record))})
         if random and not allow_random_codec:
             lines.append(f"{component}: encoded with {', '.join(random)}, a RANDOM test codec: its audio codes are "

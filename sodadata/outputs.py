@@ -37,7 +37,7 @@ from sodadata.shards import RECORD_VERSION, check_component
 log = logging.getLogger(__name__)
 
 REJECTS_DIRNAME = "rejects"
-NO_MADE_BY = "unknown (made before format 2)"
+NO_MADE_BY = "made before format 2"
 
 
 class OutputError(ValueError):
@@ -236,28 +236,36 @@ def _key(made_by: dict) -> str:
     return json.dumps(made_by, sort_keys=True, ensure_ascii=False)
 
 
-def made_by_problems(shards: Sequence[FinishedShard]) -> list[str]:
-    """What is wrong with one component's ``made_by``, one line each (the caller names the component): records
-    without it; shards that differ in it (the keys, and an example shard of each side). Empty when all agree."""
-    problems = []
+def missing_made_by(shards: Sequence[FinishedShard]) -> str | None:
+    """One line when records of a component's shards have no ``made_by`` (the caller names the component)."""
     missing = [s for s in shards if s.made_by is None]
-    if missing:
-        problems.append(f"{len(missing)} of {len(shards)} shards have no made_by, {NO_MADE_BY} "
-                        f"(e.g. {missing[0].stem})")
+    if not missing:
+        return None
+    return f"{len(missing)} of {len(shards)} shards have no made_by ({NO_MADE_BY}, e.g. {missing[0].stem})"
+
+
+def mixed_made_by(shards: Sequence[FinishedShard]) -> str | None:
+    """One line when a component's shards (those with ``made_by``) differ in it: the keys, and an example shard
+    of each side; None when they agree."""
     groups: dict[str, list[FinishedShard]] = {}
     for s in shards:
         if s.made_by is not None:
             groups.setdefault(_key(s.made_by), []).append(s)
-    if len(groups) > 1:
-        # the largest group is the reference; each other group's differences are named against it
-        ordered = sorted(groups.values(), key=lambda g: (-len(g), str(g[0].record_path)))
-        ref = ordered[0]
-        keys: list[str] = []
-        for g in ordered[1:]:
-            keys += [d for d in made_by_differences(g[0].made_by or {}, ref[0].made_by or {}) if d not in keys]
-        problems.append(f"shards differ in made_by: {'; '.join(keys)} ({len(groups)} kinds among "
-                        f"{len(shards) - len(missing)} shards, e.g. {ordered[1][0].stem} and {ref[0].stem})")
-    return problems
+    if len(groups) < 2:
+        return None
+    # the largest group is the reference; each other group's differences are named against it
+    ordered = sorted(groups.values(), key=lambda g: (-len(g), str(g[0].record_path)))
+    ref = ordered[0]
+    keys: list[str] = []
+    for g in ordered[1:]:
+        keys += [d for d in made_by_differences(g[0].made_by or {}, ref[0].made_by or {}) if d not in keys]
+    return (f"shards differ in made_by: {'; '.join(keys)} ({len(groups)} kinds among {sum(map(len, groups.values()))} "
+            f"shards, e.g. {ordered[1][0].stem} and {ref[0].stem})")
+
+
+def made_by_problems(shards: Sequence[FinishedShard]) -> list[str]:
+    """What is wrong with one component's ``made_by``, one line each: records without it, shards that differ."""
+    return [p for p in (missing_made_by(shards), mixed_made_by(shards)) if p]
 
 
 def component_made_by(shards: Sequence[FinishedShard]) -> dict | None:
@@ -278,6 +286,8 @@ __all__ = [
     "is_skipped",
     "made_by_differences",
     "made_by_problems",
+    "missing_made_by",
+    "mixed_made_by",
     "one_root",
     "root_of",
 ]

@@ -286,6 +286,50 @@ def test_stage_refuses_a_foreign_folder(out, tmp_path):
     assert hub.main([str(out), "--repo", "not-a-repo-id", "--dry-run"]) == 2
 
 
+def _edit_made_by(out: Path, component: str, edit, stems: tuple[str, ...] = ("shard-00000", "shard-00001")) -> None:
+    for stem in stems:
+        path = out / component / f"{stem}.json"
+        rec = json.loads(path.read_text())
+        rec["made_by"] = edit(rec["made_by"])
+        path.write_text(json.dumps(rec))
+
+
+def test_push_refuses_a_component_whose_shards_differ_in_made_by(out, caplog):
+    out, _ = out
+    _edit_made_by(out, "emilia/en", lambda m: {**m, "dtype": "bfloat16"}, stems=("shard-00001",))
+    assert hub.main([str(out), "--repo", REPO, "--dry-run", "--utterance-shards", "0"]) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "refusing to push:\nemilia/en: shards differ in made_by: dtype: bfloat16 != float32 (2 kinds among 2 shards, "
+        "e.g. shard-00001 and shard-00000): a config is one kind of data (rebuild the odd shards with the recipe's "
+        "--redo-mismatched, or leave this component out with --component)"]
+    assert not (out / hub.HUB_DIRNAME).exists()  # refused before anything was staged
+    # the other components are fine to push on their own
+    staged = hub.stage(config(out, components=("yodas2/en", "emilia-yodas/en")))
+    assert {f.path_in_repo.split("/")[1] for f in staged.files if f.kind == "data"} == {"yodas2", "emilia-yodas"}
+
+
+def test_the_card_states_what_made_each_config_from_the_records(out):
+    out, _ = out
+    sha = "c" * 64
+    _edit_made_by(out, "emilia/en", lambda m: {**m, "codebooks": 4, "dtype": "bfloat16", "device": "cuda", "codec": {
+        "id": "local", "revision": None, "weights_sha256": sha, "random": False}})
+    readme = (hub.stage(config(out)).root / "README.md").read_text()
+    rows = table_rows(readme, "How the audio was encoded")
+    rev = "`0123456789abcdef0123456789abcdef01234567`"
+    assert rows == {
+        "yodas2_en": f"| `yodas2_en` | `kyutai/mimi` | {rev} | 8 | `float32` on cpu | `text_first`, `audio_first` |",
+        "emilia-yodas_en": f"| `emilia-yodas_en` | `kyutai/mimi` | {rev} | 8 | `float32` on cpu | `text_first`, "
+                           "`audio_first` |",
+        "emilia_en": f"| `emilia_en` | a local Mimi (`save_pretrained` folder) | weights sha256 `{sha}` | 4 | "
+                     "`bfloat16` on cuda | `text_first`, `audio_first` |",
+        "nemotron-cc_hq-actual": "| `nemotron-cc_hq-actual` | none (text only) | - | - | - | `text` |",
+    }
+    # codebooks differ between configs: the decoding example does not pretend they are 8
+    assert "keeping the first N of its codebooks (N per config in the table above)" in readme
+    assert "N = 8  # this config's codebooks (table above)" in readme
+    assert "WARNING: RANDOM CODEC" not in readme
+
+
 # ---------------------------------------------------------------- commit plan and retry policy
 
 

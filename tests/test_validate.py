@@ -429,6 +429,20 @@ def _record_url_with_credentials(out: Path) -> tuple[str, set[str]]:
     return rf"{SHARD}.json: a source URL carries credentials \(user info", {"record"}
 
 
+def _made_by_differs(out: Path) -> tuple[str, set[str]]:
+    edit_record(out, OTHER, made_by=lambda m: {**m, "dtype": "bfloat16", "codec": {**m["codec"], "revision": "b" * 40}})
+    return (r"emilia/en: shards differ in made_by: codec\.revision: b{40} != 0123456789abcdef0123456789abcdef01234567; "
+            r"dtype: bfloat16 != float32 \(2 kinds among 2 shards, e\.g\. shard-00001 and shard-00000\)$", {"made_by"})
+
+
+def _made_by_missing(out: Path) -> tuple[str, set[str]]:
+    path = out / f"{OTHER}.json"
+    rec = json.loads(path.read_text())
+    del rec["made_by"]
+    write_json_atomic(path, rec)
+    return r"emilia/en: 1 of 2 shards have no made_by \(made before format 2, e\.g\. shard-00001\)$", {"made_by"}
+
+
 def _rejects_missing(out: Path) -> tuple[str, set[str]]:
     (out / "emilia/en/rejects/shard-00001.parquet").unlink()
     return r"emilia/en/rejects/shard-00001.parquet: reject list is missing \(the record counts 1 rejects\)", {
@@ -487,7 +501,7 @@ CORRUPTIONS: dict[str, Callable[[Path], tuple[str, set[str]]]] = {
         _column_missing, _column_wrong_type, _null_id, _extra_column,
         _record_rows_wrong, _record_documents_wrong, _record_audio_tokens_wrong, _record_written_wrong,
         _record_audio_seconds_wrong, _record_unbalanced, _record_not_json, _record_of_another_shard,
-        _record_url_with_credentials,
+        _record_url_with_credentials, _made_by_differs, _made_by_missing,
         _rejects_missing, _rejects_fewer_than_the_record, _rejects_other_reasons,
         _shard_without_record, _record_without_shard, _partial_file_under_a_visible_name, _truncated_shard,
         _corrupt_data_pages,
@@ -505,7 +519,8 @@ TARGET = {
     "extra_column": "schema", "record_unbalanced": "record", "record_not_json": "record",
     "record_of_another_shard": "record", "record_url_with_credentials": "record",
     "shard_without_record": "files", "record_without_shard": "files", "partial_file_under_a_visible_name": "files",
-    "truncated_shard": "schema", "corrupt_data_pages": "schema",
+    "truncated_shard": "schema", "corrupt_data_pages": "schema", "made_by_differs": "made_by",
+    "made_by_missing": "made_by",
 }
 
 
