@@ -131,8 +131,9 @@ def find_shards(path: Path) -> Found:
     path = Path(path)
     shards: list[FinishedShard] = []
     problems: list[str] = []
-    if path.is_file():
-        folders: Iterable[tuple[Path, list[str]]] = [(path.parent, [path.with_suffix(".json").name])]
+    if path.is_file():  # one shard (its .parquet or its .json)
+        folders: Iterable[tuple[Path, list[str]]] = [
+            (path.parent, [p.name for p in (path.with_suffix(".json"), path.with_suffix(".parquet")) if p.exists()])]
     else:
         folders = _walk(path)
     for folder, names in folders:

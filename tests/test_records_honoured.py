@@ -97,6 +97,8 @@ def test_after_a_staged_push_every_tool_sees_each_row_once(out, tmp_path, capsys
     # decode: one row, from the shard, with the codec its record names
     (hit,) = find_rows(out, [ROW])
     assert hit.path == out / "sample" / "emilia" / "en" / "EN-B000000.parquet"
+    assert [h.path for h in find_rows(hit.path, [ROW])] == [hit.path]  # one shard given: found there
+    assert find_rows(staged, [ROW]) == []  # a staged copy has no record: not a finished shard
     caplog.clear()
     caplog.set_level(logging.INFO)
     wav = tmp_path / "row.wav"
