@@ -333,10 +333,10 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
     html_dir = Path(html_dir)
     # One output root: the one given, or the one below it (the README's out/ holding out/sample); several: stop
     # naming them (OutputError is a ValueError). Its _hub/ and _stats/ are never sampled.
-    found = one_root(Path(out_dir), "inspect")
-    out_dir = found.path
+    output = one_root(Path(out_dir), "inspect")
+    out_dir = output.path
     by_component: dict[str, list[tuple[Path, dict]]] = {}
-    for component, shards in found.by_component(options.components).items():
+    for component, shards in output.by_component(options.components).items():
         by_component[component] = [(s.record_path, s.record) for s in shards]
         for problem in made_by_problems(shards):
             # each row is decoded with its own shard's codec below, so a mixed component still plays right

@@ -19,8 +19,10 @@ How the tools use it (docs/publishing.md, docs/listening.md):
   folder holding exactly one root below it they use that root and say so; given several they stop with one
   line naming them.
 
-``made_by`` (SPEC §2) says what made a shard. Shards of one component must agree on it: :func:`made_by_problems`
-names the components that mix (and the keys that differ) or whose records have none (made before format 2).
+``made_by`` (SPEC §2) says what made a shard. Shards of one component must agree on it: :func:`mixed_made_by`
+names the keys where they differ, :func:`missing_made_by` the records that have none (made before format 2).
+A reader of one component folder (the mixture stream) uses ``find_shards(component_dir).shards`` and
+``mixed_made_by`` the same way.
 """
 
 from __future__ import annotations
