@@ -290,8 +290,8 @@ calls = [
     ["emilia", "--source", "hf://datasets/amphion/Emilia-Dataset", "--out", out + "-hub", "--codec", "tiny-random"],
     ["emilia", "--source", "hf://datasets/amphion/Emilia-Dataset@" + "0" * 40, "--out", out + "-hub2",
      "--codec", "tiny-random", "--serial"],
-    ["push", out, "--repo", "someone/soda-test", "--dry-run", "--stage", stage],
-    ["push", out, "--repo", "someone/soda-test", "--stage", stage + "-real"],
+    ["push", out, "--repo", "someone/soda-test", "--dry-run", "--stage", stage, "--allow-random-codec"],
+    ["push", out, "--repo", "someone/soda-test", "--stage", stage + "-real", "--allow-random-codec"],
 ]
 for argv in calls:
     print("=== sodadata", " ".join(argv), flush=True)
