@@ -101,6 +101,12 @@ def _and(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def difference_lines(a: dict, b: dict) -> list[str]:
+    """The keys where two ``made_by`` differ, one ``key: A != B`` each (``codec.id: tiny-random != kyutai/mimi``),
+    in ``b``'s key order; empty when they are equal. What tools print for a component whose shards differ."""
+    return [f"{k}: {_show(x)} != {_show(y)}" for k, x, y in differences(a, b)]
+
+
 def describe(recorded: dict | None, expected: dict) -> str:
     """How shards made by ``recorded`` differ from ``expected``, naming the keys:
     ``made with codec.id tiny-random and codec.random true, this run uses codec.id kyutai/mimi and ...``."""

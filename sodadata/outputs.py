@@ -34,12 +34,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sodadata.made_by import BEFORE_FORMAT_2, difference_lines
 from sodadata.shards import RECORD_VERSION, check_component
 
 log = logging.getLogger(__name__)
 
 REJECTS_DIRNAME = "rejects"
-NO_MADE_BY = "made before format 2"
+NO_MADE_BY = BEFORE_FORMAT_2  # what a record without made_by is said to be
 
 
 class OutputError(ValueError):
@@ -201,40 +202,6 @@ def one_root(path: Path, command: str) -> Found:
 # ---------------------------------------------------------------- made_by
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _show(value: object) -> str:
-    if value is _ABSENT:
-        return "(absent)"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-_ABSENT = object()
-
-
-def made_by_differences(a: dict, b: dict) -> list[str]:
-    """The keys where two ``made_by`` differ, one ``key: A != B`` each (``codec.id: tiny-random != kyutai/mimi``),
-    dotted paths, sorted. Empty when they are equal."""
-    fa, fb = _flatten(a), _flatten(b)
-    out = []
-    for key in sorted(fa.keys() | fb.keys()):
-        va, vb = fa.get(key, _ABSENT), fb.get(key, _ABSENT)
-        if va != vb:
-            out.append(f"{key}: {_show(va)} != {_show(vb)}")
-    return out
-
-
 def _key(made_by: dict) -> str:
     return json.dumps(made_by, sort_keys=True, ensure_ascii=False)
 
@@ -261,7 +228,7 @@ def mixed_made_by(shards: Sequence[FinishedShard]) -> str | None:
     ref = ordered[0]
     keys: list[str] = []
     for g in ordered[1:]:
-        keys += [d for d in made_by_differences(g[0].made_by or {}, ref[0].made_by or {}) if d not in keys]
+        keys += [d for d in difference_lines(g[0].made_by or {}, ref[0].made_by or {}) if d not in keys]
     return (f"shards differ in made_by: {'; '.join(keys)} ({len(groups)} kinds among {sum(map(len, groups.values()))} "
             f"shards, e.g. {ordered[1][0].stem} and {ref[0].stem})")
 
@@ -287,7 +254,6 @@ __all__ = [
     "component_made_by",
     "find_shards",
     "is_skipped",
-    "made_by_differences",
     "made_by_problems",
     "missing_made_by",
     "mixed_made_by",

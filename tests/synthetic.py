@@ -19,10 +19,12 @@ from sodadata.document import (
     AUDIO_FIRST,
     TEXT_FIRST,
     TEXT_ONLY,
+    TEXT_RULE_VERSION,
     EncodedUtterance,
     format_speech_row,
     format_text_row,
 )
+from sodadata.made_by import FORMAT_VERSION
 from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
 
 WORDS = "the a speech model learns from audio and text tokens of many hours in open data sets".split()
@@ -50,14 +52,14 @@ SODA_LIKE = (
 # the tools downstream (push, validate, decode) must see an output made by a real codec; tests of random or mixed
 # made_by change the records themselves. The revision is a made-up 40-hex commit: nothing here loads the codec.
 SPEECH_MADE_BY = {
-    "format_version": 2,
+    "format_version": FORMAT_VERSION,
     "codec": {"id": "kyutai/mimi", "revision": "0123456789abcdef0123456789abcdef01234567", "weights_sha256": None,
               "random": False},
-    "dtype": "float32", "device": "cpu", "codebooks": 8, "formats": [TEXT_FIRST, AUDIO_FIRST], "text_rule": 2,
+    "dtype": "float32", "device": "cpu", "codebooks": 8, "formats": [TEXT_FIRST, AUDIO_FIRST], "text_rule": TEXT_RULE_VERSION,
     "params": {},
 }
-TEXT_MADE_BY = {"format_version": 2, "codec": None, "dtype": None, "device": None, "codebooks": None,
-                "formats": [TEXT_ONLY], "text_rule": 2, "params": {}}
+TEXT_MADE_BY = {"format_version": FORMAT_VERSION, "codec": None, "dtype": None, "device": None, "codebooks": None,
+                "formats": [TEXT_ONLY], "text_rule": TEXT_RULE_VERSION, "params": {}}
 
 
 def _sentence(rng: random.Random, n: int) -> str:

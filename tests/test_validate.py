@@ -431,7 +431,7 @@ def _record_url_with_credentials(out: Path) -> tuple[str, set[str]]:
 
 def _made_by_differs(out: Path) -> tuple[str, set[str]]:
     edit_record(out, OTHER, made_by=lambda m: {**m, "dtype": "bfloat16", "codec": {**m["codec"], "revision": "b" * 40}})
-    return (r"emilia/en: shards differ in made_by: codec\.revision: b{40} != 0123456789abcdef0123456789abcdef01234567; "
+    return (r"emilia/en: shards differ in made_by: codec\.revision: b{12}… != 0123456789ab…; "
             r"dtype: bfloat16 != float32 \(2 kinds among 2 shards, e\.g\. shard-00001 and shard-00000\)$", {"made_by"})
 
 
