@@ -1,6 +1,9 @@
 """``sodadata push OUT_DIR --repo ORG/NAME``: publish components of an output directory to the Hugging Face Hub.
 
-Two steps:
+``OUT_DIR`` is one output root (or a folder holding exactly one below it: that root is used). Before anything is
+staged, the records are checked (:func:`check_made_by`): a random test codec (unless ``--allow-random-codec``; the
+card then warns at the top), a component whose shards differ in ``made_by`` (never), records without ``made_by``
+(unless ``--allow-unknown-made-by``) stop the push with one line per component. Then two steps:
 
 1. **Stage** the exact folder to upload (``--dry-run`` stops here), by default ``OUT_DIR/_hub/<org>--<name>/``::
 
