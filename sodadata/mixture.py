@@ -61,6 +61,38 @@ def resolve_recipe_path(path: str | Path) -> Path:
     )
 
 
+def read_recipe(path: str | Path) -> dict:
+    """A recipe file's mapping, with ``extends: OTHER.yaml`` resolved.
+
+    ``extends`` names another recipe (relative to this file's folder) whose keys this one starts from; the keys
+    written here replace the base's whole (``components`` too). So a variant of the SODA mix (another tokenizer,
+    root or window length: ``recipes/sample.yaml``) keeps the components and weights in one place.
+    """
+    chain: list[Path] = []
+    data: dict = {}
+    path = Path(path)
+    while True:
+        if path.resolve() in chain:
+            raise ValueError(f"{path}: recipes extend each other in a loop ({' -> '.join(map(str, chain))})")
+        chain.append(path.resolve())
+        try:
+            with open(path, encoding="utf-8") as f:
+                layer = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no such recipe file: {path}") from None
+        if not isinstance(layer, dict):
+            raise ValueError(f"{path}: a mixture recipe is a YAML mapping")
+        data = {**layer, **data}  # keys read earlier (the extending recipe) win
+        base = layer.get("extends")
+        if base is None:
+            break
+        if not isinstance(base, str) or not base:
+            raise ValueError(f"{path}: extends must name a recipe file, got {base!r}")
+        path = path.parent / base
+    data.pop("extends", None)
+    return data
+
+
 @dataclass
 class ComponentConfig:
     name: str  # e.g. "yodas2/en"; the label reported per component
@@ -113,14 +145,10 @@ class MixtureConfig:
 
     @classmethod
     def load(cls, path: str | Path, root: str | None = None) -> MixtureConfig:
-        """Read a recipe (a file, or a packaged mixture by name: :func:`resolve_recipe_path`); ``root`` overrides
-        the recipe's own (e.g. where this machine keeps the shards)."""
+        """Read a recipe (a file, or a packaged mixture by name: :func:`resolve_recipe_path`; ``extends``
+        resolved: :func:`read_recipe`); ``root`` overrides the recipe's own (e.g. where this machine keeps the shards)."""
         path = resolve_recipe_path(path)
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a mixture recipe is a YAML mapping")
-        config = cls.from_dict(data, source=str(path))
+        config = cls.from_dict(read_recipe(path), source=str(path))
         if root is not None:
             config.root = str(root)
         return config

@@ -58,8 +58,9 @@ class MLSExpected:
     read: int = 0  # rows of the train split
 
 
-def _row(spk, book, path, begin, end, text, audio: bytes | None, seed: int) -> dict:
-    return {"audio": {"bytes": audio, "path": f"{spk}_{book}_{seed:06d}.flac"}, "original_path": path,
+def mls_row(spk, book, path, begin, end, text, audio: bytes | None, file_name: str) -> dict:
+    """One row of an MLS Parquet file (``file_name``: the ``audio.path`` the real rows carry, e.g. a FLAC name)."""
+    return {"audio": {"bytes": audio, "path": file_name}, "original_path": path,
             "begin_time": begin, "end_time": end, "transcript": text, "audio_duration": None if begin is None else
             round(end - begin, 3), "speaker_id": spk, "book_id": book}
 
@@ -79,7 +80,7 @@ def make_mls_source(root: Path, seed: int = 0, row_group_size: int = 3, sample: 
         n = seed * 1000 + counter[0]
         wave = speechlike(end - begin, n, sr=SR) if audio is None and end > begin else None
         data = audio if audio is not None else (encode_audio(wave, SR, "FLAC") if wave is not None else b"")
-        rows.append(_row(spk, book, path, begin, end, text, data, n))
+        rows.append(mls_row(spk, book, path, begin, end, text, data, f"{spk}_{book}_{n:06d}.flac"))
         sid = sid or (seg_id(spk, book, begin, end) if None not in (spk, book, begin, end) else None)
         if doc is not None:
             exp.documents.setdefault(doc, []).append(sid)
@@ -135,8 +136,8 @@ def make_mls_source(root: Path, seed: int = 0, row_group_size: int = 3, sample: 
     exp.read = len(rows) + 1
 
     dev = ("9", "10", "http://www.archive.org/download/dev/dev.mp3")
-    dev_rows = [_row(*dev, 0.0, 1.2, "dev one", encode_audio(speechlike(1.2, 900, sr=SR), SR, "FLAC"), 900),
-                _row(*dev, 1.3, 2.1, "dev two", encode_audio(speechlike(0.8, 901, sr=SR), SR, "FLAC"), 901)]
+    dev_rows = [mls_row(*dev, 0.0, 1.2, "dev one", encode_audio(speechlike(1.2, 900, sr=SR), SR, "FLAC"), "9_10_000900.flac"),
+                mls_row(*dev, 1.3, 2.1, "dev two", encode_audio(speechlike(0.8, 901, sr=SR), SR, "FLAC"), "9_10_000901.flac")]
     pq.write_table(pa.Table.from_pylist(dev_rows, schema=SCHEMA), data / "dev-00000-of-00001.parquet")
     return exp
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from synthetic import SODA_LIKE, WORDS, make_output_dir
 from tokenizers import Tokenizer
 
@@ -88,6 +89,31 @@ def test_soda_recipe_declares_the_spec_mixture(data: Path) -> None:
     located = MixtureConfig.load(RECIPE, root=str(data))
     assert located.component_location(located.components[0]) == f"{data}/yodas2/en"
     assert len(located.data_files()["yodas2/en"]) == 5
+
+
+def test_sample_recipe_is_the_soda_mixture_inherited_not_copied(tmp_path: Path) -> None:
+    from sodadata.mixture import read_recipe
+    from sodadata.stats import load_weights
+
+    sample_path = RECIPE.parent / "sample.yaml"
+    sample, soda = MixtureConfig.load(sample_path), MixtureConfig.load(RECIPE)
+    assert "components" not in yaml.safe_load(sample_path.read_text())  # one home for the weights
+    assert sample.components == soda.components and sample.weights() == soda.weights()
+    assert (sample.tokenizer, sample.root) == ("tok/", "out/sample")
+    assert load_weights(sample_path)[0] == load_weights(RECIPE)[0]  # `sodadata stats --recipe` reads it the same
+
+    # keys written in the extending file win, whole; `extends` is resolved relative to the file, and may chain
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mid.yaml").write_text(f"extends: {RECIPE}\nseq_len: 64\nseed: 5\n")
+    (tmp_path / "top.yaml").write_text("extends: sub/mid.yaml\nseed: 7\ncomponents: [{name: a, path: a, weight: 1}]\n")
+    top = MixtureConfig.load(tmp_path / "top.yaml")
+    assert (top.seq_len, top.seed, top.names, top.lanes) == (64, 7, ["a"], soda.lanes)
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ValueError, match="in a loop"):
+        read_recipe(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"no such recipe file: .*nowhere\.yaml"):
+        MixtureConfig.load(tmp_path / "gone.yaml")
 
 
 def test_largest_remainder_counts() -> None:

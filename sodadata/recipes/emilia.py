@@ -14,8 +14,11 @@ One task per tar, one output shard per tar (``<out>/emilia/en/EN-B000000.parquet
 (``tarfile`` in ``r|`` mode over ``HfFileSystem`` or a local file), never extracted. Members are paired by
 key: the tar name is not the batch (``EN-B000060.tar`` holds ``EN_B00006_*``).
 
+Examples: the first runs offline on the bundled sample (from the repository root); the others read the real
+corpus (network; Emilia is gated: accept its terms on the Hub and set HF_TOKEN)::
+
+    python -m sodadata.recipes.emilia --lang en --source sample/emilia --codec tiny-random --out out/sample
     python -m sodadata.recipes.emilia --lang en --subset both --out data/
-    python -m sodadata.recipes.emilia --lang en --source sample/emilia --codec tiny-random --out out/demo
 """
 
 from __future__ import annotations

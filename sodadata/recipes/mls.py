@@ -30,8 +30,11 @@ A file that cannot be read fails its task (``ShardError``). Output shards are ``
 column ``<split>/NNNNN``; keep ``--shard-hours`` the same when resuming into the same ``--out`` (another value
 groups documents differently under the same names). MLS is prepared, but it is not in the SODA mix (SPEC.md §4).
 
+Examples: the first runs offline on the bundled sample (from the repository root); the others read the real
+corpus from the Hub (network)::
+
+    python -m sodadata.recipes.mls --lang en --source sample/mls --codec tiny-random --out out/sample
     python -m sodadata.recipes.mls --lang en --split train --out data/
-    python -m sodadata.recipes.mls --source sample/mls --split dev --codec tiny-random --serial --out out/demo
 """
 
 from __future__ import annotations

@@ -33,8 +33,12 @@ A file that ends inside a zstd frame (an interrupted download, a cut HTTP stream
 whole (``ShardError``): how many records were lost after the cut is unknowable, so a partial shard cannot be
 counted honestly. The shard is retried (a fresh download), then reported; nothing of it is committed.
 
+Examples: the first runs offline on the bundled sample (from the repository root); the others read the real
+corpus from Common Crawl (network)::
+
+    python -m sodadata.recipes.nemotron_cc --source sample/nemotron-cc --out out/sample
     python -m sodadata.recipes.nemotron_cc --quality high --kind actual --out data/
-    python -m sodadata.recipes.nemotron_cc --source /mirror/commoncrawl --limit-shards 2 --out out/demo
+    python -m sodadata.recipes.nemotron_cc --quality high --kind actual --limit-shards 2 --out data/
 """
 
 from __future__ import annotations

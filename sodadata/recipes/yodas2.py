@@ -30,9 +30,12 @@ Faults of the real data, each rejected with a reason instead of crashing the sha
 A missing or unreadable tar or JSON file, or a truncated tar, fails the shard (``ShardError``: retried, then
 reported; nothing is written).
 
+Examples: the first runs offline on the bundled sample (from the repository root); the others read the real
+corpus from the Hub (network)::
+
+    python -m sodadata.recipes.yodas2 --lang en --source sample/yodas2 --codec tiny-random --out out/sample
     python -m sodadata.recipes.yodas2 --lang en --out data/
     python -m sodadata.recipes.yodas2 --lang en --subsets en000,en100 --limit-shards 2 --out data/
-    python -m sodadata.recipes.yodas2 --source sample/yodas2 --codec tiny-random --serial --out out/demo
 """
 
 from __future__ import annotations
