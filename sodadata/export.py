@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from sodadata.mixture import ComponentConfig, MixtureConfig
+from sodadata.tokenizer import local_tokenizer_file
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def train_urls(mixture: MixtureConfig, component: ComponentConfig, list_shards: 
 def levanter_config(mixture: MixtureConfig, cache_dir: str, list_shards: bool = False) -> dict:
     """The ``data:`` section of a Levanter ``train_lm`` config (``LMMixtureDatasetConfig``) for ``mixture``."""
     tokenizer = mixture.tokenizer
-    if Path(tokenizer).exists():  # a local build: absolute, so the Levanter job finds it
+    if local_tokenizer_file(tokenizer) is not None:  # a local build: absolute, so the Levanter job finds it
         tokenizer = str(Path(tokenizer).resolve())
     configs = {
         c.name: {

@@ -182,7 +182,7 @@ class PushConfig:
     dry_run: bool = False
     stage_dir: Path | None = None  # default OUT/_hub/<org>--<name>
     components: tuple[str, ...] = ()
-    tokenizer: Path | None = None
+    tokenizer: str | Path | None = None
     recipe: Path | None = None
     utterance_shards: int | None = None
     prune: bool = False
@@ -732,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="stage the folder that would be uploaded, send nothing")
     p.add_argument("--component", action="append", default=[], help="only this component (repeatable; default all)")
     p.add_argument("--stage", type=Path, default=None, help="staging folder (default OUT/_hub/ORG--NAME)")
-    p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder for exact text tokens in the stats")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder for exact text tokens in the stats")
     p.add_argument("--recipe", type=Path, default=None, help="mixture YAML for the stats' weights")
     p.add_argument("--utterance-shards", type=int, default=None, help="see `sodadata stats --help`")
     p.add_argument("--prune", action="store_true",

@@ -38,7 +38,6 @@ import numpy as np
 import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 
 from sodadata.codes import CHARS_PER_SECOND, CODEBOOK_SIZE, NUM_CODEBOOKS
 from sodadata.document import (
@@ -52,7 +51,7 @@ from sodadata.document import (
     TEXT_ONLY,
     TEXT_START,
 )
-from sodadata.mixture import MIXTURE_DIR, resolve_recipe_path
+from sodadata.mixture import MIXTURE_DIR, read_recipe, resolve_recipe_path
 from sodadata.outputs import Found, OutputError, made_by_problems, one_root
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class StatsError(Exception):
 class StatsConfig:
     out: Path
     output: Path | None = None  # default: out/_stats
-    tokenizer: Path | None = None  # directory holding tokenizer.json (or the file itself)
+    tokenizer: str | Path | None = None  # directory holding tokenizer.json (or the file itself, or a Hub id)
     recipe: Path | None = None  # default: recipes/soda.yaml, else the SPEC §4 weights
     components: tuple[str, ...] = ()  # empty: every component found
     utterance_shards: int | None = None  # shards per component read for utterance durations; None all, 0 none
@@ -223,11 +222,12 @@ def load_weights(recipe: Path | None) -> tuple[dict[str, float], str]:
         recipe = DEFAULT_RECIPE
     try:
         recipe = resolve_recipe_path(recipe)
+        data = read_recipe(recipe)
     except FileNotFoundError as exc:
         raise StatsError(f"{exc} (a mixture YAML: components with weights)") from None
-    with open(recipe, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    entries = data.get("components") if isinstance(data, dict) else None
+    except (ValueError, OSError) as exc:
+        raise StatsError(str(exc)) from exc
+    entries = data.get("components")
     weights: dict[str, float] = {}
     if isinstance(entries, dict):  # {name: weight} or {name: {weight: w}}
         entries = [{"name": k, **(v if isinstance(v, dict) else {"weight": v})} for k, v in entries.items()]
@@ -251,15 +251,14 @@ def _component_from_path(path: str | None) -> str | None:
     return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
-def load_tokenizer(path: Path):
-    """A ``tokenizers.Tokenizer`` from a directory holding ``tokenizer.json`` (or the file itself)."""
-    from tokenizers import Tokenizer
+def load_tokenizer(path: str | Path):
+    """The extended tokenizer ``--tokenizer`` names (a directory holding ``tokenizer.json``, the file, a Hub id)."""
+    from sodadata.tokenizer import load_tokenizer as load
 
-    path = Path(path)
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.exists():
-        raise StatsError(f"no tokenizer.json at {path}: build one with `sodadata tokenizer build` and pass its folder")
-    return Tokenizer.from_file(str(file))
+    try:
+        return load(str(path))
+    except FileNotFoundError as exc:
+        raise StatsError(str(exc)) from exc
 
 
 class _TokenCounter:
@@ -660,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output directory of the recipes (holds <component>/<stem>.parquet)")
     p.add_argument("--output", type=Path, default=None, help="where to write stats.md/json and PNGs "
                    "(default OUT/_stats)")
-    p.add_argument("--tokenizer", type=Path, default=None,
+    p.add_argument("--tokenizer", default=None,  # a str: Path() would drop the trailing "/" that marks a folder
                    help="folder with tokenizer.json (`sodadata tokenizer build`): exact text tokens; reads all text")
     p.add_argument("--recipe", type=Path, default=None,
                    help="mixture YAML for the weights (default recipes/soda.yaml, else SPEC §4)")

@@ -55,6 +55,9 @@ FIRST_MARKER_ID = 128_256  # the Llama-3 base's vocabulary size
 FIRST_AUDIO_ID = FIRST_MARKER_ID + len(ADDED_MARKERS)  # 128,260
 SPEC_VOCAB_SIZE = FIRST_AUDIO_ID + N_AUDIO_TOKENS  # 144,644
 PAD_TOKEN = "<|sodadata_pad_{}|>"
+LLAMA3_TEXT_VOCAB = 128_000  # the Llama-3 base's own (BPE) vocabulary; its 256 special tokens follow at 128000..
+BYTES_BASE = "bytes"  # `--base bytes`: byte_level_base(), built locally
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _AUDIO_RUN = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")
 
 
@@ -68,22 +71,77 @@ def _special(content: str) -> AddedToken:
     return AddedToken(content, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)
 
 
+def is_hub_id(spec: str | Path) -> bool:
+    """Whether ``spec`` could name a Hub repo (``name`` or ``org/name``); ``tok/``, ``./x``, ``a/b/c`` cannot."""
+    return isinstance(spec, str) and _HUB_ID.fullmatch(spec) is not None and not spec.endswith(".json")
+
+
+def local_tokenizer_file(spec: str | Path) -> Path | None:
+    """The ``tokenizer.json`` a local ``spec`` names (the file or its directory); None for a Hub id.
+
+    Raises FileNotFoundError ("no such file or directory: tok/") when ``spec`` is a path that does not hold one.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"no tokenizer.json in {spec}: build one with `sodadata tokenizer build --out {spec}`")
+        return path / "tokenizer.json"
+    if path.is_file():
+        return path
+    if is_hub_id(str(spec)):
+        return None
+    raise FileNotFoundError(f"no such file or directory: {spec} (build a tokenizer there with "
+                            f"`sodadata tokenizer build --out {spec}`)")
+
+
 def load_tokenizer(spec: str | Path | Tokenizer, revision: str | None = None) -> Tokenizer:
     """A tokenizer from a ``tokenizer.json`` file, a directory holding one, or a Hub id (network)."""
     if isinstance(spec, Tokenizer):
         return spec
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if path.is_file():
-        return Tokenizer.from_file(str(path))
-    if path.suffix == ".json" or str(spec).startswith((".", "/")):
-        raise FileNotFoundError(f"no tokenizer file at {path}")
-    return Tokenizer.from_pretrained(str(spec), revision=revision or "main")
+    file = local_tokenizer_file(spec)
+    if file is not None:
+        return Tokenizer.from_file(str(file))
+    try:
+        return Tokenizer.from_pretrained(str(spec), revision=revision or "main")
+    except Exception as exc:  # the Hub client raises many kinds (offline, 404, gated, HTTP): one message for all
+        raise FileNotFoundError(f"no such file or directory: {spec}, and no tokenizer {spec!r} could be read from "
+                                f"the Hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                "offline, build one with `sodadata tokenizer build --base bytes --out DIR`") from exc
+
+
+def byte_level_base() -> Tokenizer:
+    """A base built locally, without a download: the 256 bytes as tokens 0-255, then BOS 256 and EOS 257.
+
+    Shaped like Llama-3's tokenizer (byte-level, the same pre-tokenizer split and decoder, a BOS-prepending
+    post-processor) but with no merges: every byte of text is one token. Its text ids are NOT SPEC §3's (those are
+    Llama-3's); :attr:`TokenizerLayout.matches_spec` is False for anything built on it. For demos, CI and offline
+    work, chosen explicitly with ``--base bytes``.
+    """
+    from tokenizers import models
+
+    tok = _llama3_shaped(models.BPE(vocab={c: b for b, c in enumerate(_byte_symbols())}, merges=[]))
+    tok.add_special_tokens([_special(BOS), _special(EOS)])
+    _prepend_bos(tok)
+    return tok
+
+
+def _byte_symbols() -> list[str]:
+    """The byte-level alphabet in byte order: the character GPT-2/Llama-3's ByteLevel writes for bytes 0..255."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    moved = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(moved)) for b in range(256)]
 
 
 def build_tokenizer(base: str | Path | Tokenizer, revision: str | None = None) -> Tokenizer:
-    """The base tokenizer extended with the markers and audio characters at SPEC §3's ids (see module doc)."""
+    """The base tokenizer extended with the markers and audio characters at SPEC §3's ids (see module doc).
+
+    ``base="bytes"`` is :func:`byte_level_base` (offline; not SPEC §3's text ids, a warning says so).
+    """
+    if base == BYTES_BASE:
+        log.warning("base 'bytes': a byte-level base built locally (256 byte tokens + BOS/EOS); its ids are NOT "
+                    "SPEC §3's (the Llama-3 base's): for trying the pipeline offline, not for data or models meant "
+                    "to match SODA's")
+        base = byte_level_base()
     tok = Tokenizer.from_str(load_tokenizer(base, revision).to_str())  # a copy: the caller's base stays as it was
     vocab = tok.get_vocab(with_added_tokens=True)
     for name in (BOS, EOS):
@@ -122,6 +180,7 @@ class TokenizerLayout:
     marker_ids: dict[str, int]
     audio_base: int  # id of U+E000; audio character ``ch`` is ``audio_base + ord(ch) - 0xE000``
     vocab_size: int
+    base_vocab_size: int  # the base model's own vocabulary (no added tokens): Llama-3 128,000, the bytes base 256
 
     @classmethod
     def of(cls, tok: Tokenizer) -> TokenizerLayout:
@@ -140,12 +199,14 @@ class TokenizerLayout:
             raise ValueError(f"audio ids are not contiguous: U+{AUDIO_BASE + k:04X} has id {int(ids[k])}, "
                              f"expected {audio_base + k}")
         return cls(bos_id=tid(BOS), eos_id=tid(EOS), marker_ids=markers, audio_base=audio_base,
-                   vocab_size=tok.get_vocab_size(with_added_tokens=True))
+                   vocab_size=tok.get_vocab_size(with_added_tokens=True),
+                   base_vocab_size=tok.get_vocab_size(with_added_tokens=False))
 
     @property
     def matches_spec(self) -> bool:
-        return (self.bos_id, self.eos_id, self.marker_ids[TEXT_START], self.audio_base) == (
-            128_000, 128_001, FIRST_MARKER_ID, FIRST_AUDIO_ID
+        """SPEC §3's ids: BOS/EOS, markers and audio where the Llama-3 base puts them, over a base of its size."""
+        return (self.bos_id, self.eos_id, self.marker_ids[TEXT_START], self.audio_base, self.base_vocab_size) == (
+            128_000, 128_001, FIRST_MARKER_ID, FIRST_AUDIO_ID, LLAMA3_TEXT_VOCAB
         )
 
 
@@ -224,24 +285,43 @@ def train_small_base(corpus: Sequence[str], vocab_size: int = 1000) -> Tokenizer
     For tests, benchmarks and offline work where the real base cannot be downloaded; the extension and row
     encoding only rely on what this shares with Llama-3's tokenizer.
     """
-    from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import models, pre_tokenizers, trainers
 
-    tok = Tokenizer(models.BPE())
+    tok = _llama3_shaped(models.BPE())
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    _prepend_bos(tok)
+    return tok
+
+
+def _llama3_shaped(model) -> Tokenizer:
+    """A tokenizer around ``model`` that splits and decodes text as Llama-3's does (byte-level)."""
+    from tokenizers import Regex, decoders, pre_tokenizers
+
+    tok = Tokenizer(model)
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
-                                                       special_tokens=[(BOS, tok.token_to_id(BOS))])
     return tok
 
 
-def save_tokenizer(tok: Tokenizer, out: Path) -> Path:
-    """Write ``tokenizer.json`` and a minimal ``tokenizer_config.json`` (for ``transformers.AutoTokenizer``)."""
+def _prepend_bos(tok: Tokenizer) -> None:
+    """Llama-3's post-processor: BOS before the text (rows are encoded without it: they carry their own)."""
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                       special_tokens=[(BOS, tok.token_to_id(BOS))])
+
+
+def save_tokenizer(tok: Tokenizer, out: Path, base: str | None = None) -> Path:
+    """Write ``tokenizer.json`` and a minimal ``tokenizer_config.json`` (for ``transformers.AutoTokenizer``).
+
+    ``tokenizer_config.json`` carries a ``sodadata`` section: the ids, ``base`` (what it was built from) and
+    ``matches_spec`` (:attr:`TokenizerLayout.matches_spec`: False for the bytes base and any non-Llama-3 base).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "tokenizer.json"
@@ -253,8 +333,9 @@ def save_tokenizer(tok: Tokenizer, out: Path) -> Path:
         "eos_token": EOS,
         "model_max_length": 1_000_000_000,
         "clean_up_tokenization_spaces": False,  # would edit text around punctuation on decode
-        "sodadata": {"markers": layout.marker_ids, "audio_base": layout.audio_base,
-                     "vocab_size": layout.vocab_size, "matches_spec": layout.matches_spec,
+        "sodadata": {"base": base, "base_vocab_size": layout.base_vocab_size, "markers": layout.marker_ids,
+                     "audio_base": layout.audio_base, "vocab_size": layout.vocab_size,
+                     "matches_spec": layout.matches_spec,
                      "note": "encode SODA rows with add_special_tokens=False: rows carry their own BOS/EOS"},
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
@@ -265,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sodadata tokenizer", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="extend a base tokenizer with the SODA markers and audio tokens")
-    b.add_argument("--base", default=DEFAULT_BASE, help=f"Hub id, tokenizer.json or its directory (default {DEFAULT_BASE})")
+    b.add_argument("--base", default=DEFAULT_BASE,
+                   help=f"Hub id, tokenizer.json or its directory (default {DEFAULT_BASE}, needs the Hub once), or "
+                   "'bytes': a byte-level base built locally, offline, whose ids are NOT SPEC §3's (demos, CI)")
     b.add_argument("--revision", help="Hub revision of the base")
     b.add_argument("--out", required=True, type=Path, help="output directory")
     c = sub.add_parser("check", help="verify a built tokenizer: one token per audio character, markers, ids")
@@ -277,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             tok = build_tokenizer(args.base, args.revision)
-            path = save_tokenizer(tok, args.out)
+            path = save_tokenizer(tok, args.out, base=args.base)
         else:
             tok = load_tokenizer(args.tokenizer)
             path = args.tokenizer
@@ -288,5 +371,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{path}: vocabulary {layout.vocab_size:,}; BOS {layout.bos_id}, EOS {layout.eos_id}; markers "
           + ", ".join(f"{m} {i}" for m, i in layout.marker_ids.items())
           + f"; audio {layout.audio_base}..{layout.audio_base + N_AUDIO_TOKENS - 1}"
-          + ("" if layout.matches_spec else " (NOT the SPEC §3 ids)"))
+          + ("" if layout.matches_spec else f" (NOT the SPEC §3 ids: base of {layout.base_vocab_size:,} tokens)"))
     return 0

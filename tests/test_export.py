@@ -88,6 +88,7 @@ def test_urls_and_local_tokenizer(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     tok = tmp_path / "tok"
     tok.mkdir()
+    (tok / "tokenizer.json").write_text("{}")  # export only locates it: Levanter loads it
     recipe.write_text(yaml.safe_dump({
         "tokenizer": str(tok), "seq_len": 2048, "lanes": 2,
         "components": [{"name": "a", "path": "hf://datasets/ORG/NAME@abc123/emilia/en/*.parquet", "weight": 2},
@@ -103,6 +104,9 @@ def test_urls_and_local_tokenizer(tmp_path, capsys):
     assert cfg["train_weights"] == {"a": 2.0, "b": 1.0}
     assert cfg["tokenizer"] == str(tok.resolve()) and cfg["cache_dir"] == "gs://bucket/cache"
     assert "max_seq_len to 2048" in out_file.read_text()
+    (tok / "tokenizer.json").unlink()  # a folder without the file is not a tokenizer, nor a Hub id
+    rc, _, err = export(capsys, str(recipe), "--data", "gs://bucket/sodadata")
+    assert rc == 1 and f"no tokenizer.json in {tok}" in err
 
 
 def test_errors(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -36,6 +37,8 @@ from sodadata.tokenizer import (
     TokenizerLayout,
     build_tokenizer,
     check_tokenizer,
+    is_hub_id,
+    load_tokenizer,
     main,
     save_tokenizer,
     train_small_base,
@@ -236,3 +239,91 @@ def test_transformers_autotokenizer_loads_the_saved_tokenizer(tmp_path, tok: Tok
     ids = auto(row, add_special_tokens=False)["input_ids"]
     assert ids == tok.encode(row, add_special_tokens=False).ids
     assert auto.decode(ids) == row
+
+
+def test_bytes_base_is_built_offline_with_one_token_per_byte_and_is_reported_as_not_spec(tmp_path, caplog, capsys
+                                                                                          ) -> None:
+    with caplog.at_level("WARNING", logger="sodadata.tokenizer"):
+        assert main(["build", "--base", "bytes", "--out", str(tmp_path / "tok")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "NOT SPEC §3's" in warnings[0]
+    assert "NOT the SPEC §3 ids" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())["sodadata"]
+    assert (meta["base"], meta["base_vocab_size"], meta["matches_spec"]) == ("bytes", 256, False)
+
+    tok = load_tokenizer(str(tmp_path / "tok") + "/")
+    layout = check_tokenizer(tok)
+    assert (layout.bos_id, layout.eos_id, layout.base_vocab_size, layout.vocab_size) == (256, 257, 256, 144_644)
+    # the markers and audio sit at SPEC §3's ids all the same (the base is padded up to 128,256)
+    assert (layout.marker_ids[TEXT_START], layout.audio_base, layout.matches_spec) == (128_256, 128_260, False)
+    for text in TRANSCRIPTS:
+        ids = tok.encode(text, add_special_tokens=False).ids
+        assert ids == list(text.encode("utf-8"))  # byte b is token b: no merges, nothing normalized
+        assert tok.decode(ids) == text
+    row = _speech_row(np.random.default_rng(3), TRANSCRIPTS[:3])
+    assert RowEncoder(tok).encode(row).tolist() == tok.encode(row, add_special_tokens=False).ids
+    assert tok.encode("hi").ids == [256, ord("h"), ord("i")]  # Llama-3's BOS-prepending post-processor
+
+
+def test_matches_spec_needs_a_base_of_llama3s_size_with_its_bos_and_eos(base: Tokenizer) -> None:
+    """A base shaped like Llama-3's (128,000 BPE tokens, then 256 specials from BOS 128000) matches SPEC §3; the
+    bytes base padded to the same BOS/EOS ids does not: its text ids are not Llama-3's."""
+    from tokenizers import models
+
+    from sodadata.tokenizer import _byte_symbols, _llama3_shaped
+
+    def shaped(text_vocab: list[str]) -> Tokenizer:
+        tok = _llama3_shaped(models.BPE(vocab={t: i for i, t in enumerate(text_vocab)}, merges=[]))
+        filler = [AddedToken(f"<|filler_{i}|>", special=True) for i in range(len(text_vocab), 128_000)]
+        tok.add_special_tokens(filler)
+        tok.add_special_tokens([AddedToken(BOS, special=True), AddedToken(EOS, special=True)])
+        tok.add_special_tokens([AddedToken(f"<|reserved_{i}|>", special=True) for i in range(2, 256)])
+        return tok
+
+    llama3_like = shaped([*_byte_symbols(), *(f"w{i}" for i in range(128_000 - 256))])
+    layout = check_tokenizer(build_tokenizer(llama3_like))
+    assert (layout.bos_id, layout.eos_id, layout.base_vocab_size, layout.matches_spec) == (128_000, 128_001, 128_000,
+                                                                                           True)
+    layout = check_tokenizer(build_tokenizer(shaped(_byte_symbols())))
+    assert (layout.bos_id, layout.eos_id, layout.audio_base) == (128_000, 128_001, 128_260)
+    assert not layout.matches_spec
+
+
+@pytest.mark.parametrize("spec, hub", [("org/name", True), ("marin-tokenizer", True), ("tok/", False),
+                                       ("./tok", False), ("a/b/c", False), ("tok.json", False), ("/abs/tok", False)])
+def test_only_what_could_be_a_hub_id_goes_to_the_hub(spec: str, hub: bool) -> None:
+    assert is_hub_id(spec) is hub
+
+
+def test_a_missing_tokenizer_path_is_no_such_file_not_a_hub_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^no such file or directory: tok/ "):
+        load_tokenizer("tok/")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"^no tokenizer.json in empty"):
+        load_tokenizer("empty")
+
+
+def test_every_command_that_loads_a_tokenizer_path_says_no_such_file(tmp_path, monkeypatch, capsys, caplog) -> None:
+    """stats, inspect, export and train, given a tokenizer folder that does not exist (recipes/sample.yaml names
+    ``tok/``): one line "no such file or directory: tok/", never a Hub repo-id validation error."""
+    from sodadata import export, inspect, stats
+    from train import cli as train_cli
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "out"
+    make_output_dir(out)
+    monkeypatch.chdir(tmp_path)
+    recipe = str(repo / "recipes" / "sample.yaml")
+    runs = {
+        "stats": lambda: stats.main([str(out), "--tokenizer", "tok/", "--utterance-shards", "0"]),
+        "inspect": lambda: inspect.main([str(out), "--html", "report", "--tokenizer", "tok/"]),
+        "export": lambda: export.main(["levanter", recipe, "--data", str(out)]),
+        "train": lambda: train_cli.main(["--recipe", recipe, "--data", str(out), "--steps", "1"]),
+    }
+    for name, run in runs.items():
+        caplog.clear()
+        assert run() != 0, name
+        said = capsys.readouterr().err + caplog.text
+        assert "no such file or directory: tok/" in said, (name, said)
+        assert "HFValidationError" not in said and "Repo id" not in said, name
