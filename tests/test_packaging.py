@@ -95,7 +95,7 @@ def test_packaged_mixture_by_name_from_any_folder(tmp_path: Path, monkeypatch: p
     own.write_text("components: [{name: mine, path: mine, weight: 1}]\n")
     assert MixtureConfig.load("recipes/soda.yaml").names == ["mine"]
     # a path in another folder is never replaced by a packaged mixture
-    with pytest.raises(FileNotFoundError, match=r"no mixture recipe elsewhere/soda.yaml: .*emilia-only, soda"):
+    with pytest.raises(FileNotFoundError, match=r"no mixture recipe elsewhere/soda.yaml: .*emilia-only, sample, soda"):
         resolve_recipe_path("elsewhere/soda.yaml")
 
 
