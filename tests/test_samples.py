@@ -28,6 +28,8 @@ def test_every_recipe_has_a_small_sample_in_its_real_layout() -> None:
     files = _files(SAMPLE)
     assert sorted({f.split("/")[0] for f in files}) == ["emilia", "mls", "nemotron-cc", "yodas2"]
     assert sum(files.values()) < 4_000_000  # a few MB in all: it is committed
+    for corpus in ("emilia", "yodas2", "mls", "nemotron-cc"):  # declared samples: not compared with the catalog
+        assert f"sample_of: {corpus}\n" in (SAMPLE / corpus / "sodadata-sample.yaml").read_text()
     assert {"emilia/Emilia/EN/EN-B000000.tar", "emilia/Emilia-YODAS/EN/EN-B000000.tar",
             "yodas2/data/en000/audio/00000000.tar.gz", "yodas2/data/en000/text/00000000.json",
             "yodas2/data/en000/duration/00000000.txt", "yodas2/data/en100/audio/00000000.tar.gz",
@@ -65,6 +67,6 @@ def test_make_sample_regenerates_the_committed_samples(tmp_path) -> None:
     for rel in ("yodas2/data/en000/text/00000000.json", "yodas2/data/en100/text/00000000.json"):
         captions = [sorted(v["text"].values()) for v in json.loads((SAMPLE / rel).read_text())]
         assert [sorted(v["text"].values()) for v in json.loads((tmp_path / rel).read_text())] == captions
-    for rel in [p for p in _files(SAMPLE) if p.startswith("mls/")]:
+    for rel in [p for p in _files(SAMPLE) if p.startswith("mls/") and p.endswith(".parquet")]:
         assert (pq.read_table(tmp_path / rel, columns=["transcript", "original_path"])
                 == pq.read_table(SAMPLE / rel, columns=["transcript", "original_path"]))
