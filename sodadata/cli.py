@@ -38,6 +38,12 @@ def setup_logging(verbose: bool = False) -> None:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         if "distributed" in sys.modules:
             logging.getLogger("distributed").setLevel(logging.WARNING)
+        # huggingface_hub warns at every retry of a request ("Retrying in 1s [Retry 1/5]"), in every worker: a
+        # user reads chatter about a flaky connection as faults. What finally fails is reported by the task
+        # that met it; --verbose shows the retries. The variable reaches worker processes too.
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+        if "huggingface_hub" in sys.modules:
+            logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

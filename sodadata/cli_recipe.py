@@ -11,17 +11,27 @@ import logging
 import os
 import sys
 
-from sodadata.codec import DEFAULT_CODEC, DTYPES, NOT_REAL_WARNING, CodecConfig
+from sodadata.codec import DEFAULT_CODEC, DTYPES, NOT_REAL_WARNING, CodecConfig, check_codec
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipe import Recipe
-from sodadata.runner import RunnerConfig, failure_line, format_summary, run_recipe
+from sodadata.runner import RunnerConfig, check_run_options, failure_line, format_summary, run_recipe
 from sodadata.sources import redact_secrets
 
 log = logging.getLogger("sodadata")
 
 
+INTERRUPTED = "interrupted: finished shards are kept; rerun the same command to resume"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line: a recipe's usage synopsis runs to ten lines and buried the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, help="output directory (local or shared filesystem)")
@@ -72,31 +82,36 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
 
     setup_logging(args.verbose)
     try:
-        recipe = recipe_cls.from_args(args)
-        codec = None
-        if recipe_cls.kind == "speech":
-            threads = args.torch_threads
-            if threads is None and not args.scheduler:
-                threads = max(1, (os.cpu_count() or 1) // max(1, args.workers * args.threads_per_worker))
-            codec = CodecConfig(
-                codec=args.codec, revision=args.codec_revision, device=args.device, dtype=args.dtype,
-                batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, threads=threads,
-            )
-            if codec.is_random:
-                banner = NOT_REAL_WARNING.format(name=codec.codec)
-                print(f"\n*** WARNING: {banner} ***\n", file=sys.stderr)
-        pipeline = PipelineConfig(
-            out=args.out, codec=codec,
-            max_utterance_seconds=getattr(args, "max_utterance_seconds", 600.0),
-        )
+        # Every option is checked here, in this process, before a cluster starts or a task runs: a mistake is one
+        # line, once (exit 2), not a failure of every task and retry.
         runner = RunnerConfig(
             workers=args.workers, threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
             retries=args.retries, serial=args.serial, memory_limit=args.memory_limit, progress=not args.no_progress,
             redo_mismatched=args.redo_mismatched,
         )
+        recipe = recipe_cls.from_args(args)
+        codec = None
+        if recipe_cls.kind == "speech":
+            threads = args.torch_threads
+            if threads is None and not args.scheduler:
+                threads = max(1, (os.cpu_count() or 1) // (args.workers * args.threads_per_worker))
+            codec = CodecConfig(
+                codec=args.codec, revision=args.codec_revision, device=args.device, dtype=args.dtype,
+                batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, threads=threads,
+            )
+        pipeline = PipelineConfig(
+            out=args.out, codec=codec,
+            max_utterance_seconds=getattr(args, "max_utterance_seconds", 600.0),
+        )
+        check_run_options(pipeline, args.limit_shards)
+        if codec is not None:
+            check_codec(codec)
+            if codec.is_random:  # the run's one warning about it (workers log their load at INFO)
+                banner = NOT_REAL_WARNING.format(name=codec.codec)
+                print(f"\n*** WARNING: {banner} ***\n", file=sys.stderr)
         result = run_recipe(recipe, pipeline, runner, limit_shards=args.limit_shards, allow_missing=args.allow_missing)
     except KeyboardInterrupt:
-        print("interrupted: finished shards are kept; rerun the same command to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except (RuntimeError, ValueError, OSError) as exc:  # OSError: a full or read-only disk, a missing source
         log.debug("fatal", exc_info=True)

@@ -23,7 +23,9 @@ development machine, with 2 threads, the tiny test model's third stage did diffe
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from sodadata.codes import CODEBOOK_SIZE, NUM_CODEBOOKS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_samples
+from sodadata.recipe import ConfigError
 from sodadata.sources import resolve_hf_revision
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,12 @@ class CodecConfig:
             raise ValueError(f"chunk_seconds must be positive, got {self.chunk_seconds}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_batch_seconds is not None and not self.max_batch_seconds > 0:
+            raise ValueError(f"--max-batch-seconds must be positive, got {self.max_batch_seconds}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--torch-threads must be at least 1, got {self.threads}")
 
     @property
     def is_random(self) -> bool:
@@ -98,7 +107,7 @@ class CodecConfig:
 
     def effective_batch_size(self) -> int:
         if self.batch_size is not None:
-            return max(1, self.batch_size)
+            return self.batch_size
         return 1 if self.device == "cpu" else 64
 
     def effective_max_batch_samples(self) -> int:
@@ -173,6 +182,125 @@ def build_random_mimi(name: str, seed: int = 0, encoder_only: bool = False):
     return model.eval()
 
 
+# What MimiModel.save_pretrained writes besides config.json (one of them; the index files for sharded weights).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_codec(config: CodecConfig) -> None:
+    """Fail with one line (:class:`ConfigError`) unless ``config.codec`` can be loaded: run once, in the driver,
+    before any task, so a typo or an unreachable model is reported once instead of by every task and retry.
+
+    Accepts the built-in random models; a local directory holding a Mimi ``save_pretrained`` (config.json with
+    model_type mimi, and weights); a Hub id the Hub knows (one request, no retries; with ``HF_HUB_OFFLINE=1``, or
+    when the Hub cannot be reached, a model already in the local Hugging Face cache). A name a few letters off a
+    built-in one gets "did you mean".
+    """
+    name = config.codec
+    if config.is_random:
+        return
+    hint = _did_you_mean(name)
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        _check_local_codec(path, name, hint)
+        return
+    if "/" not in name and hint:
+        # no Hub model of ours is named without its organisation: a near-miss of a built-in name is a typo
+        raise ConfigError(f"unknown codec {name!r}{hint}; the built-in ones are {', '.join(RANDOM_CODECS)}")
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        info = HfApi().model_info(name, revision=config.revision, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HFValidationError:
+        raise ConfigError(f"--codec {name!r} is neither a local directory nor a Hub model id{hint}") from None
+    except GatedRepoError:
+        raise ConfigError(f"--codec {name!r} is gated on the Hub: accept its terms there and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ConfigError(f"--codec {name!r}: no such model on the Hub (or it is private: set HF_TOKEN){hint}") from None
+    except RevisionNotFoundError:
+        raise ConfigError(f"--codec {name!r} has no revision {config.revision!r} on the Hub") from None
+    except (OfflineModeIsEnabled, OSError, *_transport_errors()) as exc:
+        if isinstance(try_to_load_from_cache(name, "config.json", revision=config.revision), str):
+            log.info("could not reach the Hub (%s); using %s from the local Hugging Face cache", _first_line(exc), name)
+            return
+        why = "HF_HUB_OFFLINE is set" if isinstance(exc, OfflineModeIsEnabled) else _first_line(exc)
+        raise ConfigError(
+            f"--codec {name!r}: cannot reach the Hub ({why}) and the model is not in the local cache. Download it "
+            f"where the Hub is reachable, pass a local MimiModel.save_pretrained directory, or use --codec "
+            f"tiny-random for an offline demo{hint}"
+        ) from None
+    files = {s.rfilename for s in info.siblings or ()}
+    if files and ("config.json" not in files or not files & set(WEIGHT_FILES)):
+        raise ConfigError(f"--codec {name!r}: the Hub repo has no config.json and weights: it is not a Mimi model")
+
+
+def _check_local_codec(path: Path, name: str, hint: str) -> None:
+    if not path.exists():
+        raise ConfigError(f"--codec {name!r}: no such directory{hint}")
+    if not path.is_dir():
+        raise ConfigError(f"--codec {name!r} is a file: pass the directory MimiModel.save_pretrained wrote")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"--codec {name!r} has no config.json: not a directory written by MimiModel.save_pretrained")
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(f"--codec {name!r}: config.json is not a JSON object ({exc})") from None
+    if model_type != "mimi":
+        raise ConfigError(f"--codec {name!r} holds a {model_type!r} model, not Mimi")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise ConfigError(f"--codec {name!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+
+
+def _did_you_mean(name: str) -> str:
+    """" (did you mean tiny-random?)" for a near-miss of a built-in name, else ""."""
+    close = difflib.get_close_matches(name, (*RANDOM_CODECS, DEFAULT_CODEC), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close and close[0] != name else ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's connection errors (huggingface_hub's client is httpx2 today, httpx before)."""
+    found = []
+    for module in ("httpx2", "httpx"):
+        try:
+            found.append(__import__(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def _hub_not_found_errors() -> tuple[type[BaseException], ...]:
+    # RemoteEntryNotFoundError, not EntryNotFoundError: its other subclass is a cache miss while the Hub is unreachable
+    from huggingface_hub.errors import (
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    return (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError)
+
+
+def _chain_has(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def load_mimi(config: CodecConfig, encoder_only: bool = False):
     """Load the MimiModel named by ``config.codec`` on its device and dtype (not cached: see :func:`get_encoder`)."""
     import torch
@@ -181,7 +309,9 @@ def load_mimi(config: CodecConfig, encoder_only: bool = False):
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.is_random:
-        log.warning(NOT_REAL_WARNING.format(name=config.codec))
+        # INFO, not WARNING: every process of a run loads the codec, and the command that chose it says
+        # NOT_REAL_WARNING once for the run (cli_recipe, decode, inspect). Said here, it came once per worker.
+        log.info("building the seeded random codec %s (its codes are not real Mimi codes)", config.codec)
         model = build_random_mimi(config.codec, encoder_only=encoder_only)
     else:
         source = config.codec
@@ -195,10 +325,13 @@ def load_mimi(config: CodecConfig, encoder_only: bool = False):
                 mcfg.decoder_config = None
             model = MimiModel.from_pretrained(source, config=mcfg, **kwargs)
         except OSError as exc:
-            raise RuntimeError(
-                f"could not load Mimi from {config.codec!r}: {exc}. Pass a Hub id you can reach, a local "
-                "directory written by MimiModel.save_pretrained, or --codec tiny-random for an offline demo."
-            ) from exc
+            message = (f"could not load Mimi from {config.codec!r}: {exc}. Pass a Hub id you can reach, a local "
+                       "directory written by MimiModel.save_pretrained, or --codec tiny-random for an offline demo.")
+            # A directory that does not hold a model, or a repo, revision or file the Hub says does not exist, stays
+            # so on every retry; a connection that failed may not.
+            if local.is_dir() or _chain_has(exc, _hub_not_found_errors()):
+                raise ConfigError(message) from exc
+            raise RuntimeError(message) from exc
     dtype = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         config.dtype
     ]
@@ -626,7 +759,9 @@ class MimiEncoder:
                 self._repair.lengths = None
             self._verified.add(width_class)
             if not torch.equal(reference, latents):
-                log.warning(
+                # INFO: nothing is wrong and there is nothing to do; the codes are MimiModel.encode's either way
+                # (the tiny test model always takes this path, see the module docstring).
+                log.info(
                     "the chunked CPU encoder's latents differ from MimiModel.encode's on this machine (max %.3g); "
                     "using MimiModel.encode from now on (slower, same codes)", float((reference - latents).abs().max()),
                 )
@@ -671,6 +806,7 @@ __all__ = [
     "CodecConfig",
     "MimiEncoder",
     "build_random_mimi",
+    "check_codec",
     "codec_identity",
     "get_encoder",
     "load_mimi",

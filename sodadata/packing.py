@@ -169,10 +169,10 @@ class MixtureStream:
         self.tokenizer = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer)
         self.encoder = RowEncoder(self.tokenizer)
         self.shards = [list_shards(config.component_location(c)) for c in config.components]
-        for c, s in zip(config.components, self.shards):
-            if len(s.paths) < config.lanes:
-                log.warning("%s has %d shards for %d lanes: lanes share shards (each reads every row group of "
-                            "its shard and keeps its rows)", c.name, len(s.paths), config.lanes)
+        short = [f"{c.name} {len(s.paths)}" for c, s in zip(config.components, self.shards) if len(s.paths) < config.lanes]
+        if short:  # one line for all of them: a small output (the sample) has few shards in every component
+            log.warning("fewer shards than the recipe's %d lanes (%s): lanes share a shard, each reading every row "
+                        "group of it and keeping its own rows; more shards read less", config.lanes, ", ".join(short))
         self._lanes: dict[int, Lane] = {}
         self._saved_lanes: dict[int, dict] = {}  # restored lane states not yet turned into lanes
         self._restored = False

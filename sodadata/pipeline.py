@@ -41,7 +41,7 @@ from sodadata.document import (
     invalid_unicode,
     storable,
 )
-from sodadata.recipe import RawUtterance, Recipe, Reject, ShardTask, TextRecord
+from sodadata.recipe import ConfigError, RawUtterance, Recipe, Reject, ShardTask, TextRecord
 from sodadata.shards import (
     RECORD_VERSION,
     REJECT_SCHEMA,
@@ -72,6 +72,10 @@ class PipelineConfig:
     # What makes this run's shards (sodadata.made_by): set once on the driver by made_by.prepare, before any task,
     # so every shard of a run records the identical dict. Left out of the hash (a dict has none); compared as usual.
     made_by: dict | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if not self.max_utterance_seconds > 0:
+            raise ValueError(f"--max-utterance-seconds must be positive, got {self.max_utterance_seconds}")
 
     def effective_bucket_seconds(self) -> float:
         if self.bucket_seconds is not None:
@@ -152,7 +156,7 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
     rejects = _Rejects(task.stem, counts)
     if recipe.kind == "speech":
         if config.codec is None:
-            raise ValueError(f"recipe {recipe.name} needs a codec")
+            raise ConfigError(f"recipe {recipe.name} needs a codec")
         extra = _run_speech(recipe, task, config, paths, counts, rejects)
     else:
         extra = _run_text(recipe, task, paths, counts, rejects)

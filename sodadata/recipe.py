@@ -7,7 +7,8 @@ encoding, grouping into documents, row formatting, shard writing, records, the D
 Contract for ``read(task)``: every input item of the task (utterance, record) is yielded exactly once, either as
 an item (``RawUtterance`` / ``TextRecord``) or as a ``Reject`` with a reason. That is what makes
 ``read == written + rejected`` hold for every shard. A fault that spoils the whole task (unreadable tar,
-truncated stream) raises ``ShardError``: the task fails, is retried, then reported; nothing is written.
+truncated stream) raises ``ShardError``: the task fails, is retried, then reported; nothing is written. A fault
+of the configuration rather than of the shard raises ``ConfigError``: the run stops at once, without retries.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ import numpy as np
 
 class ShardError(RuntimeError):
     """A whole source shard cannot be processed (corrupt or truncated archive, missing file)."""
+
+
+class ConfigError(ValueError):
+    """A fault of the run's configuration, the same for every task: a codec that does not load, a missing model,
+    an option no source can satisfy. Retrying cannot fix it, so the runner does not retry it per task: the first
+    task that meets one stops the run, with its one line (``sodadata.runner``); the CLI exits 2."""
 
 
 @dataclass(frozen=True)

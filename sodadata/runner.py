@@ -9,11 +9,14 @@ made otherwise (another codec, dtype, text rule ...: its record's ``made_by``) s
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections import Counter, defaultdict
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from sodadata import completeness, made_by
 from sodadata.pipeline import PipelineConfig, run_task
-from sodadata.recipe import Completeness, Recipe, ShardError, ShardTask
+from sodadata.recipe import Completeness, ConfigError, Recipe, ShardError, ShardTask
 from sodadata.shards import ShardPaths, read_record, write_json_atomic
 from sodadata.sources import redact_secrets
 
@@ -51,6 +54,14 @@ class RunnerConfig:
     memory_limit: str = "auto"
     progress: bool = True
     redo_mismatched: bool = False  # rebuild finished shards whose made_by differs from this run's (else: refuse)
+
+    def __post_init__(self) -> None:
+        # Checked when the CLI builds the config, before a cluster starts: `--workers 0` used to start a cluster
+        # without workers and wait for it forever.
+        for option, value, least in (("--workers", self.workers, 1), ("--threads-per-worker", self.threads_per_worker, 1),
+                                     ("--retries", self.retries, 0)):
+            if value < least:
+                raise ValueError(f"{option} must be at least {least}, got {value}")
 
 
 @dataclass
@@ -101,6 +112,21 @@ def execute_task(recipe: Recipe, task: ShardTask, config: PipelineConfig, redo: 
         raise
 
 
+@dataclass(frozen=True)
+class _ConfigFault:
+    """What a Dask task returns instead of raising a :class:`ConfigError`. Raised, Dask would retry it (a task's
+    retries count any exception) and every worker would log it; returned, it stops the run the first time."""
+
+    message: str
+
+
+def _dask_task(recipe: Recipe, task: ShardTask, config: PipelineConfig, redo: bool) -> dict | _ConfigFault:
+    try:
+        return execute_task(recipe, task, config, redo)
+    except ConfigError as exc:
+        return _ConfigFault(redact_secrets(str(exc)))
+
+
 def largest_first(tasks: list[ShardTask]) -> list[ShardTask]:
     """Tasks by decreasing input bytes (unknown sizes last, recipe order among equals).
 
@@ -121,9 +147,11 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     """Run every task not finished yet. Before any work: what the source lacks stops the run
     (``completeness.IncompleteSource``) unless ``allow_missing``, which records it in the summary instead."""
     t0 = time.perf_counter()
+    check_run_options(pipeline, limit_shards)
     # Once, here on the driver and before any work (listing included): the codec's identity (a Hub revision resolved
     # to a commit, a local model's weights hashed) and the rest of made_by, which every task then records unchanged.
     pipeline = made_by.prepare(recipe, pipeline)
+    out = Path(pipeline.out)
     tasks = recipe.tasks()
     report = recipe.completeness(tasks, full=limit_shards is None)
     completeness.check(report, allow_missing)
@@ -135,7 +163,6 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     if len(set(names)) != len(names):
         dup = [n for n, c in Counter(names).items() if c > 1][:3]
         raise RuntimeError(f"two tasks would write the same shard: {dup}")
-    out = Path(pipeline.out)
     result = RunResult(tasks=len(tasks), skipped=0, done=0, completeness=report)
     pending = []
     redo: set[str] = set()
@@ -167,6 +194,22 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     result.elapsed_seconds = time.perf_counter() - t0
     _write_run_summary(out, recipe, pipeline, runner, result)
     return result
+
+
+def check_run_options(pipeline: PipelineConfig, limit_shards: int | None) -> None:
+    """What :func:`run_recipe` checks before listing a source; the CLI calls it earlier still, before its banner.
+
+    ``--out`` must be a directory (or not exist yet): say so when it, or a folder above it, is a file.
+    """
+    if limit_shards is not None and limit_shards < 1:
+        raise ValueError(f"--limit-shards must be at least 1, got {limit_shards}")
+    out = Path(pipeline.out)
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == out else f"is inside {path}, which is a file"
+                raise ValueError(f"--out {out} {where}: --out names a directory (it is created if missing)")
+            return
 
 
 def check_writable(out: Path) -> None:
@@ -216,6 +259,8 @@ def _run_serial(recipe, pending, pipeline, runner, result, redo) -> None:
             for attempt in range(runner.retries + 1):
                 try:
                     record = execute_task(recipe, task, pipeline, task.name in redo)
+                except ConfigError:
+                    raise  # the same for every task and attempt: the run stops (see ConfigError)
                 except Exception as exc:
                     if attempt < runner.retries:
                         log.warning("shard %s failed (%s); retry %d/%d", task.name, redact_secrets(str(exc)),
@@ -259,20 +304,49 @@ def _check_cluster_settings(client) -> None:
 
 def start_local_cluster(runner: RunnerConfig, config: dict = CLUSTER_CONFIG):
     """The LocalCluster a run without ``--scheduler`` uses: ``runner.workers`` processes, :data:`CLUSTER_CONFIG`
-    (bench/pipeline.py passes a variant to measure a setting's cost)."""
+    (bench/pipeline.py passes a variant to measure a setting's cost). Its workers ignore SIGINT (see below)."""
     import dask
     from distributed import LocalCluster
 
-    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
     # the nannies hand the config set here to the worker processes they start
-    with dask.config.set(config):
+    with dask.config.set(config), _sigint_ignored():
         return LocalCluster(
             n_workers=runner.workers,
             threads_per_worker=runner.threads_per_worker,
             processes=True,
             memory_limit=runner.memory_limit,
-            dashboard_address=dashboard,
+            # A free port: the scheduler serves HTTP with or without bokeh (the dashboard), and on its default
+            # port a second run on the machine printed "Port 8787 is already in use".
+            dashboard_address=":0",
         )
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while the worker processes start, so that they ignore it for good.
+
+    Ctrl-C in a terminal signals the whole process group: every worker printed its own KeyboardInterrupt
+    traceback (or asyncio's shutdown of its event loop) over the driver's one-line hint, ~55 lines in all. An
+    ignored signal is the one disposition a process keeps across exec (and Python then installs no handler of its
+    own), so the workers never see Ctrl-C; the driver, which does, stops the run and closes them. The cost: a Ctrl-C
+    in the seconds the cluster takes to start is lost (press it again once "LocalCluster: ..." is logged).
+    Neither alternative is quiet: a blocked signal does not reach the Dask threads that spawn the workers, and a
+    worker told to ignore SIGINT once it runs has already imported its modules, where Ctrl-C hits it. Only the
+    main thread may set a handler; called from another thread, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _quiet_dask_logging() -> None:
+    """Run on our own workers as the run ends: see the end of :func:`_run_dask`."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
@@ -288,14 +362,15 @@ def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
         client = Client(cluster)
         log.info(
             "LocalCluster: %d workers x %d threads%s", runner.workers, runner.threads_per_worker,
-            f", dashboard {client.dashboard_link}" if cluster.dashboard_link else " (pip install bokeh for the dashboard)",
+            f", dashboard {client.dashboard_link}" if importlib.util.find_spec("bokeh")
+            else " (pip install bokeh for the dashboard)",
         )
     hours = [0.0]
     try:
         futures = {}
         for rank, task in enumerate(pending):  # largest first: Dask runs higher priorities first
             fut = client.submit(
-                execute_task, recipe, task, pipeline, task.name in redo, key=f"sodadata-{task.name}",
+                _dask_task, recipe, task, pipeline, task.name in redo, key=f"sodadata-{task.name}",
                 retries=runner.retries, pure=False,
                 priority=len(pending) - rank,
             )
@@ -304,18 +379,31 @@ def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
             for fut in as_completed(list(futures)):
                 task = futures[fut]
                 if fut.status == "finished":
-                    _on_done(result, bar, task, fut.result(), hours, redo)
+                    value = fut.result()
+                    if isinstance(value, _ConfigFault):
+                        client.cancel(list(futures))
+                        raise ConfigError(value.message)
+                    _on_done(result, bar, task, value, hours, redo)
                 else:
                     exc = fut.exception()
                     tb = "".join(traceback.format_tb(fut.traceback())) if fut.traceback() else ""
                     _on_failed(result, bar, task, exc, tb)
-    except KeyboardInterrupt:
-        log.error("interrupted: finished shards are kept; rerun the same command to resume")
-        raise
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        # Every shard's outcome is known, or the run was interrupted (which the caller reports): what Dask says while
+        # closing our cluster is not news, and reads as a fault. Workers stopped mid-task warn of cancelled tasks
+        # and lost heartbeats; a worker of a loaded machine is killed after a 4 s grace period. Its errors show
+        # in the driver; a cluster given by --scheduler is not ours to silence.
+        dask_log = logging.getLogger("distributed")
+        level = dask_log.level
+        dask_log.setLevel(max(level, logging.ERROR))
+        try:
+            if cluster is not None:
+                client.run(_quiet_dask_logging)
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        finally:
+            dask_log.setLevel(level)
 
 
 def summary_rows(records: dict[str, dict]) -> list[dict]:

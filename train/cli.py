@@ -62,10 +62,40 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     )
 
 
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not verbose:
+        # Their INFO lines read as faults: JAX's probe of every backend it knows ("Unable to initialize backend
+        # 'tpu'" on any machine without one) and optax's note, through absl, that a schedule part of zero steps
+        # (no warmup in a 1-step run) is constant. --verbose shows them.
+        for name in ("jax", "absl"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def interrupted_line(ckpt: str | None) -> str:
+    """The one line Ctrl-C prints: what was kept and how to go on."""
+    if not ckpt:
+        return "interrupted: nothing was saved (no --ckpt); pass --ckpt DIR to make a run resumable"
+    from train.checkpoint import latest
+
+    last = latest(ckpt)
+    if last is None:
+        return f"interrupted before the first checkpoint in {ckpt}: rerun the same command to start again"
+    return f"interrupted: rerun the same command to resume from {last} (steps after it are lost)"
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(a.verbose)
+    try:
+        return _main(a)
+    except KeyboardInterrupt:
+        print(interrupted_line(a.ckpt), file=sys.stderr)
+        return 130
+
+
+def _main(a: argparse.Namespace) -> int:
     if a.steps < 1:
         log.error("--steps must be at least 1")
         return 2

@@ -61,7 +61,9 @@ class EmiliaRecipe(Recipe):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--lang", default="en", help="language folder (EN, DE, FR, JA, KO, ZH); default en")
+        languages = [lang.lower() for lang in load_catalog("emilia")["languages"]]
+        parser.add_argument("--lang", default="en", type=str.lower, choices=languages, metavar="LANG",
+                            help=f"language folder ({', '.join(languages)}; default en)")
         parser.add_argument("--subset", default="both", choices=[*SUBSETS, "both"], help="which corpus (default both)")
         parser.add_argument(
             "--source", default=None,

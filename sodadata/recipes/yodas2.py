@@ -103,14 +103,18 @@ class Yodas2Recipe(Recipe):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Yodas2Recipe:
         subsets = tuple(s.strip() for s in args.subsets.split(",") if s.strip()) if args.subsets else None
-        return cls(lang=args.lang, subsets=subsets, source=args.source, revision=args.revision)
+        recipe = cls(lang=args.lang, subsets=subsets, source=args.source, revision=args.revision)
+        recipe.selected_subsets()  # --lang and --subsets checked now, before the codec loads or a cluster starts
+        return recipe
 
     def selected_subsets(self) -> tuple[str, ...]:
         lang = self.lang.lower()
-        known = load_catalog(CORPUS)["languages"].get(lang, {}).get("subsets", {})
+        languages = load_catalog(CORPUS)["languages"]
+        known = languages.get(lang, {}).get("subsets", {})
         if self.subsets is None:
             if not known:
-                raise ValueError(f"catalogs/yodas2.yaml lists no subsets for --lang {lang}; pass --subsets")
+                raise ValueError(f"catalogs/yodas2.yaml lists subsets for --lang {', '.join(sorted(languages))}, not "
+                                 f"{lang}: for another language pass --subsets (e.g. {lang}000)")
             return tuple(known)
         bad = [s for s in self.subsets if not re.fullmatch(rf"{re.escape(lang)}\d{{3}}", s)]
         if bad:
