@@ -199,9 +199,8 @@ def check_codec(config: CodecConfig) -> None:
     if config.is_random:
         return
     hint = _did_you_mean(name)
-    path = Path(name).expanduser()
-    if path.exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
-        _check_local_codec(path, name, hint)
+    if _is_local(name):
+        _check_local_codec(Path(name).expanduser(), name, hint)
         return
     if "/" not in name and hint:
         # no Hub model of ours is named without its organisation: a near-miss of a built-in name is a typo
@@ -240,7 +239,12 @@ def check_codec(config: CodecConfig) -> None:
         raise ConfigError(f"--codec {name!r}: the Hub repo has no config.json and weights: it is not a Mimi model")
 
 
-def _check_local_codec(path: Path, name: str, hint: str) -> None:
+def _is_local(name: str) -> bool:
+    """A path, not a Hub id: it exists, or it is written as a path (a Hub id is ``name`` or ``org/name``)."""
+    return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
+def _check_local_codec(path: Path, name: str, hint: str = "") -> None:
     if not path.exists():
         raise ConfigError(f"--codec {name!r}: no such directory{hint}")
     if not path.is_dir():
@@ -316,6 +320,8 @@ def load_mimi(config: CodecConfig, encoder_only: bool = False):
     else:
         source = config.codec
         local = Path(source).expanduser()
+        if _is_local(source):  # as check_codec does in the driver: a worker (another machine) may lack the folder
+            _check_local_codec(local, source)
         kwargs = {} if local.is_dir() else {"revision": config.revision}
         if local.is_dir():
             source = str(local)
