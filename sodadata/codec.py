@@ -182,10 +182,6 @@ def build_random_mimi(name: str, seed: int = 0, encoder_only: bool = False):
     return model.eval()
 
 
-# What MimiModel.save_pretrained writes besides config.json (one of them; the index files for sharded weights).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
 def check_codec(config: CodecConfig) -> None:
     """Fail with one line (:class:`ConfigError`) unless ``config.codec`` can be loaded: run once, in the driver,
     before any task, so a typo or an unreachable model is reported once instead of by every task and retry.
@@ -205,7 +201,7 @@ def check_codec(config: CodecConfig) -> None:
     if "/" not in name and hint:
         # no Hub model of ours is named without its organisation: a near-miss of a built-in name is a typo
         raise ConfigError(f"unknown codec {name!r}{hint}; the built-in ones are {', '.join(RANDOM_CODECS)}")
-    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -225,7 +221,7 @@ def check_codec(config: CodecConfig) -> None:
     except RevisionNotFoundError:
         raise ConfigError(f"--codec {name!r} has no revision {config.revision!r} on the Hub") from None
     except (OfflineModeIsEnabled, OSError, *_transport_errors()) as exc:
-        if isinstance(try_to_load_from_cache(name, "config.json", revision=config.revision), str):
+        if _cached_commit(name, config.revision) is not None:
             log.info("could not reach the Hub (%s); using %s from the local Hugging Face cache", _first_line(exc), name)
             return
         why = "HF_HUB_OFFLINE is set" if isinstance(exc, OfflineModeIsEnabled) else _first_line(exc)
@@ -235,12 +231,13 @@ def check_codec(config: CodecConfig) -> None:
             f"tiny-random for an offline demo{hint}"
         ) from None
     files = {s.rfilename for s in info.siblings or ()}
-    if files and ("config.json" not in files or not files & set(WEIGHT_FILES)):
+    if files and ("config.json" not in files or not any(f.endswith(WEIGHT_SUFFIXES) for f in files)):
         raise ConfigError(f"--codec {name!r}: the Hub repo has no config.json and weights: it is not a Mimi model")
 
 
 def _is_local(name: str) -> bool:
-    """A path, not a Hub id: it exists, or it is written as a path (a Hub id is ``name`` or ``org/name``)."""
+    """A path, not a Hub id: it exists, or it is written as a path (a Hub id is ``name`` or ``org/name``).
+    Wider than :func:`is_local_codec` (an existing directory) so that a missing folder is "no such directory"."""
     return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
 
 
@@ -258,8 +255,8 @@ def _check_local_codec(path: Path, name: str, hint: str = "") -> None:
         raise ConfigError(f"--codec {name!r}: config.json is not a JSON object ({exc})") from None
     if model_type != "mimi":
         raise ConfigError(f"--codec {name!r} holds a {model_type!r} model, not Mimi")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        raise ConfigError(f"--codec {name!r} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if not any(p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) for p in path.iterdir()):
+        raise ConfigError(f"--codec {name!r} has no weights ({', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
 
 
 def _did_you_mean(name: str) -> str:
@@ -396,6 +393,8 @@ def codec_identity(config: CodecConfig) -> dict:
         return {"id": config.codec, "revision": None, "weights_sha256": None, "random": True}
     if is_local_codec(config.codec):
         return {"id": "local", "revision": None, "weights_sha256": weights_sha256(config.codec), "random": False}
+    if _is_local(config.codec):  # a path that is no directory (missing, a file) is not a Hub id: say what it is
+        _check_local_codec(Path(config.codec).expanduser(), config.codec)
     try:
         commit = resolve_hf_revision(config.codec, config.revision, repo_type="model")
     except RuntimeError as exc:

@@ -120,7 +120,7 @@ def test_a_local_codec_folder_must_be_a_mimi_save_pretrained(cli, tmp_path):
         str(save_fake_mimi(tmp_path / "bert", model_type="bert")): f"error: --codec '{tmp_path / 'bert'}' holds a "
                                                                    "'bert' model, not Mimi",
         str(save_fake_mimi(tmp_path / "bare", weights=False)): f"error: --codec '{tmp_path / 'bare'}' has no weights "
-                                                               "(model.safetensors or pytorch_model.bin)",
+                                                               "(*.safetensors, *.bin)",
         str(tmp_path / "bare" / "config.json"): f"error: --codec '{tmp_path / 'bare' / 'config.json'}' is a file: "
                                                 "pass the directory MimiModel.save_pretrained wrote",
     }
@@ -185,18 +185,31 @@ def loads(monkeypatch) -> list[str]:
     return calls
 
 
-def missing_codec(tmp_path: Path) -> CodecConfig:
-    """A codec folder the driver never checked (run_recipe called directly), as a worker lacking it meets it."""
-    return CodecConfig(codec=str(tmp_path / "no-such-codec"), threads=1)
+def on_a_worker_without_the_codec(tmp_path: Path) -> PipelineConfig:
+    """What a worker meets when the driver found the codec folder and the worker's machine lacks it: a pipeline
+    config prepared on the driver (made_by set, so run_recipe does not check the codec again) naming a folder
+    that is not there."""
+    codec_config = CodecConfig(codec=str(tmp_path / "no-such-codec"), threads=1)
+    return PipelineConfig(out=str(tmp_path / "out"), codec=codec_config, made_by={"prepared": "on the driver"})
 
 
 def test_serial_run_stops_at_the_first_config_error_without_retries(source, tmp_path, loads):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match="no-such-codec': no such directory"):
-        run_recipe(EmiliaRecipe(source=str(source)), PipelineConfig(out=str(out), codec=missing_codec(tmp_path)),
+        run_recipe(EmiliaRecipe(source=str(source)), on_a_worker_without_the_codec(tmp_path),
                    RunnerConfig(serial=True, retries=2, progress=False))
     assert len(loads) == 1  # one task, once: not 4 tasks x 3 attempts
     assert not list(out.rglob("*.json"))
+
+
+def test_the_driver_refuses_a_missing_codec_folder_before_listing(tmp_path):
+    class Unlisted(EmiliaRecipe):
+        def tasks(self):
+            raise AssertionError("listed the source")
+
+    codec_config = CodecConfig(codec=str(tmp_path / "no-such-codec"))
+    with pytest.raises(ConfigError, match="no-such-codec': no such directory"):
+        run_recipe(Unlisted(), PipelineConfig(out=str(tmp_path / "out"), codec=codec_config), RunnerConfig(serial=True))
 
 
 def test_dask_run_stops_at_the_first_config_error_without_retries(source, tmp_path, loads):
@@ -207,7 +220,7 @@ def test_dask_run_stops_at_the_first_config_error_without_retries(source, tmp_pa
     with dask.config.set(CLUSTER_CONFIG), LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                                        dashboard_address=":0") as cluster:
         with pytest.raises(ConfigError, match="no-such-codec': no such directory"):
-            run_recipe(EmiliaRecipe(source=str(source)), PipelineConfig(out=str(out), codec=missing_codec(tmp_path)),
+            run_recipe(EmiliaRecipe(source=str(source)), on_a_worker_without_the_codec(tmp_path),
                        RunnerConfig(scheduler=cluster.scheduler_address, retries=2, progress=False))
     # Failing at once, the next tasks may start before the driver cancels them; none is retried (each key once),
     # where every task used to be tried 3 times
