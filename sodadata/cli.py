@@ -42,8 +42,17 @@ def setup_logging(verbose: bool = False) -> None:
         # user reads chatter about a flaky connection as faults. What finally fails is reported by the task
         # that met it; --verbose shows the retries. The variable reaches worker processes too.
         os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-        if "huggingface_hub" in sys.modules:
-            logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    # huggingface_hub logs through a handler of its own (added when it is imported) and to ours: every message came
+    # twice. Imported now so that its handler can go; importing it reads HF_HUB_VERBOSITY for its level.
+    imported_before = "huggingface_hub" in sys.modules
+    import huggingface_hub.utils.logging  # noqa: F401
+
+    hf_root = logging.getLogger("huggingface_hub")
+    hf_root.handlers.clear()
+    if verbose:
+        hf_root.setLevel(logging.NOTSET)
+    elif imported_before:
+        hf_root.setLevel(logging.ERROR)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

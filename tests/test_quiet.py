@@ -69,6 +69,27 @@ class Running:
         return rc, out, lines("".join(self.err))
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_hub_retries_are_hidden_unless_verbose_and_said_once(verbose):
+    # a real retry loop of huggingface_hub against a port that refuses connections
+    code = "\n".join([
+        f"from sodadata.cli import setup_logging; setup_logging({verbose})",
+        "from huggingface_hub.utils import http_backoff",
+        "try:",
+        "    http_backoff('GET', 'http://127.0.0.1:9/', max_retries=2, base_wait_time=0.01, max_wait_time=0.01)",
+        "except Exception as exc:",
+        "    print(type(exc).__name__)",
+    ])
+    done = subprocess.run([sys.executable, "-c", code], env=user_env(), capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ConnectError", done.stderr
+    retries = [line for line in done.stderr.splitlines() if "Retrying in" in line]
+    if verbose:  # each once (huggingface_hub's own handler printed them a second time)
+        assert [line.split(": ", 1)[1] for line in retries] == ["Retrying in 0.01s [Retry 1/2].",
+                                                                 "Retrying in 0.01s [Retry 2/2]."], done.stderr
+    else:
+        assert done.stderr == "", done.stderr
+
+
 @pytest.mark.slow
 def test_readme_demo_prints_the_banner_once_and_no_other_warning(tmp_path):
     # the README's command, as printed (with the output in a temporary folder)

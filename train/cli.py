@@ -63,8 +63,9 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from sodadata.cli import setup_logging as setup_sodadata_logging
+
+    setup_sodadata_logging(verbose)  # the format, and Hub retries (a --tokenizer from the Hub) hidden
     if not verbose:
         # Their INFO lines read as faults: JAX's probe of every backend it knows ("Unable to initialize backend
         # 'tpu'" on any machine without one) and optax's note, through absl, that a schedule part of zero steps
