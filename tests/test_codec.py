@@ -11,6 +11,7 @@ from sodadata.codec import (
     get_encoder,
     reference_encode,
 )
+from sodadata.recipe import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -94,5 +95,8 @@ def test_bad_configuration_is_refused():
         CodecConfig(dtype="int8")
     with pytest.raises(ValueError, match="device"):
         CodecConfig(device="tpu")
-    with pytest.raises(RuntimeError, match="could not load Mimi"):
+    # a fault no retry fixes (the runner stops the run on it; see sodadata.recipe.ConfigError)
+    with pytest.raises(ConfigError, match="'/nonexistent/dir/for/mimi': no such directory"):
         MimiEncoder(CodecConfig(codec="/nonexistent/dir/for/mimi"))
+    with pytest.raises(ValueError, match="--batch-size must be at least 1, got 0"):
+        CodecConfig(batch_size=0)
