@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 # name -> (module, one-line help). Each module has ``main(argv: list[str] | None) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,6 +23,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("sodadata.inspect", "static HTML report: listen to sampled documents"),
     "export": ("sodadata.export", "export a mixture recipe to another trainer's config (levanter)"),
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit 2): a recipe's usage synopsis runs to ten lines and buried them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _usage() -> str:

@@ -23,14 +23,9 @@ log = logging.getLogger("sodadata")
 INTERRUPTED = "interrupted: finished shards are kept; rerun the same command to resume"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with its errors on one line: a recipe's usage synopsis runs to ten lines and buried the error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argparse.ArgumentParser:
+    from sodadata.cli import OneLineParser
+
     parser = OneLineParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -102,6 +102,16 @@ def test_argparse_errors_are_one_line(cli, tmp_path):
                              "(see --help)"])
 
 
+def test_train_argparse_errors_are_one_line(capsys):
+    from train.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--recipe", "recipes/soda.yaml"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "python -m train: error: the following arguments are required: --steps (see --help)"]
+
+
 def save_fake_mimi(folder: Path, model_type: str = "mimi", weights: bool = True) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"model_type": model_type}))

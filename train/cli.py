@@ -13,7 +13,9 @@ log = logging.getLogger("train")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    from sodadata.cli import OneLineParser
+
+    p = OneLineParser(prog="python -m train", description=__doc__)
     p.add_argument("--recipe", required=True, help="mixture recipe YAML (e.g. recipes/soda.yaml)")
     p.add_argument("--data", help="directory (or URL) the recipe's relative component paths are resolved against")
     p.add_argument("--model", default="tiny", choices=sorted(MODELS), help="model size (default: tiny)")
