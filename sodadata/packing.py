@@ -169,6 +169,11 @@ class MixtureStream:
         self.tokenizer = load_tokenizer(tokenizer if tokenizer is not None else config.tokenizer)
         self.encoder = RowEncoder(self.tokenizer)
         self.shards = [list_shards(config.component_location(c)) for c in config.components]
+        for c, s in zip(config.components, self.shards):
+            problem = s.made_by_problem()
+            if problem:  # one stream, one codec: tokens of two codecs under one component would train as one
+                raise ValueError(f"component {c.name} ({s.location}): {problem}; the stream takes a component made "
+                                 "one way: rebuild the others (the recipe's --redo-mismatched) or leave them out")
         short = [f"{c.name} {len(s.paths)}" for c, s in zip(config.components, self.shards) if len(s.paths) < config.lanes]
         if short:  # one line for all of them: a small output (the sample) has few shards in every component
             log.warning("fewer shards than the recipe's %d lanes (%s): lanes share a shard, each reading every row "

@@ -31,6 +31,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from pathlib import PurePosixPath
 
 import fsspec
 import numpy as np
@@ -100,6 +101,22 @@ class ShardList:
             raise ValueError(f"{path} is not a Parquet file (no PAR1 at its end)")
         (length,) = struct.unpack("<I", tail[:4])
         return self.fs.cat_file(path, start=max(0, size - _FOOTER_TAIL - length), end=size)
+
+    def made_by_problem(self) -> str | None:
+        """One line when the shards' records disagree on ``made_by`` (SPEC §2): they differ, or some have none
+        (made before format 2) while others have one. None when they agree, when none has one (an older output: it
+        cannot be checked), or without records (a glob)."""
+        if not self.with_records:
+            return None
+        from sodadata.outputs import FinishedShard, missing_made_by, mixed_made_by
+
+        root = PurePosixPath(self.paths[0]).parent  # a directory of finished shards: one folder
+        shards = [FinishedShard(root=root, component="", record_path=PurePosixPath(p).with_suffix(".json"),
+                                record=self.record(k)) for k, p in enumerate(self.paths)]
+        missing = missing_made_by(shards)
+        if missing and len(shards) > 1 and any(s.made_by is not None for s in shards):
+            return missing
+        return mixed_made_by(shards)
 
     def fingerprint(self) -> str:
         """Names and contents of every shard (a resumed stream must find the same)."""

@@ -100,3 +100,36 @@ def test_a_state_of_the_name_only_format_is_refused(data: Path, tok: Tokenizer) 
     with pytest.raises(ValueError, match=r"^stream state version 1 is not 2 \(saved before shards were identified "
                                          r"by content\): it cannot be resumed exactly by this version$"):
         MixtureStream(mixture(data), tok).load_state_dict(state)
+
+
+MADE_BY = {"format_version": 2, "codec": {"id": "kyutai/mimi", "revision": "a" * 40, "weights_sha256": None,
+                                          "random": False},
+           "dtype": "float32", "device": "cpu", "codebooks": 8, "formats": ["text_first", "audio_first"],
+           "text_rule": 2, "params": {"max_utterance_seconds": 600.0}}
+
+
+def _set_made_by(data: Path, made_by: dict[str, dict | None]) -> None:
+    """The emilia/en records' made_by, by stem (None: a record made before format 2, without the key)."""
+    for stem, value in made_by.items():
+        path = data / "emilia/en" / f"{stem}.json"
+        record = {k: v for k, v in json.loads(path.read_text()).items() if k != "made_by"}
+        path.write_text(json.dumps(record if value is None else {**record, "made_by": value}))
+
+
+def test_a_component_whose_shards_differ_in_made_by_is_refused(data: Path, tok: Tokenizer) -> None:
+    random_codec = {**MADE_BY, "codec": {**MADE_BY["codec"], "id": "tiny-random", "revision": None, "random": True}}
+    _set_made_by(data, {"shard-00000": MADE_BY, "shard-00001": random_codec, "shard-00002": MADE_BY})
+    with pytest.raises(ValueError) as err:
+        MixtureStream(mixture(data), tok)
+    line = str(err.value)
+    assert "\n" not in line
+    assert line.startswith(f"component emilia/en ({data}/emilia/en): shards differ in made_by: ")
+    assert "codec.id: tiny-random != kyutai/mimi" in line and "codec.random: true != false" in line
+    assert "e.g. shard-00001 and shard-00000" in line
+    # one record without made_by among records with it: unknown is not the same either
+    _set_made_by(data, {"shard-00001": None})
+    with pytest.raises(ValueError, match=r"^component emilia/en .*: 1 of 3 shards have no made_by"):
+        MixtureStream(mixture(data), tok)
+    # made one way: the stream runs
+    _set_made_by(data, {"shard-00001": MADE_BY})
+    assert len(steps(MixtureStream(mixture(data), tok), 1)) == 1
