@@ -398,7 +398,10 @@ def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
         dask_log.setLevel(max(level, logging.ERROR))
         try:
             if cluster is not None:
-                client.run(_quiet_dask_logging)
+                try:
+                    client.run(_quiet_dask_logging)
+                except Exception as exc:  # a cluster already broken: its noise is the least of it; close it anyway
+                    log.debug("could not quiet the workers' logging before closing: %s", exc)
             client.close()
             if cluster is not None:
                 cluster.close()

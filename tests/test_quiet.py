@@ -113,6 +113,24 @@ def test_readme_demo_prints_the_banner_once_and_no_other_warning(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("recipe, args", [
+    ("yodas2", ["--lang", "en", "--source", "sample/yodas2", "--codec", "tiny-random"]),
+    ("mls", ["--lang", "en", "--source", "sample/mls", "--codec", "tiny-random"]),
+    ("nemotron_cc", ["--source", "sample/nemotron-cc"]),
+])
+def test_every_sample_run_prints_no_warning(tmp_path, recipe, args):
+    # the recipes' --help examples on their samples, run serially (same messages, no cluster to start)
+    cmd = [sys.executable, "-m", f"sodadata.recipes.{recipe}", *args, "--out", str(tmp_path / "out"), "--serial"]
+    done = subprocess.run(cmd, cwd=REPO, env=user_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    err = lines(done.stderr)
+    if "tiny-random" in args:
+        assert err[0] == BANNER and BANNER not in err[1:], err
+        err = err[1:]
+    assert err and all(re.fullmatch(rf"{CLOCK} INFO sodadata\.[a-z_.]+: .+", line) for line in err), err
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_a_recipe_on_a_local_cluster_prints_the_hint_alone(tmp_path):
     make_emilia_source(tmp_path / "src", quirks=False, tars_per_subset=3, docs_per_tar=2, utts_per_doc=3,
                        seconds=(4.0, 8.0))

@@ -58,7 +58,7 @@ from sodadata.catalog import load_catalog, resolve_source_root
 from sodadata.completeness import sample_of
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sodadata.recipes.mls")  # not __name__: "__main__" under python -m
 
 CORPUS = "mls"
 SPLITS = ("train", "dev", "test")

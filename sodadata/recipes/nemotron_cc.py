@@ -65,7 +65,7 @@ from sodadata.catalog import load_catalog
 from sodadata.completeness import sample_of
 from sodadata.recipe import Completeness, Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sodadata.recipes.nemotron_cc")  # not __name__: "__main__" under python -m
 
 CATALOG = "nemotron_cc"
 SUFFIX = ".jsonl.zstd"

@@ -62,7 +62,7 @@ from sodadata.completeness import compare_counts, sample_of
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 from sodadata.tarstream import TailReader, check_end
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sodadata.recipes.yodas2")  # not __name__: "__main__" under python -m
 
 CORPUS = "yodas2"
 _SHARD_RE = re.compile(r"^\d{8}$")
