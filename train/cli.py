@@ -7,7 +7,15 @@ import logging
 import sys
 from dataclasses import replace
 
-from train.config import MODELS, MeshConfig, OptimizerConfig, TrainConfig
+from train.config import (
+    ACCELERATOR_BATCH,
+    CPU_SEQ_LEN,
+    EXTEND_MODES,
+    MODELS,
+    MeshConfig,
+    OptimizerConfig,
+    TrainConfig,
+)
 
 log = logging.getLogger("train")
 
@@ -20,12 +28,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="directory (or URL) the recipe's relative component paths are resolved against")
     p.add_argument("--model", default="tiny", choices=sorted(MODELS), help="model size (default: tiny)")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps (the LR schedule's length)")
-    p.add_argument("--batch-size", type=int, default=32, help="global batch, in windows (default: 32)")
-    p.add_argument("--seq-len", type=int, help="window length in tokens (default: the recipe's)")
+    p.add_argument("--batch-size", type=int,
+                   help=f"global batch, in windows (default: {ACCELERATOR_BATCH}; on CPU the recipe's lanes, 16 for "
+                        "SODA's)")
+    p.add_argument("--seq-len", type=int,
+                   help=f"window length in tokens (default: the recipe's; on CPU at most {CPU_SEQ_LEN})")
+    p.add_argument("--loss-chunk-tokens", type=int, default=TrainConfig.loss_chunk_tokens,
+                   help="tokens per device in one chunk of the output layer + loss: bounds its memory at about 3 x "
+                        "this x vocab x 4 bytes (default: %(default)s)")
     p.add_argument("--tokenizer", help="tokenizer.json path or Hub id (default: the recipe's)")
     p.add_argument("--vocab", type=int, help="override the model's vocabulary size (tests with a small tokenizer)")
     p.add_argument("--lr", type=float, default=OptimizerConfig.learning_rate, help="peak learning rate")
-    p.add_argument("--warmup", type=int, help="warmup steps (default: 10%% of --steps)")
+    p.add_argument("--warmup", type=int,
+                   help="warmup steps (default: 10%% of --steps; with --extend rewarm: of the steps left)")
     p.add_argument("--min-lr-ratio", type=float, default=OptimizerConfig.min_lr_ratio)
     p.add_argument("--weight-decay", type=float, default=OptimizerConfig.weight_decay)
     p.add_argument("--mesh-data", type=int, help="size of the 'data' mesh axis (default: number of hosts)")
@@ -36,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", help="checkpoint directory; a run resumes from its newest checkpoint")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep (default: 2)")
+    p.add_argument("--extend", choices=EXTEND_MODES,
+                   help="resuming with other --steps: constant (hold the final LR), rewarm (warm up again, new "
+                        "cosine), stretch (spread the rest of the cosine); docs/training.md section 6")
     p.add_argument("--stop-after", type=int, help="leave after N steps of this invocation (checkpointing first)")
     p.add_argument("--repeat-batch", action="store_true", help="train on the first batch repeatedly (smoke test)")
     p.add_argument("--metrics", help="append one JSON line per step (and a setup record) to this file")
@@ -55,11 +73,11 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         raise ValueError("--seq-len must be at least 2")
     return TrainConfig(
         recipe=a.recipe, model=model, steps=a.steps, data=a.data, tokenizer=a.tokenizer, batch_size=a.batch_size,
-        seq_len=a.seq_len,
+        seq_len=a.seq_len, loss_chunk_tokens=a.loss_chunk_tokens,
         optimizer=replace(OptimizerConfig(), learning_rate=a.lr, warmup_steps=a.warmup, min_lr_ratio=a.min_lr_ratio,
                           weight_decay=a.weight_decay),
         mesh=MeshConfig(data=a.mesh_data, fsdp=a.mesh_fsdp), compute_dtype=a.dtype, remat=a.remat, seed=a.seed,
-        ckpt_dir=a.ckpt, ckpt_every=a.ckpt_every, keep_checkpoints=a.keep, stop_after=a.stop_after,
+        ckpt_dir=a.ckpt, ckpt_every=a.ckpt_every, keep_checkpoints=a.keep, stop_after=a.stop_after, extend=a.extend,
         repeat_batch=a.repeat_batch, log_every=a.log_every, metrics_path=a.metrics,
     )
 
@@ -108,11 +126,15 @@ def _main(a: argparse.Namespace) -> int:
         # On a TPU VM pod slice (or a SLURM / Open MPI cluster) every argument is discovered from the environment;
         # elsewhere (plain GPU or CPU hosts) pass the coordinator, the process count and this process's index.
         jax.distributed.initialize(a.coordinator, a.num_processes, a.process_id)
+    from train.schedule import ScheduleError
     from train.trainer import train
 
     try:
         cfg = config_from_args(a)
         train(cfg)
+    except ScheduleError as e:  # a resume that contradicts its checkpoint: nothing was read or compiled yet
+        log.error("%s", e)
+        return 2
     except (ValueError, FileNotFoundError) as e:
         log.error("%s", e)
         return 1

@@ -108,6 +108,11 @@ class MeshConfig:
     fsdp: int = -1
 
 
+EXTEND_MODES = ("constant", "rewarm", "stretch")  # how a resumed run's LR schedule continues (train/schedule.py)
+ACCELERATOR_BATCH = 32  # windows per global batch on GPUs and TPUs unless --batch-size says otherwise
+CPU_SEQ_LEN = 512  # on CPU: at most this many tokens per window unless --seq-len says otherwise (train.data)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     recipe: str
@@ -115,19 +120,22 @@ class TrainConfig:
     steps: int
     data: str | None = None  # root of the shard directories, if the recipe's component paths are relative
     tokenizer: str | None = None  # overrides the recipe's tokenizer (a tokenizer.json path or a Hub id)
-    batch_size: int = 32  # global, in windows of seq_len tokens
-    seq_len: int | None = None  # None: the recipe's
+    batch_size: int | None = None  # global, in windows of seq_len tokens; None: train.data.fill_shape's default
+    seq_len: int | None = None  # None: the recipe's (on CPU at most train.data.CPU_SEQ_LEN)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     z_loss_weight: float = 1e-4  # SODA's value; keeps the softmax normalizer near 1 over a 144k vocabulary
     compute_dtype: str = "float32"  # "bfloat16" on accelerators; parameters and optimizer state stay float32
     remat: bool = False  # recompute each layer's activations in the backward pass (large models / long windows)
-    loss_chunk: int = 256  # positions per chunk of the output projection + cross-entropy (bounds logits memory)
+    # Tokens per device in one chunk of the output projection + cross-entropy: bounds the logits' memory at about
+    # 3 x tokens x vocab x 4 bytes (CPU: 512 -> 0.9 GB with SODA's vocabulary), whatever the batch and window.
+    loss_chunk_tokens: int = 512
     seed: int = 0
     ckpt_dir: str | None = None
     ckpt_every: int = 0  # 0: only at the end of the run (and at --stop-after)
     keep_checkpoints: int = 2
     stop_after: int | None = None  # leave after this many steps in this invocation; the schedule still uses `steps`
+    extend: str | None = None  # on resume with other `steps`: how the LR schedule continues (train/schedule.py)
     repeat_batch: bool = False  # train on the first batch over and over (a learning smoke test)
     log_every: int = 1
     metrics_path: str | None = None  # JSON lines: one per logged step (+ a setup record)

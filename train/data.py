@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import replace
 
 import jax
 
 from sodadata.mixture import MixtureConfig
 from sodadata.packing import MixtureStream
-from train.config import TrainConfig
+from train.config import ACCELERATOR_BATCH, CPU_SEQ_LEN, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,29 @@ def load_mixture(cfg: TrainConfig) -> MixtureConfig:
         # Part of the recipe fingerprint: a checkpoint made with another window length refuses to resume.
         mixture.seq_len = cfg.seq_len
     return mixture
+
+
+def fill_shape(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the batch size and window length the command line left out.
+
+    On GPUs and TPUs: 32 windows of the recipe's length. On CPU the defaults are sized for a laptop (the README's
+    training step stays under 2 GB, BENCHMARKS.md): the fewest windows the recipe's lanes and the devices allow,
+    and windows of at most ``CPU_SEQ_LEN`` tokens; a 32 x 4096 batch of the tiny model needs over 20 GB there
+    (attention scores alone are batch x heads x 4096² floats) and minutes per step.
+    """
+    if cfg.batch_size is not None and cfg.seq_len is not None:
+        return cfg
+    mixture = load_mixture(cfg)
+    cpu = jax.default_backend() == "cpu"
+    batch, seq_len = cfg.batch_size, cfg.seq_len
+    if batch is None:
+        batch = math.lcm(mixture.lanes, jax.device_count(), jax.process_count()) if cpu else ACCELERATOR_BATCH
+    if seq_len is None:
+        seq_len = min(mixture.seq_len, CPU_SEQ_LEN) if cpu else mixture.seq_len
+    if cpu and (batch, seq_len) != (cfg.batch_size, cfg.seq_len):
+        log.info("CPU: batches of %d windows of %d tokens (laptop-sized defaults; --batch-size and --seq-len "
+                 "choose others)", batch, seq_len)
+    return replace(cfg, batch_size=batch, seq_len=seq_len)
 
 
 def open_stream(cfg: TrainConfig) -> tuple[MixtureStream, list[str], int]:

@@ -166,13 +166,20 @@ def loss_weights(segment_ids: jax.Array) -> jax.Array:
     return ((cur == nxt) & (cur != 0)).astype(jnp.float32)
 
 
+def loss_chunk_positions(tokens: int, rows: int) -> int:
+    """Positions per chunk of :func:`chunked_cross_entropy` so that one chunk holds at most ``tokens`` positions of
+    ``rows`` rows (a device's rows; at least one position, so more rows than ``tokens`` still run, one column at a
+    time). A chunk's logits are ``tokens x vocab`` float32 and the backward pass holds about three such buffers."""
+    return max(1, tokens // max(rows, 1))
+
+
 def chunked_cross_entropy(
     h: jax.Array, w_out: jax.Array, targets: jax.Array, weights: jax.Array, chunk: int, z_loss_weight: float = 0.0
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Sums of weighted cross-entropy, of weighted z-loss and of weights; ``h`` [B, T, hidden], ``targets`` [B, T].
 
     The [B, T, vocab] logits never exist at once: positions go through the output projection ``chunk`` at a time
-    under ``jax.checkpoint``, so the backward pass recomputes one chunk's logits instead of keeping all of them
+    (``loss_chunk_positions`` sizes it by tokens per device) under ``jax.checkpoint``, so the backward pass recomputes one chunk's logits instead of keeping all of them
     (with a 144,644-token vocabulary the full logits would dwarf every other activation). Chunks run along the
     sequence, never the batch, so each step of the scan keeps the batch sharding.
     """

@@ -12,22 +12,11 @@ from jax.sharding import Mesh, NamedSharding
 
 from train import model as M
 from train.config import ModelConfig, OptimizerConfig, TrainConfig
+from train.schedule import Schedule
 from train.sharding import BATCH_AXES, P, batch_sharding, param_shardings, replicated
 
 # The batch arrays the step consumes (dtype int32, leading axis = rows).
 BATCH_KEYS = ("input_ids", "segment_ids", "component")
-
-
-def lr_schedule(cfg: OptimizerConfig, steps: int) -> optax.Schedule:
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10)
-    warmup = min(warmup, max(steps - 1, 0))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=cfg.learning_rate,
-        warmup_steps=warmup,
-        decay_steps=max(steps, warmup + 1),
-        end_value=cfg.learning_rate * cfg.min_lr_ratio,
-    )
 
 
 def _decay_mask(params):
@@ -37,9 +26,9 @@ def _decay_mask(params):
     )
 
 
-def make_optimizer(cfg: OptimizerConfig, steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, schedule: Schedule) -> optax.GradientTransformation:
     adamw = optax.adamw(
-        lr_schedule(cfg, steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask
+        schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=_decay_mask
     )
     if cfg.max_grad_norm is None:
         return adamw
@@ -56,12 +45,11 @@ class Setup:
     abstract_state: dict  # ShapeDtypeStructs carrying their shardings (checkpoint restore target)
     init: Callable[[jax.Array], dict]
     step: Callable[[dict, dict], tuple[dict, dict]]
-    schedule: optax.Schedule
+    schedule: Schedule
 
 
-def build(model_cfg: ModelConfig, cfg: TrainConfig, mesh: Mesh, n_components: int) -> Setup:
-    optimizer = make_optimizer(cfg.optimizer, cfg.steps)
-    schedule = lr_schedule(cfg.optimizer, cfg.steps)
+def build(model_cfg: ModelConfig, cfg: TrainConfig, mesh: Mesh, n_components: int, schedule: Schedule) -> Setup:
+    optimizer = make_optimizer(cfg.optimizer, schedule)
     dtype = jnp.dtype(cfg.compute_dtype)
 
     def init_fn(key):
@@ -84,6 +72,8 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, mesh: Mesh, n_components: in
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shardings
     )
     act = NamedSharding(mesh, P(BATCH_AXES, None, None))
+    # The batch is split over every device, so a device's share of a chunk is its rows times the chunk's positions.
+    chunk = M.loss_chunk_positions(cfg.loss_chunk_tokens, cfg.batch_size // mesh.devices.size)
 
     def constrain(h):
         return jax.lax.with_sharding_constraint(h, act)
@@ -93,7 +83,7 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, mesh: Mesh, n_components: in
         h = M.hidden_states(params, ids, seg, model_cfg, dtype=dtype, remat=cfg.remat, constrain=constrain)
         weights = M.loss_weights(seg)
         ce, z, count = M.chunked_cross_entropy(
-            h[:, :-1], M.output_matrix(params), ids[:, 1:], weights, cfg.loss_chunk, cfg.z_loss_weight
+            h[:, :-1], M.output_matrix(params), ids[:, 1:], weights, chunk, cfg.z_loss_weight
         )
         denom = jnp.maximum(count, 1.0)
         return (ce + z) / denom, {"ce": ce / denom, "predicted_tokens": count}

@@ -14,7 +14,8 @@ import numpy as np
 
 from train import checkpoint
 from train.config import TrainConfig
-from train.data import open_stream
+from train.data import fill_shape, open_stream
+from train.schedule import recorded_schedule, resolve
 from train.sharding import check_batch_size, describe, global_batch, make_mesh
 from train.step import BATCH_KEYS, build
 
@@ -61,15 +62,24 @@ class _Metrics:
 
 
 def train(cfg: TrainConfig) -> RunResult:
+    cfg = fill_shape(cfg)
     mesh = make_mesh(cfg.mesh)
     check_batch_size(cfg.batch_size, mesh)
+    # The schedule is settled before any data is read or anything compiled: a refused resume costs nothing.
+    resume = checkpoint.latest(cfg.ckpt_dir) if cfg.ckpt_dir else None
+    meta = checkpoint.load_meta(resume) if resume is not None else None
+    schedule, extended = resolve(cfg.optimizer, cfg.steps, cfg.extend, None if meta is None else int(meta["step"]),
+                                 None if meta is None else recorded_schedule(meta),
+                                 where=str(resume) if resume else f"--ckpt {cfg.ckpt_dir}")
+    if extended:
+        log.info("--steps %d instead of the checkpoint's %d, --extend %s: LR schedule %s", cfg.steps,
+                 schedule.extensions[-1]["from_steps"], cfg.extend, schedule.describe())
     stream, names, seq_len = open_stream(cfg)
     model_cfg = cfg.model
-    setup = build(model_cfg, cfg, mesh, n_components=len(names))
+    setup = build(model_cfg, cfg, mesh, n_components=len(names), schedule=schedule)
     metrics_out = _Metrics(cfg.metrics_path)
     local_rows = cfg.batch_size // jax.process_count()
 
-    resume = checkpoint.latest(cfg.ckpt_dir) if cfg.ckpt_dir else None
     totals = dict.fromkeys(names, 0)
     if resume is not None:
         state, stream_state, meta = checkpoint.restore(resume, setup.abstract_state)
@@ -119,7 +129,8 @@ def train(cfg: TrainConfig) -> RunResult:
     def save(step: int) -> str:
         return str(checkpoint.save(
             cfg.ckpt_dir, step, state, stream.state_dict(),
-            {"component_tokens": dict(totals), "config": _jsonable(cfg)}, keep=cfg.keep_checkpoints,
+            {"component_tokens": dict(totals), "config": _jsonable(cfg), "schedule": schedule.to_dict()},
+            keep=cfg.keep_checkpoints,
         ))
 
     pending = None
@@ -139,7 +150,8 @@ def train(cfg: TrainConfig) -> RunResult:
                           "seq_len": seq_len, "batch_size": cfg.batch_size, "components": names,
                           "batch": {k: describe(v) for k, v in batch.items()},
                           "params_sharding": {k: describe(v) for k, v in
-                                              _flat(state["params"]).items()}, "resumed_from": str(resume or "")}
+                                              _flat(state["params"]).items()}, "resumed_from": str(resume or ""),
+                          "schedule": schedule.to_dict(), "extended": extended}
                 metrics_out.write(record)
                 log.info("mesh %s, %d devices on %d hosts; model %s (%s params); batch %d x %d, sharded %s",
                          dict(mesh.shape), jax.device_count(), jax.process_count(), model_cfg.name,
