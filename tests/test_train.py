@@ -145,6 +145,47 @@ def test_resume_sees_the_same_batches_and_losses(work):
     assert total["yodas2/en"] > total["nemotron-cc/hq-actual"]
 
 
+def test_changed_steps_on_resume_need_extend_and_the_extension_is_recorded(work):
+    """--steps 4 stopped at step 2, resumed with --steps 6: refused (one line, exit 2, before any step) until
+    --extend says how the schedule goes on; the extended schedule is in the checkpoint and the metrics, the LR of
+    every step is the recorded schedule's, and rerunning the same command does not extend twice."""
+    from train.config import OptimizerConfig
+    from train.schedule import Schedule
+
+    ckpt, metrics = work["root"] / "ckpt-extend", work["root"] / "extend.jsonl"
+    common = ("--lr", "3e-3", "--warmup", "1", "--mesh-data", "2", "--ckpt", str(ckpt), "--metrics", str(metrics))
+    train_cli(work, "--steps", "4", "--stop-after", "2", *common)
+    before = metrics.read_text()
+    refused = train_cli(work, "--steps", "6", *common, check=False)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "4-step schedule" in errors[0] and "--extend constant|rewarm|stretch" in errors[0]
+    assert "Traceback" not in refused.stderr and metrics.read_text() == before
+
+    train_cli(work, "--steps", "6", "--extend", "stretch", *common)
+    meta = json.loads((ckpt / "step_00000006" / "meta.json").read_text())
+    schedule = Schedule.from_dict(meta["schedule"])
+    assert schedule.steps == 6 and list(schedule.extensions) == [
+        {"at": 2, "mode": "stretch", "from_steps": 4, "to_steps": 6}]
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    setups = [r for r in lines if r.get("event") == "setup"]
+    assert [r["extended"] for r in setups] == [False, True] and setups[1]["schedule"] == meta["schedule"]
+    steps = [r for r in lines if "event" not in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    # A step's record holds the LR of its update (index step - 1): the 2 steps left of 4 became 4.
+    for r in steps:
+        assert r["lr"] == pytest.approx(schedule.at(r["step"] - 1), rel=1e-5), r["step"]
+    old = Schedule.fresh(OptimizerConfig(learning_rate=3e-3, warmup_steps=1), 4)
+    assert schedule.at(4) == pytest.approx(old.at(3), rel=1e-9) and schedule.at(3) < old.at(2)
+
+    again = train_cli(work, "--steps", "6", "--extend", "stretch", *common)
+    assert "instead of the checkpoint's" not in again.stderr
+    meta = json.loads((ckpt / "step_00000006" / "meta.json").read_text())
+    assert len(meta["schedule"]["extensions"]) == 1
+    assert [r["step"] for r in map(json.loads, metrics.read_text().splitlines()) if "event" not in r] == list(
+        range(1, 7))
+
+
 def scenario_mask_on_stream(data: str, tok: str) -> dict:
     """Real stream windows: perturb the first document piece of a window, see what changes in the rest."""
     import jax
