@@ -140,10 +140,28 @@ def scenario_loss() -> dict:
     lse = jax.nn.logsumexp(lg, -1)
     tl = jnp.take_along_axis(lg, targets[..., None], -1)[..., 0]
     ref_ce, ref_z = float(jnp.sum((lse - tl) * weights)), float(jnp.sum(1e-4 * lse**2 * weights))
-    out = {"ref_ce": ref_ce, "ref_z": ref_z, "weights": np.asarray(weights).tolist(), "chunks": {}}
+    out = {"ref_ce": ref_ce, "ref_z": ref_z, "weights": np.asarray(weights).tolist(), "chunks": {}, "grads": {}}
     for chunk in (1, 8, 37, 64):
         ce, z, n = M.chunked_cross_entropy(h, w, targets, weights, chunk, 1e-4)
         out["chunks"][chunk] = [float(ce), float(z), float(n)]
+
+    # The gradients the step uses, for chunks sized by tokens per device as train.step sizes them (3 rows here):
+    # budgets below one row's worth, not dividing the length, and above the whole batch.
+    def full(h, w):
+        lg = jnp.einsum("btd,dv->btv", h, w)
+        lse = jax.nn.logsumexp(lg, -1)
+        tl = jnp.take_along_axis(lg, targets[..., None], -1)[..., 0]
+        return jnp.sum((lse - tl) * weights) + jnp.sum(1e-4 * lse**2 * weights)
+
+    ref = jax.grad(full, argnums=(0, 1))(h, w)
+    for tokens in (2, 24, 100, 1000):
+        chunk = M.loss_chunk_positions(tokens, bsz)
+        got = jax.grad(lambda h, w, c=chunk: sum(M.chunked_cross_entropy(h, w, targets, weights, c, 1e-4)[:2]),
+                       argnums=(0, 1))(h, w)
+        out["grads"][tokens] = {"positions": chunk, "loss": float(full(h, w)),
+                                "chunked": float(sum(M.chunked_cross_entropy(h, w, targets, weights, chunk, 1e-4)[:2])),
+                                "max_diff": [float(jnp.max(jnp.abs(a - b))) for a, b in zip(got, ref)],
+                                "max_abs": [float(jnp.max(jnp.abs(b))) for b in ref]}
     return out
 
 
@@ -244,6 +262,12 @@ def test_chunked_loss_matches_full_softmax(units):
         assert n == w.sum(), chunk
         assert ce == pytest.approx(r["ref_ce"], rel=1e-5), chunk
         assert z == pytest.approx(r["ref_z"], rel=1e-5), chunk
+    # Chunks sized by tokens per device (3 rows): the loss and both gradients equal the unchunked ones.
+    assert {int(k): g["positions"] for k, g in r["grads"].items()} == {2: 1, 24: 8, 100: 33, 1000: 333}
+    for tokens, g in r["grads"].items():
+        assert g["chunked"] == pytest.approx(g["loss"], rel=1e-5), tokens
+        for diff, scale in zip(g["max_diff"], g["max_abs"]):
+            assert scale > 1e-3 and diff < 1e-5 * scale, (tokens, diff, scale)
 
 
 def test_parameters_are_sharded_over_fsdp_axis():
