@@ -22,9 +22,8 @@ import yaml
 
 from sodadata.catalog import CATALOG_DIR
 from sodadata.codec import RANDOM_CODECS
+from sodadata.published import STATS_DIR, data_glob
 from sodadata.stats import CorpusStats, render_markdown
-
-DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR = "data", "records", "rejects", "stats"
 
 
 @dataclass(frozen=True)
@@ -176,10 +175,6 @@ def source_info(component: str, records: Sequence[dict], catalog_dir: Path = CAT
     settings = sorted({str(c["codec"]) for r in records if isinstance(c := r.get("codec"), dict) and c.get("codec")})
     return SourceInfo(component, known.title if known else corpus, repo, url, licence, revisions, revision_from,
                       made_by, ", ".join(settings) or None)
-
-
-def data_glob(component: str, bucketed: bool) -> str:
-    return f"{DATA_DIR}/{component}/*/*.parquet" if bucketed else f"{DATA_DIR}/{component}/*.parquet"
 
 
 def card_metadata(repo_id: str, sources: Sequence[SourceInfo], bucketed: dict[str, bool]) -> dict:

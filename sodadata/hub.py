@@ -10,6 +10,7 @@ card then warns at the top), a component whose shards differ in ``made_by`` (nev
        README.md                                   dataset card: configs, format, sources, licences, stats
        data/<component>/<stem>.parquet              the shards; one config per component loads these
        data/<component>/<xx>/<stem>.parquet         ... in 256 hashed sub-folders above FOLDER_ENTRY_LIMIT shards
+                                                    (sodadata/published.py: the layout, and how readers find it)
        records/<component>/records.jsonl            every shard's JSON record (not loaded by any config)
        rejects/<component>/rejects.parquet          every rejected input with its reason (not loaded)
        stats/                                       stats.md, stats.json, PNGs (shown in the card)
@@ -59,20 +60,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sodadata import __version__
-from sodadata.card import (
-    DATA_DIR,
-    RECORDS_DIR,
-    REJECTS_DIR,
-    STATS_DIR,
-    SourceInfo,
-    check_config_names,
-    data_glob,
-    random_codec_of,
-    render_card,
-    source_info,
-)
+from sodadata.card import SourceInfo, check_config_names, random_codec_of, render_card, source_info
 from sodadata.catalog import CATALOG_DIR
 from sodadata.outputs import FinishedShard, Found, missing_made_by, mixed_made_by, one_root
+from sodadata.published import DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR, data_glob, shard_path
 from sodadata.shards import REJECT_SCHEMA, parquet_writer_options
 from sodadata.stats import (
     PLOTS,
@@ -94,7 +85,6 @@ CARD = "README.md"
 HUB_DIRNAME = "_hub"  # under OUT_DIR; '_' because no component name can start with it
 # The Hub recommends < 10k entries per folder; above this many shards a component is split into hashed buckets.
 FOLDER_ENTRY_LIMIT = 5_000
-BUCKETS = 256
 # Largest row group (uncompressed) published as is. The dataset viewer refuses row groups above ~286 MiB and the
 # Hub recommends 100-300 MB; 256 MiB keeps a margin. ShardWriter's 64 MiB target counts characters, and audio
 # characters are 3-4 UTF-8 bytes, so its audio-heavy groups reach ~224 MiB: those pass, larger ones are rewritten.
@@ -317,10 +307,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _bucket(stem: str) -> str:
-    return hashlib.sha1(stem.encode()).hexdigest()[: len(f"{BUCKETS - 1:x}")]
-
-
 def _prepare_stage_dir(stage: Path, out: Path) -> dict:
     """Create the stage folder (refusing a non-empty folder we did not make); return the previous manifest."""
     stage = Path(stage)
@@ -413,8 +399,7 @@ def stage(config: PushConfig, found: Found | None = None) -> Staged:
         for rec_path, rec in records:
             src = rec_path.with_suffix(".parquet")
             rel_stem = rec_path.relative_to(comp_dir).with_suffix("").as_posix()
-            sub = f"{_bucket(rel_stem)}/" if bucketed[component] else ""
-            rel = f"{DATA_DIR}/{component}/{sub}{rel_stem}.parquet"
+            rel = shard_path(component, rel_stem, bucketed[component])
             dst = root / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             problem = parquet_hub_problem(src, max_rg)

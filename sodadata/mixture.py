@@ -13,7 +13,9 @@ A recipe is a YAML file (``recipes/soda.yaml``; docs/mixture.md explains every f
 Weights are shares of **tokens** (SPEC §4); they are normalized to sum to one. A component's ``path`` is a
 directory of finished shards (``*.parquet`` with their ``.json`` record beside them, as the recipes write them), or
 a glob of Parquet files (``*`` / ``**``), local or any fsspec URL (``hf://datasets/...`` reads through
-``HfFileSystem``).
+``HfFileSystem``). A ``root`` that is a published copy (what ``sodadata push`` uploads: ``root:
+hf://datasets/ORG/NAME@REV``, or a download of it) is read in its own layout: a component ``path: yodas2/en``
+is found under ``data/yodas2/en/`` there (sodadata/published.py).
 
 The mixtures the project ships (``soda.yaml``, ``emilia-only.yaml``) are package data in ``sodadata/mixtures/``
 (the checkout's top-level ``recipes/`` is a link to it), so an installed wheel has them too: ``load`` takes a
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sodadata.published import published_location
 from sodadata.tokenizer import PUBLISHED
 
 log = logging.getLogger(__name__)
@@ -194,11 +197,16 @@ class MixtureConfig:
         return counts.tolist()
 
     def component_location(self, component: ComponentConfig) -> str:
-        """The component's path with ``root`` applied (URLs and absolute paths are kept as they are)."""
+        """The component's path with ``root`` applied (URLs and absolute paths are kept as they are).
+
+        When ``root`` is a published copy (``sodadata push``'s layout, e.g. ``hf://datasets/ORG/NAME@REV``), the
+        component's shards are under its ``data/`` folder: the location is then the glob the card's config loads
+        (sodadata/published.py).
+        """
         path = component.path
         if "://" in path or Path(path).is_absolute() or not self.root:
             return path
-        return self.root.rstrip("/") + "/" + path
+        return published_location(self.root, path) or self.root.rstrip("/") + "/" + path
 
     def data_files(self) -> dict[str, list[str]]:
         """Every component's shard files (URLs for remote ones): ``datasets.load_dataset("parquet", data_files=...)``

@@ -56,7 +56,7 @@ _FOOTER_TAIL = 8  # a Parquet file ends with the footer's length (4 bytes, littl
 
 @dataclass(frozen=True)
 class ShardList:
-    """A component's shard files, sorted, on one fsspec filesystem."""
+    """A component's shard files, sorted by name, on one fsspec filesystem."""
 
     fs: fsspec.AbstractFileSystem
     paths: tuple[str, ...]
@@ -170,7 +170,10 @@ def list_shards(location: str) -> ShardList:
         names = {e.rstrip("/").rsplit("/", 1)[-1] for e in listed}
         entries = {e: info for e, info in listed.items()
                    if e.endswith(".parquet") and e[: -len(".parquet")].rsplit("/", 1)[-1] + ".json" in names}
-    found = sorted(p for p in entries if "rejects" not in p.split("/") and not p.rsplit("/", 1)[-1].startswith("."))
+    # Ordered by file name (then path): a component's published copy, whose shards may sit in hashed bucket
+    # folders (sodadata/published.py), gives the same list as its output directory, hence the same stream.
+    found = sorted((p for p in entries if "rejects" not in p.split("/") and not p.rsplit("/", 1)[-1].startswith(".")),
+                   key=lambda p: (p.rsplit("/", 1)[-1], p))
     if not found:
         raise FileNotFoundError(f"no finished Parquet shards at {location}")
     return ShardList(fs=fs, paths=tuple(found), location=location, infos=tuple(entries[p] for p in found),
