@@ -45,10 +45,15 @@ def data_glob(component: str, bucketed: bool) -> str:
 def published_location(root: str, component_path: str) -> str | None:
     """The glob of a component's shards when ``root`` is a published copy holding it, else None.
 
-    ``root`` is a published copy for this component when ``<root>/<component_path>`` does not exist and
+    Only a Hub repository (``hf://``) or a local folder (a download of one, or push's staging folder) is looked
+    at: ``root`` is a published copy for this component when ``<root>/<component_path>`` does not exist and
     ``<root>/data/<component_path>`` does (an output directory never has a ``data/`` component: component names
-    are ``corpus/subset``). The component is bucketed when that folder holds no Parquet file directly.
+    are ``corpus/subset``). The component is bucketed when that folder holds no Parquet file directly. Other URLs
+    (``gs://``, ``s3://``) are taken as output directories without a look: a config export for them must not need
+    their credentials.
     """
+    if "://" in root and not root.startswith(("hf://", "file://")):
+        return None
     fs, base = fsspec.core.url_to_fs(root)
     base = base.rstrip("/")
     folder = f"{base}/{DATA_DIR}/{component_path}"
