@@ -8,8 +8,7 @@ import sys
 from dataclasses import replace
 
 from train.config import (
-    ACCELERATOR_BATCH,
-    CPU_SEQ_LEN,
+    DEFAULTS,
     EXTEND_MODES,
     MODELS,
     MeshConfig,
@@ -28,14 +27,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="directory (or URL) the recipe's relative component paths are resolved against")
     p.add_argument("--model", default="tiny", choices=sorted(MODELS), help="model size (default: tiny)")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps (the LR schedule's length)")
+    cpu, acc = DEFAULTS["cpu"], DEFAULTS["accelerator"]
     p.add_argument("--batch-size", type=int,
-                   help=f"global batch, in windows (default: {ACCELERATOR_BATCH}; on CPU the recipe's lanes, 16 for "
-                        "SODA's)")
+                   help=f"global batch, in windows (default: {acc.batch_size}; on CPU the recipe's lanes)")
     p.add_argument("--seq-len", type=int,
-                   help=f"window length in tokens (default: the recipe's; on CPU at most {CPU_SEQ_LEN})")
-    p.add_argument("--loss-chunk-tokens", type=int, default=TrainConfig.loss_chunk_tokens,
-                   help="tokens per device in one chunk of the output layer + loss: bounds its memory at about 3 x "
-                        "this x vocab x 4 bytes (default: %(default)s)")
+                   help=f"window length in tokens (default: the recipe's; on CPU at most {cpu.max_seq_len})")
+    p.add_argument("--loss-chunk-tokens", type=int,
+                   help="tokens per device in one chunk of the output layer + loss; its memory is about 3 x this x "
+                        f"vocab x 4 bytes (default: {acc.loss_chunk_tokens}; on CPU {cpu.loss_chunk_tokens})")
     p.add_argument("--tokenizer", help="tokenizer.json path or Hub id (default: the recipe's)")
     p.add_argument("--vocab", type=int, help="override the model's vocabulary size (tests with a small tokenizer)")
     p.add_argument("--lr", type=float, default=OptimizerConfig.learning_rate, help="peak learning rate")
@@ -46,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mesh-data", type=int, help="size of the 'data' mesh axis (default: number of hosts)")
     p.add_argument("--mesh-fsdp", type=int, default=-1, help="size of the 'fsdp' axis (default: the rest)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
-    p.add_argument("--remat", action="store_true", help="recompute layer activations in the backward pass")
+    p.add_argument("--remat", action=argparse.BooleanOptionalAction,
+                   help="recompute layer activations in the backward pass (default: on CPU only)")
     p.add_argument("--seed", type=int, default=0, help="parameter initialization seed")
     p.add_argument("--ckpt", help="checkpoint directory; a run resumes from its newest checkpoint")
     p.add_argument("--ckpt-every", type=int, default=0, help="checkpoint every N steps (default: only at the end)")

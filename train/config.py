@@ -109,8 +109,25 @@ class MeshConfig:
 
 
 EXTEND_MODES = ("constant", "rewarm", "stretch")  # how a resumed run's LR schedule continues (train/schedule.py)
-ACCELERATOR_BATCH = 32  # windows per global batch on GPUs and TPUs unless --batch-size says otherwise
-CPU_SEQ_LEN = 512  # on CPU: at most this many tokens per window unless --seq-len says otherwise (train.data)
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """What a run uses where the command line says nothing; ``train.data.fill_defaults`` applies them."""
+
+    batch_size: int | None  # global windows; None: the recipe's lanes (rounded up to a multiple of the devices)
+    max_seq_len: int | None  # cap on the recipe's window length; None: no cap
+    loss_chunk_tokens: int  # see TrainConfig.loss_chunk_tokens
+    remat: bool
+
+
+# CPU: sized for a laptop. The README's training step (16 x 512 windows of the tiny model, SODA's 144,644-token
+# output layer) peaks at 1.3 GB there (BENCHMARKS.md); remat costs the tiny model little, its time is the output
+# layer. GPUs and TPUs: the batch SODA-scale runs start from and chunks of the size the old per-row chunking gave.
+DEFAULTS = {
+    "cpu": RunDefaults(batch_size=None, max_seq_len=512, loss_chunk_tokens=256, remat=True),
+    "accelerator": RunDefaults(batch_size=32, max_seq_len=None, loss_chunk_tokens=2048, remat=False),
+}
 
 
 @dataclass(frozen=True)
@@ -120,16 +137,18 @@ class TrainConfig:
     steps: int
     data: str | None = None  # root of the shard directories, if the recipe's component paths are relative
     tokenizer: str | None = None  # overrides the recipe's tokenizer (a tokenizer.json path or a Hub id)
-    batch_size: int | None = None  # global, in windows of seq_len tokens; None: train.data.fill_shape's default
-    seq_len: int | None = None  # None: the recipe's (on CPU at most train.data.CPU_SEQ_LEN)
+    # None in the next four: DEFAULTS for the backend (train.data.fill_defaults).
+    batch_size: int | None = None  # global, in windows of seq_len tokens
+    seq_len: int | None = None  # the recipe's, capped by DEFAULTS
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     z_loss_weight: float = 1e-4  # SODA's value; keeps the softmax normalizer near 1 over a 144k vocabulary
     compute_dtype: str = "float32"  # "bfloat16" on accelerators; parameters and optimizer state stay float32
-    remat: bool = False  # recompute each layer's activations in the backward pass (large models / long windows)
+    remat: bool | None = None  # recompute each layer's activations in the backward pass (large models, long windows)
     # Tokens per device in one chunk of the output projection + cross-entropy: bounds the logits' memory at about
-    # 3 x tokens x vocab x 4 bytes (CPU: 512 -> 0.9 GB with SODA's vocabulary), whatever the batch and window.
-    loss_chunk_tokens: int = 512
+    # 3 x tokens x vocab x 4 bytes (measured on CPU with SODA's vocabulary: 0.33 GB per 256 tokens), whatever the
+    # batch and window.
+    loss_chunk_tokens: int | None = None
     seed: int = 0
     ckpt_dir: str | None = None
     ckpt_every: int = 0  # 0: only at the end of the run (and at --stop-after)

@@ -10,7 +10,7 @@ import jax
 
 from sodadata.mixture import MixtureConfig
 from sodadata.packing import MixtureStream
-from train.config import ACCELERATOR_BATCH, CPU_SEQ_LEN, TrainConfig
+from train.config import DEFAULTS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +28,28 @@ def load_mixture(cfg: TrainConfig) -> MixtureConfig:
     return mixture
 
 
-def fill_shape(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the batch size and window length the command line left out.
+def fill_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with what the command line left out (None) taken from ``DEFAULTS`` for this backend.
 
-    On GPUs and TPUs: 32 windows of the recipe's length. On CPU the defaults are sized for a laptop (the README's
-    training step stays under 2 GB, BENCHMARKS.md): the fewest windows the recipe's lanes and the devices allow,
-    and windows of at most ``CPU_SEQ_LEN`` tokens; a 32 x 4096 batch of the tiny model needs over 20 GB there
+    On CPU the defaults are sized for a laptop: a 32 x 4096 batch of the tiny model needs over 20 GB there
     (attention scores alone are batch x heads x 4096² floats) and minutes per step.
     """
-    if cfg.batch_size is not None and cfg.seq_len is not None:
-        return cfg
-    mixture = load_mixture(cfg)
-    cpu = jax.default_backend() == "cpu"
+    kind = "cpu" if jax.default_backend() == "cpu" else "accelerator"
+    d = DEFAULTS[kind]
     batch, seq_len = cfg.batch_size, cfg.seq_len
-    if batch is None:
-        batch = math.lcm(mixture.lanes, jax.device_count(), jax.process_count()) if cpu else ACCELERATOR_BATCH
-    if seq_len is None:
-        seq_len = min(mixture.seq_len, CPU_SEQ_LEN) if cpu else mixture.seq_len
-    if cpu and (batch, seq_len) != (cfg.batch_size, cfg.seq_len):
-        log.info("CPU: batches of %d windows of %d tokens (laptop-sized defaults; --batch-size and --seq-len "
-                 "choose others)", batch, seq_len)
-    return replace(cfg, batch_size=batch, seq_len=seq_len)
+    if batch is None or seq_len is None:
+        mixture = load_mixture(cfg)
+        if batch is None:
+            batch = d.batch_size or math.lcm(mixture.lanes, jax.device_count(), jax.process_count())
+        if seq_len is None:
+            seq_len = min(mixture.seq_len, d.max_seq_len or mixture.seq_len)
+    filled = replace(cfg, batch_size=batch, seq_len=seq_len,
+                     loss_chunk_tokens=cfg.loss_chunk_tokens if cfg.loss_chunk_tokens is not None
+                     else d.loss_chunk_tokens, remat=cfg.remat if cfg.remat is not None else d.remat)
+    if kind == "cpu" and filled != cfg:
+        log.info("CPU defaults for what the command line left out: batch %d x %d tokens, loss chunks of %d tokens, "
+                 "remat %s", batch, seq_len, filled.loss_chunk_tokens, "on" if filled.remat else "off")
+    return filled
 
 
 def open_stream(cfg: TrainConfig) -> tuple[MixtureStream, list[str], int]:

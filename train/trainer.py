@@ -14,7 +14,7 @@ import numpy as np
 
 from train import checkpoint
 from train.config import TrainConfig
-from train.data import fill_shape, open_stream
+from train.data import fill_defaults, open_stream
 from train.schedule import recorded_schedule, resolve
 from train.sharding import check_batch_size, describe, global_batch, make_mesh
 from train.step import BATCH_KEYS, build
@@ -62,7 +62,7 @@ class _Metrics:
 
 
 def train(cfg: TrainConfig) -> RunResult:
-    cfg = fill_shape(cfg)
+    cfg = fill_defaults(cfg)
     mesh = make_mesh(cfg.mesh)
     check_batch_size(cfg.batch_size, mesh)
     # The schedule is settled before any data is read or anything compiled: a refused resume costs nothing.
