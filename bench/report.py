@@ -65,10 +65,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
 
 
-def write_section(name: str, title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace (or append) this script's section of BENCHMARKS.md, stamped with the machine it ran on."""
+def write_section(name: str, title: str, body: str, path: Path = BENCHMARKS_MD, command: str | None = None) -> None:
+    """Replace (or append) this script's section of BENCHMARKS.md, stamped with the machine it ran on.
+
+    ``command`` names what reproduces the section when it is not ``python bench/<name>.py`` (a script with two
+    sections, each rerun on its own)."""
     facts = ", ".join(f"{k} {v}" for k, v in machine().items())
-    section = f"<!-- bench:{name} -->\n## {title}\n\n`python bench/{name}.py` — {facts}\n\n{body.strip()}\n<!-- /bench:{name} -->"
+    command = command or f"python bench/{name}.py"
+    section = f"<!-- bench:{name} -->\n## {title}\n\n`{command}` — {facts}\n\n{body.strip()}\n<!-- /bench:{name} -->"
     text = path.read_text(encoding="utf-8") if path.exists() else HEADER
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"

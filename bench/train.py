@@ -8,7 +8,12 @@ batch shape, shows how much of that time is data.
 
 Sizes measured: ``tiny`` on whatever JAX runs on here; ``135m`` as well when JAX sees a GPU or TPU.
 
-    python bench/train.py                 # a few minutes on a 2-core CPU; writes its section of BENCHMARKS.md
+Memory (``--only memory``, its own section): the peak resident memory of ``python -m train --model tiny`` run as
+a separate process on one CPU device, at the CPU defaults (the README's training step) and at larger shapes, read
+from the kernel's accounting of that process (``os.wait4``'s ``ru_maxrss``: the most it ever held, not a sample).
+
+    python bench/train.py                 # a few minutes on a 2-core CPU; writes its sections of BENCHMARKS.md
+    python bench/train.py --only memory   # peak RSS only
     python bench/train.py --steps 4 --no-write
 """
 
@@ -16,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +37,7 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 
 from bench.report import table, write_section  # noqa: E402
-from train.config import MODELS, MeshConfig, TrainConfig  # noqa: E402
+from train.config import DEFAULTS, MODELS, MeshConfig, TrainConfig  # noqa: E402
 from train.data import open_stream  # noqa: E402
 from train.trainer import train  # noqa: E402
 
@@ -79,11 +86,52 @@ def measure(name: str, data: Path, tok: Path, args, ckpt_root: Path) -> list:
             f"{wall:.0f} s"]
 
 
+# (label, extra arguments of `python -m train`) for the memory table; the first is the README's training step.
+MEMORY_RUNS = (
+    ("CPU defaults (the README's step)", ()),
+    ("CPU defaults, --no-remat", ("--no-remat",)),
+    ("CPU defaults, --loss-chunk-tokens 2048 (the GPU/TPU default)", ("--loss-chunk-tokens", "2048")),
+    ("--batch-size 16 --seq-len 1024 (8.5 GB before issue 14)", ("--batch-size", "16", "--seq-len", "1024")),
+)
+
+
+def peak_rss(cmd: list[str], env: dict, log_path: Path) -> tuple[float, float, int]:
+    """(peak RSS in GB, wall seconds, exit status) of ``cmd`` run as its own process."""
+    start = time.perf_counter()
+    with open(log_path, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss * 1024 / 1e9, time.perf_counter() - start, proc.returncode  # ru_maxrss: KiB on Linux
+
+
+def memory(data: Path, tok: Path, steps: int, work: Path) -> tuple[str, float]:
+    """The memory table and the README step's peak (GB)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    env.pop("XLA_FLAGS", None)  # one CPU device, as on a laptop
+    rows, readme_gb = [], float("nan")
+    for i, (label, extra) in enumerate(MEMORY_RUNS):
+        metrics = work / f"memory-{i}.jsonl"
+        cmd = [sys.executable, "-m", "train", "--recipe", str(RECIPE), "--data", str(data), "--tokenizer", str(tok),
+               "--model", "tiny", "--steps", str(steps), "--metrics", str(metrics), *extra]
+        gb, wall, rc = peak_rss(cmd, env, work / f"memory-{i}.log")
+        if rc != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed (rc {rc}): {(work / f'memory-{i}.log').read_text()[-3000:]}")
+        setup = next(r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("event") == "setup")
+        readme_gb = gb if i == 0 else readme_gb
+        rows.append([label, f"{setup['batch_size']} x {setup['seq_len']}", f"{gb:.2f} GB", f"{wall:.0f} s"])
+        log.warning("%s: %.2f GB", label, gb)
+    return table(["run (`python -m train --model tiny`)", "batch (windows x tokens)", "peak RSS",
+                  f"wall ({steps} steps incl. compile)"], rows), readme_gb
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=6, help="training steps per size (the first is compilation)")
     p.add_argument("--batch-size", type=int, default=16, help="global batch in windows (>= the recipe's lanes)")
     p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--memory-steps", type=int, default=2, help="steps of each memory run")
+    p.add_argument("--only", choices=("throughput", "memory"), help="measure one of the two (default: both)")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -91,6 +139,27 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         data, tok = make_data(Path(tmp))
+        if args.only != "throughput":
+            mem_table, readme_gb = memory(data, tok, args.memory_steps, Path(tmp))
+            cpu = DEFAULTS["cpu"]
+            mem_notes = (
+                f"Peak resident memory of the whole `python -m train` process (Python, JAX, the stream, compilation "
+                f"and the steps) as the kernel accounted it, one CPU device, recipes/soda.yaml's mixture (4096-token "
+                f"windows, 16 lanes, like the sample recipe) on generated shards, SODA's 144,644-token output layer. "
+                f"The CPU defaults (train/config.py `DEFAULTS`) are the recipe's lanes as windows, at most "
+                f"{cpu.max_seq_len} tokens each, chunks of the output layer + loss of {cpu.loss_chunk_tokens} tokens "
+                f"per device and remat: the README's training step peaks at {readme_gb:.2f} GB. About 1.1 GB of it "
+                f"is the floor of any run (Python, JAX and its compiler, the tokenizer, the stream). Before issue 14 "
+                f"a chunk was 256 positions of every row (at 16 rows, 4,096 x 144,644 floats, three times over in "
+                f"the backward pass) and the defaults 32 x 4096 windows: 8.5 GB at 16 x 1024 and over 24 GB at the "
+                f"defaults (killed). Load average when started: {load:.1f} (RSS does not depend on it)."
+            )
+            print(mem_table, "\n\n" + mem_notes)
+            if not args.no_write:
+                write_section("train_memory", "Training memory on CPU (issue 14)", mem_table + "\n\n" + mem_notes,
+                              command="python bench/train.py --only memory")
+            if args.only == "memory":
+                return 0
         rows = [measure(name, data, tok, args, Path(tmp)) for name in sizes]
     if "135m" not in sizes:
         rows.append(["135m", f"{MODELS['135m'].n_params() / 1e6:.1f} M", "GPU: none lent", "bfloat16",
