@@ -65,6 +65,9 @@ KNOWN_SOURCES: dict[str, KnownSource] = {
         "Multilingual LibriSpeech (English)", "parler-tts/mls_eng", "https://huggingface.co/datasets/parler-tts/mls_eng",
         Licence("CC-BY-4.0", "cc-by-4.0", f"{CC}/by/4.0/"),
     ),
+    "librispeech": KnownSource(
+        "LibriSpeech", None, "https://www.openslr.org/12", Licence("CC-BY-4.0", "cc-by-4.0", f"{CC}/by/4.0/"),
+    ),
     "nemotron-cc": KnownSource(
         "Nemotron-CC (high quality, actual)", None,
         "https://data.commoncrawl.org/contrib/Nemotron/Nemotron-CC/index.html", COMMON_CRAWL_TERMS,

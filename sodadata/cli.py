@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "yodas2": ("sodadata.recipes.yodas2", "prepare Yodas2"),
     "mls": ("sodadata.recipes.mls", "prepare Multilingual LibriSpeech English"),
     "nemotron-cc": ("sodadata.recipes.nemotron_cc", "prepare Nemotron-CC (text only)"),
+    "librispeech": ("sodadata.recipes.librispeech", "prepare a LibriSpeech split (SODA's validation set: dev-clean)"),
     "tokenizer": ("sodadata.tokenizer", "build the extended tokenizer (markers + 16,384 audio tokens)"),
     "stats": ("sodadata.stats", "per-component statistics table, Markdown and plots"),
     "push": ("sodadata.hub", "publish an output directory to the Hugging Face Hub"),

@@ -1,0 +1,124 @@
+"""LibriSpeech (OpenSLR resource 12) in its real layout, as an extracted folder and as ``<split>.tar.gz``.
+
+    <root>/LibriSpeech/{CHAPTERS,LICENSE,README,SPEAKERS}.TXT
+    <root>/LibriSpeech/dev-clean/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac   16 kHz mono FLAC
+    <root>/LibriSpeech/dev-clean/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt        "<utt id> UPPER CASE TEXT"
+
+Speech is real synthesized speech (espeak-ng, resampled to 16 kHz as LibriSpeech's FLACs are), a second or two an
+utterance. The faults the recipe must turn into rejects: a transcript line whose FLAC is missing, a FLAC without a
+line. Speakers ``84`` and ``1272`` sort differently as numbers and as strings. In the archive one chapter's
+``.trans.txt`` comes after its FLACs (tar order inside a folder is arbitrary).
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from fixtures import encode_audio
+
+SR = 16_000
+SPLIT = "dev-clean"
+# (speaker, chapter) -> [(utterance number, text)] written with a FLAC and a line
+CHAPTERS = {
+    ("1272", "128104"): [(0, "MISTER QUILTER IS THE APOSTLE OF THE MIDDLE CLASSES"),
+                         (1, "NOR IS MISTER QUILTER'S MANNER LESS INTERESTING THAN HIS MATTER"),
+                         (2, "HE TELLS US THAT AT THIS FESTIVE SEASON OF THE YEAR")],
+    ("1272", "135031"): [(0, "BECAUSE YOU WERE SLEEPING INSTEAD OF CONQUERING"),
+                         (1, "THE LOVELY ROSE PRINCESS HAS BECOME A FIDDLE")],
+    ("84", "121123"): [(0, "GO DO YOU HEAR"),
+                       (1, "BUT IN LESS THAN FIVE MINUTES THE STAIRCASE GROANED")],
+}
+LINE_WITHOUT_FLAC = ("1272-135031-0002", "THE WINDOW WAS OPEN")  # a line in the transcript, no FLAC
+FLAC_WITHOUT_LINE = ("84-121123-0002", "WHAT IS IT")  # spoken and written as FLAC, no line in the transcript
+METADATA_FILES = ("CHAPTERS.TXT", "LICENSE.TXT", "README.TXT", "SPEAKERS.TXT")
+
+
+@dataclass
+class LibriSpeechExpected:
+    documents: dict[str, list[str]] = field(default_factory=dict)  # chapter -> utterance ids written, in order
+    transcripts: dict[str, str] = field(default_factory=dict)  # utterance id -> text
+    rejects: dict[str, str] = field(default_factory=dict)  # id -> reason
+    waves: dict[str, np.ndarray] = field(default_factory=dict)  # utterance id -> 16 kHz audio before FLAC
+    read: int = 0  # items the recipe reads: utterances and rejects
+
+
+@cache
+def speak(text: str, voice: str = "en-us") -> np.ndarray:
+    """``text`` spoken by espeak-ng, at 16 kHz."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "190", "-w", f.name, text.lower()], check=True,
+                       capture_output=True)
+        x, sr = sf.read(f.name, dtype="float32")
+    return soxr.resample(x, sr, SR).astype(np.float32)
+
+
+def _files() -> tuple[dict[str, bytes], LibriSpeechExpected]:
+    """Relative path below ``LibriSpeech/`` -> bytes, and what the recipe must make of them."""
+    exp = LibriSpeechExpected()
+    files: dict[str, bytes] = {name: f"LibriSpeech {name}\n".encode() for name in METADATA_FILES}
+    for n, ((speaker, chapter), utts) in enumerate(CHAPTERS.items()):
+        doc = f"{speaker}-{chapter}"
+        folder = f"{SPLIT}/{speaker}/{chapter}"
+        lines = []
+        for k, text in utts:
+            utt = f"{doc}-{k:04d}"
+            wave = speak(text, ("en-us", "en-gb", "en-us+f3")[n % 3])
+            files[f"{folder}/{utt}.flac"] = encode_audio(wave, SR, "FLAC")
+            lines.append(f"{utt} {text}")
+            exp.documents.setdefault(doc, []).append(utt)
+            exp.transcripts[utt] = text
+            exp.waves[utt] = wave
+        if doc == LINE_WITHOUT_FLAC[0].rsplit("-", 1)[0]:
+            lines.append(" ".join(LINE_WITHOUT_FLAC))
+            exp.rejects[LINE_WITHOUT_FLAC[0]] = "missing_flac"
+        if doc == FLAC_WITHOUT_LINE[0].rsplit("-", 1)[0]:
+            utt, text = FLAC_WITHOUT_LINE
+            files[f"{folder}/{utt}.flac"] = encode_audio(speak(text), SR, "FLAC")
+            exp.rejects[utt] = "missing_transcript"
+        files[f"{folder}/{doc}.trans.txt"] = ("\n".join(lines) + "\n").encode()
+    exp.read = len(exp.transcripts) + len(exp.rejects)
+    return files, exp
+
+
+def make_librispeech_folder(root: Path) -> LibriSpeechExpected:
+    """``root/LibriSpeech/...`` as ``tar xzf dev-clean.tar.gz`` leaves it."""
+    files, exp = _files()
+    for rel, data in files.items():
+        path = root / "LibriSpeech" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return exp
+
+
+def make_librispeech_archive(path: Path) -> LibriSpeechExpected:
+    """``path`` (``dev-clean.tar.gz``) as OpenSLR publishes it: folders as members, each chapter's files together,
+    and in chapter 84-121123 the ``.trans.txt`` after the FLACs."""
+    files, exp = _files()
+    late = f"{SPLIT}/84/121123/84-121123.trans.txt"
+    order = [r for r in files if r != late]
+    order.insert(max(i for i, r in enumerate(order) if r.startswith(f"{SPLIT}/84/121123/")) + 1, late)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        folders_done: set[str] = set()
+        for rel in order:
+            parts = f"LibriSpeech/{rel}".split("/")
+            for i in range(1, len(parts)):
+                folder = "/".join(parts[:i])
+                if folder not in folders_done:
+                    folders_done.add(folder)
+                    info = tarfile.TarInfo(folder)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1_700_000_000
+                    tar.addfile(info)
+            info = tarfile.TarInfo(f"LibriSpeech/{rel}")
+            info.size, info.mtime = len(files[rel]), 1_700_000_000
+            tar.addfile(info, io.BytesIO(files[rel]))
+    return exp
