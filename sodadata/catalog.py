@@ -40,3 +40,17 @@ def resolve_source_root(corpus: str, source: str | None, revision: str | None) -
 
 def all_catalogs() -> dict[str, dict]:
     return {p.stem: load_catalog(p.stem) for p in sorted(CATALOG_DIR.glob("*.yaml"))}
+
+
+def component_sizes() -> dict[str, dict]:
+    """Every catalogued component's size, from the catalogs' ``sizes`` blocks: ``{"hours": H}`` for speech,
+    ``{"tokens": T}`` for text. What ``sodadata plan`` counts unique tokens from."""
+    sizes: dict[str, dict] = {}
+    for corpus, catalog in all_catalogs().items():
+        for component, size in (catalog.get("sizes") or {}).items():
+            if component in sizes:
+                raise ValueError(f"catalogs: component {component!r} is sized twice ({corpus}.yaml and another)")
+            if not isinstance(size, dict) or len(set(size) & {"hours", "tokens"}) != 1:
+                raise ValueError(f"catalogs/{corpus}.yaml: sizes.{component} needs exactly one of hours, tokens")
+            sizes[component] = {**size, "catalog": corpus}
+    return sizes

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("sodadata.validate", "check every shard against the format contract"),
     "decode": ("sodadata.decode", "decode one row back to audio"),
     "inspect": ("sodadata.inspect", "static HTML report: listen to sampled documents"),
+    "plan": ("sodadata.plan", "plan a run: tokens, epochs, audio hours, core-/GPU-hours and disk per component"),
     "export": ("sodadata.export", "export a mixture recipe to another trainer's config (levanter)"),
 }
 

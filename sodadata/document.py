@@ -23,6 +23,7 @@ MARKERS = (BOS, EOS, TEXT_START, TEXT_END, AUDIO_START, AUDIO_END)
 
 TEXT_FIRST = "text_first"
 AUDIO_FIRST = "audio_first"
+AUDIO_ONLY = "audio_only"  # SPEC §2: {doc}_type3, the document's audio spans in order, no text
 TEXT_ONLY = "text"
 ROW_SUFFIX = {TEXT_FIRST: "_type1", AUDIO_FIRST: "_type2"}
 # Version of the rule that decides what a transcript or web text becomes (SPEC §2: what is rejected, what is
