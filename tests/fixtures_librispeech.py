@@ -25,6 +25,8 @@ import soundfile as sf
 import soxr
 from fixtures import encode_audio
 
+from sodadata.completeness import write_sample_marker
+
 SR = 16_000
 SPLIT = "dev-clean"
 # (speaker, chapter) -> [(utterance number, text)] written with a FLAC and a line
@@ -89,9 +91,12 @@ def _files() -> tuple[dict[str, bytes], LibriSpeechExpected]:
     return files, exp
 
 
-def make_librispeech_folder(root: Path) -> LibriSpeechExpected:
-    """``root/LibriSpeech/...`` as ``tar xzf dev-clean.tar.gz`` leaves it."""
+def make_librispeech_folder(root: Path, sample: bool = True) -> LibriSpeechExpected:
+    """``root/LibriSpeech/...`` as ``tar xzf dev-clean.tar.gz`` leaves it; ``sample``: declared a deliberate sample
+    (``sodadata-sample.yaml``), so full runs do not compare it with the catalog's counts."""
     files, exp = _files()
+    if sample:
+        write_sample_marker(root, "librispeech", "tests/fixtures_librispeech.py: 2 speakers of dev-clean")
     for rel, data in files.items():
         path = root / "LibriSpeech" / rel
         path.parent.mkdir(parents=True, exist_ok=True)

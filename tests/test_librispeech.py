@@ -192,3 +192,28 @@ def test_chapter_pairs_lines_and_flacs_in_any_order():
     out = list(ch.add_flac("7-9-0004.flac", b"four")) + list(ch.finish())
     assert [(x.id, x.reason) for x in out] == [("7-9-0004", "missing_transcript"), ("7-9-0002", "missing_flac"),
                                                 ("7-9-0003", "missing_transcript")]
+
+
+def test_a_full_run_of_a_partial_folder_stops_before_any_work(tmp_path, capsys):
+    make_librispeech_folder(tmp_path / "mirror", sample=False)  # a mirror that lacks most of dev-clean
+    argv = ["--split", SPLIT, "--source", str(tmp_path / "mirror"), "--codec", "tiny-random", "--serial",
+            "--no-progress", "--out", str(tmp_path / "out")]
+    assert librispeech.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "split dev-clean: 2 of the 40 speakers catalogs/librispeech.yaml lists" in err
+    assert "split dev-clean: 8 of the 2703 utterances (FLAC files)" in err
+    assert not (tmp_path / "out" / "librispeech").exists()
+    # a partial run (--limit-shards) is not compared with the catalog; --allow-missing runs and records it
+    assert librispeech.main([*argv, "--limit-shards", "1"]) == 0
+    assert librispeech.main([*argv, "--allow-missing"]) == 0
+    summary = json.loads(sorted((tmp_path / "out" / "_runs").glob("*.json"))[-1].read_text())
+    assert len(summary["completeness"]["missing"]) == 2
+
+
+def test_a_cut_archive_fails_its_task(archive, tmp_path):
+    cut = tmp_path / f"{SPLIT}.tar.gz"
+    cut.write_bytes(archive[0].read_bytes()[: archive[0].stat().st_size // 2])
+    result = run_recipe(LibriSpeechRecipe(split=SPLIT, source=str(cut)), PipelineConfig(out=str(tmp_path / "o"), codec=CODEC),
+                        RunnerConfig(serial=True, progress=False, retries=0))
+    assert not result.ok and "cannot read archive" in str(result.failures)
+    assert not list((tmp_path / "o").glob(f"{COMPONENT}/*.parquet"))  # nothing written

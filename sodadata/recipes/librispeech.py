@@ -54,7 +54,8 @@ from pathlib import Path, PurePosixPath
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
-from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.completeness import sample_of
+from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 from sodadata.tarstream import TailReader, check_end
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,27 @@ class LibriSpeechRecipe(Recipe):
             raise FileNotFoundError(f"{root} holds no files")
         return [ShardTask(component=self.component, stem=speaker, split=self.split, inputs=tuple(by_speaker[speaker]))
                 for speaker in sorted(by_speaker, key=_numeric_key)]
+
+    def completeness(self, tasks: list[ShardTask], full: bool) -> Completeness:
+        """A folder's full run has every speaker and every utterance (FLAC) the catalog counts for the split, unless
+        it is a declared sample. An archive is one file: it is there (``tasks`` checked), and read to its
+        end-of-archive block; what it holds is only known once it is read."""
+        if self.is_archive:
+            return Completeness([], "nothing before reading (one archive, checked to its end while it is read)")
+        catalog = load_catalog(CORPUS)
+        sample = sample_of(self.source, CORPUS)
+        if sample:
+            return Completeness([], f"nothing (the source is a sample: {sample})")
+        if not full:
+            return Completeness([], "nothing (--limit-shards: a partial run)")
+        expected = catalog["splits"][self.split]
+        speakers = sum(1 for t in tasks if _DIGITS.match(t.stem))
+        flacs = sum(1 for t in tasks for f in t.inputs if f.url.lower().endswith(".flac"))
+        missing = [f"split {self.split}: {have} of the {want} {noun} catalogs/librispeech.yaml lists"
+                   for noun, have, want in (("speakers", speakers, expected["speakers"]),
+                                            ("utterances (FLAC files)", flacs, expected["utterances"]))
+                   if have < want]
+        return Completeness(missing, "catalogs/librispeech.yaml")
 
     def read(self, task: ShardTask) -> Iterator[RawUtterance | Reject]:
         if self.is_archive:
