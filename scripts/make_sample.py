@@ -5,6 +5,7 @@
     sample/mls/           data/train-0000N-of-00002.parquet, data/dev-00000-of-00001.parquet (16 kHz FLAC rows)
     sample/nemotron-cc/   contrib/Nemotron/Nemotron-CC/data-jsonl.paths.gz + one kept .jsonl.zstd and one
                           listed file of a partition the recipe skips
+    sample/librispeech/   LibriSpeech/dev-clean/<speaker>/<chapter>/ (FLACs + .trans.txt), as the archive extracts
 
 Speech is real synthesized speech from espeak-ng (a Debian package), so the samples are reproducible offline.
 They are committed; this script documents and regenerates them: ``python scripts/make_sample.py [corpus ...]``.
@@ -32,6 +33,8 @@ sys.path.insert(0, str(REPO))  # run as a script from the checkout
 sys.path.insert(0, str(REPO / "tests"))  # the layout writers live with the tests' fixtures
 
 from fixtures import encode_audio, write_tar  # noqa: E402
+from fixtures_librispeech import layout as librispeech_layout  # noqa: E402
+from fixtures_librispeech import write_folder as write_librispeech_folder  # noqa: E402
 from fixtures_mls import SCHEMA as MLS_SCHEMA  # noqa: E402
 from fixtures_mls import mls_row  # noqa: E402
 from fixtures_nemotron import BASE as NEMOTRON_BASE  # noqa: E402
@@ -178,7 +181,20 @@ def make_nemotron_cc(root: Path) -> None:
     write_paths_file(root, [skipped, kept])
 
 
-MAKERS = {"emilia": make_emilia, "yodas2": make_yodas2, "mls": make_mls, "nemotron-cc": make_nemotron_cc}
+def make_librispeech(root: Path) -> None:
+    """dev-clean as an extracted archive: two speakers, a chapter each, upper-case transcripts, 16 kHz FLAC."""
+    def transcript(text: str) -> str:  # LibriSpeech's: upper case, no punctuation but apostrophes
+        return " ".join(re.sub(r"[^a-z' ]", "", text.lower()).split()).upper()
+
+    chapters = {("2277", "149874"): [(k, transcript(t)) for k, t in enumerate(BOOK_SENTENCES[:2])],
+                ("3752", "4943"): [(k, transcript(t)) for k, t in enumerate(BOOK_SENTENCES[2:4])]}
+    files, _ = librispeech_layout(chapters, faults=False,
+                                  speaker=lambda text, n: speak(text.lower(), VOICES[n % len(VOICES)], 16_000))
+    write_librispeech_folder(root, files)
+
+
+MAKERS = {"emilia": make_emilia, "yodas2": make_yodas2, "mls": make_mls, "nemotron-cc": make_nemotron_cc,
+          "librispeech": make_librispeech}
 
 
 def main(argv: list[str] | None = None) -> int:

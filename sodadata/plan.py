@@ -263,8 +263,9 @@ def _hours_arg(text: str) -> tuple[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sodadata plan", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from sodadata.cli import OneLineParser
+
+    p = OneLineParser(prog="sodadata plan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="mixture recipe: a YAML file or a packaged mixture's name (soda)")
     p.add_argument("--tokens", type=parse_amount, metavar="T", help="training tokens (500e9 or 500B)")
     p.add_argument("--flops", type=parse_amount, metavar="C", help="training compute in FLOPs, with --params: T = C / 6N")

@@ -16,6 +16,7 @@ import io
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -63,51 +64,60 @@ def speak(text: str, voice: str = "en-us") -> np.ndarray:
     return soxr.resample(x, sr, SR).astype(np.float32)
 
 
-def _files() -> tuple[dict[str, bytes], LibriSpeechExpected]:
-    """Relative path below ``LibriSpeech/`` -> bytes, and what the recipe must make of them."""
+def layout(chapters: dict[tuple[str, str], list[tuple[int, str]]], split: str = SPLIT, faults: bool = True,
+           speaker: Callable[[str, int], np.ndarray] | None = None) -> tuple[dict[str, bytes], LibriSpeechExpected]:
+    """Relative path below ``LibriSpeech/`` -> bytes, and what the recipe must make of them. ``faults``: add
+    :data:`LINE_WITHOUT_FLAC` and :data:`FLAC_WITHOUT_LINE` to their chapters. ``speaker(text, n)`` gives the
+    16 kHz audio of chapter ``n``'s sentence (default: espeak-ng)."""
+    speak_as = speaker or (lambda text, n: speak(text, ("en-us", "en-gb", "en-us+f3")[n % 3]))
     exp = LibriSpeechExpected()
     files: dict[str, bytes] = {name: f"LibriSpeech {name}\n".encode() for name in METADATA_FILES}
-    for n, ((speaker, chapter), utts) in enumerate(CHAPTERS.items()):
-        doc = f"{speaker}-{chapter}"
-        folder = f"{SPLIT}/{speaker}/{chapter}"
+    for n, ((spk, chapter), utts) in enumerate(chapters.items()):
+        doc = f"{spk}-{chapter}"
+        folder = f"{split}/{spk}/{chapter}"
         lines = []
         for k, text in utts:
             utt = f"{doc}-{k:04d}"
-            wave = speak(text, ("en-us", "en-gb", "en-us+f3")[n % 3])
+            wave = speak_as(text, n)
             files[f"{folder}/{utt}.flac"] = encode_audio(wave, SR, "FLAC")
             lines.append(f"{utt} {text}")
             exp.documents.setdefault(doc, []).append(utt)
             exp.transcripts[utt] = text
             exp.waves[utt] = wave
-        if doc == LINE_WITHOUT_FLAC[0].rsplit("-", 1)[0]:
+        if faults and doc == LINE_WITHOUT_FLAC[0].rsplit("-", 1)[0]:
             lines.append(" ".join(LINE_WITHOUT_FLAC))
             exp.rejects[LINE_WITHOUT_FLAC[0]] = "missing_flac"
-        if doc == FLAC_WITHOUT_LINE[0].rsplit("-", 1)[0]:
+        if faults and doc == FLAC_WITHOUT_LINE[0].rsplit("-", 1)[0]:
             utt, text = FLAC_WITHOUT_LINE
-            files[f"{folder}/{utt}.flac"] = encode_audio(speak(text), SR, "FLAC")
+            files[f"{folder}/{utt}.flac"] = encode_audio(speak_as(text, n), SR, "FLAC")
             exp.rejects[utt] = "missing_transcript"
         files[f"{folder}/{doc}.trans.txt"] = ("\n".join(lines) + "\n").encode()
     exp.read = len(exp.transcripts) + len(exp.rejects)
     return files, exp
 
 
-def make_librispeech_folder(root: Path, sample: bool = True) -> LibriSpeechExpected:
-    """``root/LibriSpeech/...`` as ``tar xzf dev-clean.tar.gz`` leaves it; ``sample``: declared a deliberate sample
-    (``sodadata-sample.yaml``), so full runs do not compare it with the catalog's counts."""
-    files, exp = _files()
-    if sample:
-        write_sample_marker(root, "librispeech", "tests/fixtures_librispeech.py: 2 speakers of dev-clean")
+def write_folder(root: Path, files: dict[str, bytes]) -> None:
+    """``files`` (from :func:`layout`) under ``root/LibriSpeech/``, as ``tar xzf <split>.tar.gz`` leaves them."""
     for rel, data in files.items():
         path = root / "LibriSpeech" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+
+
+def make_librispeech_folder(root: Path, sample: bool = True) -> LibriSpeechExpected:
+    """``root/LibriSpeech/...`` as ``tar xzf dev-clean.tar.gz`` leaves it; ``sample``: declared a deliberate sample
+    (``sodadata-sample.yaml``), so full runs do not compare it with the catalog's counts."""
+    files, exp = layout(CHAPTERS)
+    if sample:
+        write_sample_marker(root, "librispeech", "tests/fixtures_librispeech.py: 2 speakers of dev-clean")
+    write_folder(root, files)
     return exp
 
 
 def make_librispeech_archive(path: Path) -> LibriSpeechExpected:
     """``path`` (``dev-clean.tar.gz``) as OpenSLR publishes it: folders as members, each chapter's files together,
     and in chapter 84-121123 the ``.trans.txt`` after the FLACs."""
-    files, exp = _files()
+    files, exp = layout(CHAPTERS)
     late = f"{SPLIT}/84/121123/84-121123.trans.txt"
     order = [r for r in files if r != late]
     order.insert(max(i for i, r in enumerate(order) if r.startswith(f"{SPLIT}/84/121123/")) + 1, late)

@@ -29,7 +29,7 @@ from sodadata.recipe import Recipe
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell", "console"}
-RECIPES = ["emilia", "yodas2", "mls", "nemotron_cc"]
+RECIPES = ["emilia", "yodas2", "mls", "nemotron_cc", "librispeech"]
 MARKER = re.compile(r"<!-- (run|not run: \S.*) -->")
 # The setup line's installer is not run: the test already runs inside the project's virtualenv (the copy's .venv
 # links to it), and scripts/setup.sh there would re-point that shared venv's editable install at the copy.

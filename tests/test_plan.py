@@ -134,13 +134,14 @@ def test_librispeech_and_unknown_components(tmp_path, cli, plan_json):
     (["--tokens", "1B", "--flops", "1e20", "--params", "1e8"], "either --tokens"),
     (["--flops", "1e20"], "--flops and --params go together"),
     (["--tokens", "-5"], "expected a number"),
+    (["--tokens", "1B", "--rate", "0"], "expected a positive number"),
     (["--tokens", "1B", "--codebooks", "9"], "--codebooks must be 1-8"),
     (["--tokens", "1B", "--formats", "text_first,text_first"], "--formats is a comma list"),
     (["--tokens", "1B", "--hours", "nope=3"], "not components of"),
 ])
-def test_bad_options_exit_2_with_a_message(cli, args, message):
+def test_bad_options_exit_2_with_one_line(cli, args, message):
     code, out, err = cli("soda", *args)
-    assert code == 2 and message in err and out == "", err
+    assert code == 2 and message in err and out == "" and err.count("\n") == 1, err
 
 
 def _bench_section(name: str) -> str:

@@ -26,16 +26,23 @@ def _files(root: Path) -> dict[str, int]:
 
 def test_every_recipe_has_a_small_sample_in_its_real_layout() -> None:
     files = _files(SAMPLE)
-    assert sorted({f.split("/")[0] for f in files}) == ["emilia", "mls", "nemotron-cc", "yodas2"]
+    assert sorted({f.split("/")[0] for f in files}) == ["emilia", "librispeech", "mls", "nemotron-cc", "yodas2"]
     assert sum(files.values()) < 4_000_000  # a few MB in all: it is committed
-    for corpus in ("emilia", "yodas2", "mls", "nemotron-cc"):  # declared samples: not compared with the catalog
+    for corpus in ("emilia", "yodas2", "mls", "nemotron-cc", "librispeech"):  # declared samples: not compared with the catalog
         assert f"sample_of: {corpus}\n" in (SAMPLE / corpus / "sodadata-sample.yaml").read_text()
     assert {"emilia/Emilia/EN/EN-B000000.tar", "emilia/Emilia-YODAS/EN/EN-B000000.tar",
             "yodas2/data/en000/audio/00000000.tar.gz", "yodas2/data/en000/text/00000000.json",
             "yodas2/data/en000/duration/00000000.txt", "yodas2/data/en100/audio/00000000.tar.gz",
             "mls/data/train-00000-of-00002.parquet", "mls/data/train-00001-of-00002.parquet",
             "mls/data/dev-00000-of-00001.parquet",
-            f"nemotron-cc/{BASE}/data-jsonl.paths.gz"} <= set(files)
+            f"nemotron-cc/{BASE}/data-jsonl.paths.gz",
+            "librispeech/LibriSpeech/dev-clean/2277/149874/2277-149874-0000.flac",
+            "librispeech/LibriSpeech/dev-clean/2277/149874/2277-149874.trans.txt"} <= set(files)
+    # LibriSpeech: "<utt id> UPPER CASE TEXT" lines, one per FLAC of the chapter folder
+    for trans in (SAMPLE / "librispeech/LibriSpeech/dev-clean").glob("*/*/*.trans.txt"):
+        ids = [line.split(" ", 1)[0] for line in trans.read_text().splitlines()]
+        assert ids == sorted(p.stem for p in trans.parent.glob("*.flac")) and len(ids) == 2
+        assert all(line == line.upper() for line in trans.read_text().splitlines())
     # Yodas2: one JSON array of {audio_id, text: {"<vid>-<idx>-<start cs>-<end cs>": caption}}, as SPEC §5 says
     videos = json.loads((SAMPLE / "yodas2/data/en000/text/00000000.json").read_text())
     assert [sorted(v) for v in videos] == [["audio_id", "text"]] * len(videos) and len(videos) == 2
@@ -67,6 +74,8 @@ def test_make_sample_regenerates_the_committed_samples(tmp_path) -> None:
     for rel in ("yodas2/data/en000/text/00000000.json", "yodas2/data/en100/text/00000000.json"):
         captions = [sorted(v["text"].values()) for v in json.loads((SAMPLE / rel).read_text())]
         assert [sorted(v["text"].values()) for v in json.loads((tmp_path / rel).read_text())] == captions
+    text = [p for p in _files(SAMPLE) if p.startswith("librispeech/") and not p.endswith(".flac")]
+    assert all((tmp_path / p).read_bytes() == (SAMPLE / p).read_bytes() for p in text)
     for rel in [p for p in _files(SAMPLE) if p.startswith("mls/") and p.endswith(".parquet")]:
         assert (pq.read_table(tmp_path / rel, columns=["transcript", "original_path"])
                 == pq.read_table(SAMPLE / rel, columns=["transcript", "original_path"]))

@@ -34,8 +34,12 @@ reject (every FLAC of a chapter without a ``.trans.txt`` too); a line that is no
 Use one kind of source per ``--out``: the two kinds name their shards differently, so a folder run after an
 archive run of the same split would add the same rows a second time.
 
-    python -m sodadata.recipes.librispeech --split dev-clean --out data/
-    python -m sodadata.recipes.librispeech --split dev-clean --source /data/dev-clean.tar.gz --out data/
+Examples: the first runs offline on the bundled sample (from the repository root; SODA's validation set goes to
+its own output, apart from the training mixture); the others read the real corpus (network, or a local copy)::
+
+    python -m sodadata.recipes.librispeech --split dev-clean --source sample/librispeech --codec tiny-random --out out/val
+    python -m sodadata.recipes.librispeech --split dev-clean --out data/val
+    python -m sodadata.recipes.librispeech --split dev-clean --source /data/dev-clean.tar.gz --out data/val
     python -m sodadata.recipes.librispeech --split train-clean-100 --source /data --workers 16 --out data/
 """
 
