@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from sodadata.outputs import is_skipped
 from sodadata.tokenizer import RowEncoder
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,8 @@ def list_shards(location: str) -> ShardList:
 
     A directory holds finished shards as the recipes write them: ``<stem>.parquet`` directly inside, finished only
     once ``<stem>.json`` (its record) is beside it. A glob (``*``, ``**``) takes every ``.parquet`` it matches,
-    record or not (published copies may not carry records), except files under ``rejects/`` and hidden ones.
+    record or not (published copies may not carry records), except hidden files and files in folders below the
+    glob's fixed part that never hold shards (``rejects/``, ``_hub/``, ``_stats/``, hidden ones).
     """
     fs, path = fsspec.core.url_to_fs(location)
     glob = any(ch in path for ch in _GLOB_CHARS)
@@ -170,10 +172,14 @@ def list_shards(location: str) -> ShardList:
         names = {e.rstrip("/").rsplit("/", 1)[-1] for e in listed}
         entries = {e: info for e, info in listed.items()
                    if e.endswith(".parquet") and e[: -len(".parquet")].rsplit("/", 1)[-1] + ".json" in names}
+    # Below the fixed part of the location, folders that never hold shards (``_hub`` staged copies, ``_stats``,
+    # ``rejects``, hidden ones: sodadata.outputs.is_skipped) are not searched; hidden files are not shards either.
+    first_glob = min([path.index(ch) for ch in _GLOB_CHARS if ch in path], default=len(path))
+    fixed = len(path[:first_glob].rsplit("/", 1)[0]) + 1 if glob else len(path.rstrip("/")) + 1
     # Ordered by file name (then path): a component's published copy, whose shards may sit in hashed bucket
     # folders (sodadata/published.py), gives the same list as its output directory, hence the same stream.
-    found = sorted((p for p in entries if "rejects" not in p.split("/") and not p.rsplit("/", 1)[-1].startswith(".")),
-                   key=lambda p: (p.rsplit("/", 1)[-1], p))
+    found = sorted((p for p in entries if not any(is_skipped(d) for d in p[fixed:].split("/")[:-1])
+                    and not p.rsplit("/", 1)[-1].startswith(".")), key=lambda p: (p.rsplit("/", 1)[-1], p))
     if not found:
         raise FileNotFoundError(f"no finished Parquet shards at {location}")
     return ShardList(fs=fs, paths=tuple(found), location=location, infos=tuple(entries[p] for p in found),

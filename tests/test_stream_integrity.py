@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from sodadata.mixture import ComponentConfig, MixtureConfig
 from sodadata.packing import MixtureStream
+from sodadata.streaming import list_shards
 from sodadata.tokenizer import build_tokenizer, train_small_base
 
 SPECS = (ComponentSpec("emilia/en", shards=3, docs_per_shard=3, utterances=(1, 2), seconds=(0.5, 1.5)),
@@ -133,3 +134,16 @@ def test_a_component_whose_shards_differ_in_made_by_is_refused(data: Path, tok: 
     # made one way: the stream runs
     _set_made_by(data, {"shard-00001": MADE_BY})
     assert len(steps(MixtureStream(mixture(data), tok), 1)) == 1
+
+
+def test_a_glob_over_an_output_root_skips_tool_and_reject_folders(data: Path) -> None:
+    """``root/**/*.parquet`` would otherwise also read push's staged copies (``_hub``) and the reject lists."""
+    staged = data / "_hub" / "org--name" / "data" / "emilia" / "en"
+    staged.mkdir(parents=True)
+    shutil.copyfile(data / "emilia/en/shard-00000.parquet", staged / "shard-00000.parquet")
+    names = sorted(Path(p).relative_to(data).as_posix() for p in list_shards(f"{data}/**/*.parquet").paths)
+    assert names == [f"emilia/en/shard-0000{k}.parquet" for k in range(3)] + [
+        f"nemotron-cc/hq-actual/shard-0000{k}.parquet" for k in range(2)]
+    assert (data / "emilia/en/rejects/shard-00000.parquet").exists()  # there, and not listed
+    # a location that names a tool folder itself is taken as given
+    assert len(list_shards(f"{staged}/*.parquet").paths) == 1
