@@ -62,6 +62,26 @@ class RunnerConfig:
                                      ("--retries", self.retries, 0)):
             if value < least:
                 raise ValueError(f"{option} must be at least {least}, got {value}")
+        _check_memory_limit(self.memory_limit)
+
+
+def _check_memory_limit(limit: str) -> None:
+    """What Dask's LocalCluster accepts (auto, a number: bytes or a fraction of memory, or a size such as 4GB),
+    checked before the source is listed and the cluster started."""
+    if limit == "auto":
+        return
+    try:
+        float(limit)
+        return
+    except (TypeError, ValueError):
+        pass
+    from dask.utils import parse_bytes
+
+    try:
+        parse_bytes(limit)
+    except ValueError:
+        raise ValueError(f"--memory-limit {limit!r}: expected auto, a size such as 4GB, or a fraction of the "
+                         "machine's memory such as 0.5") from None
 
 
 @dataclass

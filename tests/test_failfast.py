@@ -58,6 +58,8 @@ def emilia_argv(out: Path, *extra: str) -> list[str]:
     (["--max-batch-seconds", "0"], "error: --max-batch-seconds must be positive, got 0.0"),
     (["--torch-threads", "0"], "error: --torch-threads must be at least 1, got 0"),
     (["--max-utterance-seconds", "-5"], "error: --max-utterance-seconds must be positive, got -5.0"),
+    (["--memory-limit", "abc"], "error: --memory-limit 'abc': expected auto, a size such as 4GB, or a fraction of the "
+                                "machine's memory such as 0.5"),
     (["--codec", "tiny-randon"],
      "error: unknown codec 'tiny-randon' (did you mean tiny-random?); the built-in ones are tiny-random, full-random"),
     (["--codec", "full-randm"],
