@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import re
 import sys
@@ -35,8 +34,6 @@ from dataclasses import asdict, dataclass
 from sodadata.codes import FRAME_RATE_HZ, NUM_CODEBOOKS
 from sodadata.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST
 from sodadata.stats import CHARS_PER_TEXT_TOKEN
-
-log = logging.getLogger(__name__)
 
 SPEECH_FORMATS = (TEXT_FIRST, AUDIO_FIRST, AUDIO_ONLY)
 DEFAULT_FORMATS = (TEXT_FIRST, AUDIO_FIRST)

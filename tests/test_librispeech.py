@@ -192,6 +192,12 @@ def test_chapter_pairs_lines_and_flacs_in_any_order():
     out = list(ch.add_flac("7-9-0004.flac", b"four")) + list(ch.finish())
     assert [(x.id, x.reason) for x in out] == [("7-9-0004", "missing_transcript"), ("7-9-0002", "missing_flac"),
                                                 ("7-9-0003", "missing_transcript")]
+    # a line that is not UTF-8 rejects its utterance once, whether its FLAC came before the transcript or after
+    ch = librispeech.Chapter(("7", "9"))
+    out = [*ch.add_flac("7-9-0001.flac", b"one"), *ch.add_transcript(b"7-9-0001 \xff\n7-9-0002 \xfe\n"),
+           *ch.add_flac("7-9-0002.flac", b"two"), *ch.add_flac("7-9-0002.flac", b"again"), *ch.finish()]
+    assert [(x.id, x.reason) for x in out] == [("7-9-0001", "invalid_unicode"), ("7-9-0002", "invalid_unicode"),
+                                                ("7-9-0002", "duplicate_id")]
 
 
 def test_a_full_run_of_a_partial_folder_stops_before_any_work(tmp_path, capsys):

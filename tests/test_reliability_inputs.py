@@ -46,6 +46,7 @@ from sodadata.codec import CodecConfig
 from sodadata.completeness import write_sample_marker
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes.emilia import EmiliaRecipe
+from sodadata.recipes.librispeech import LibriSpeechRecipe
 from sodadata.recipes.mls import MLSRecipe
 from sodadata.recipes.nemotron_cc import NemotronCCRecipe
 from sodadata.recipes.yodas2 import Yodas2Recipe
@@ -617,3 +618,84 @@ def test_a_shard_missing_from_the_source_fails_alone_and_a_rerun_completes(tmp_p
     assert cli_recipe.main(Listed, argv, prog="emilia", description="") == 0
     assert "3 in this run, 2 already finished, 1 done now, 0 failed" in capsys.readouterr().out
     assert validate(out, stream=open(os.devnull, "w")).violations == 0
+
+
+# --- LibriSpeech ----------------------------------------------------------------------------------------------
+
+
+def test_librispeech_bad_input_catalogue(tmp_path: Path):
+    """The extracted layout, one speaker (= one task) per case: a chapter of two good utterances plus the bad item."""
+    root, out = tmp_path / "src", tmp_path / "out"
+    split_dir = root / "LibriSpeech" / "dev-clean"
+    write_sample_marker(root, "librispeech")  # a corpus of test cases, not a mirror of dev-clean's 40 speakers
+    sr = 16_000
+    good = [encode_audio(speechlike(0.5, 70 + i, sr=sr), sr, "FLAC") for i in range(2)]
+    wave = speechlike(0.5, 80, sr=sr)
+    nan = wave.copy()
+    nan[5:9] = np.nan
+    cases: list[Case] = []
+    gone: list[Path] = []
+
+    def case(label: str, expect: str, flac: bytes | None = None, line: str | None = "BAD ITEM",
+             extra: tuple[str, bytes] | None = None, lines: list[str] | None = None, trans: bool = True,
+             error: str = "", target: str | None = None, remove_after_listing: bool = False) -> None:
+        speaker = str(100 + len(cases))
+        doc = f"{speaker}-7"
+        folder = split_dir / speaker / "7"
+        folder.mkdir(parents=True)
+        bad = f"{doc}-0002"
+        text = [f"{doc}-{k:04d} GOOD UTTERANCE {k}" for k in range(2)]
+        if line is not None:
+            text.append(f"{bad} {line}" if line else bad)
+        text += [extra_line.format(doc=doc) for extra_line in lines or []]
+        for k in range(2):
+            (folder / f"{doc}-{k:04d}.flac").write_bytes(good[k])
+        if flac is not None:
+            (folder / f"{bad}.flac").write_bytes(flac)
+            if remove_after_listing:
+                gone.append(folder / f"{bad}.flac")
+        if extra is not None:
+            (folder / extra[0]).write_bytes(extra[1])
+        if trans:
+            (folder / f"{doc}.trans.txt").write_bytes("\n".join(text).encode("utf-8", "surrogateescape") + b"\n")
+        target = (target or bad).format(doc=doc, speaker=speaker)
+        cases.append(Case(label, expect, speaker, target=target,
+                          items=[f"{doc}-0000", f"{doc}-0001", target], error=error))
+
+    ok = good[0]
+    case("corrupt FLAC", "reject undecodable_audio", b"fLaC\x00\x00\x00\x22" + bytes(200))
+    case("zero-length FLAC", "reject empty_audio", b"")
+    case("NaN samples (float WAV bytes in a .flac)", "reject nonfinite_audio", wav_bytes(nan, sr, "FLOAT"))
+    case("wrong sample rate (44.1 kHz FLAC)", "written", encode_audio(speechlike(0.5, 81, sr=44_100), 44_100, "FLAC"))
+    case("stereo FLAC", "written", encode_audio(np.stack([wave, wave[::-1]], 1), sr, "FLAC"))
+    case("FLAC larger than the 64 MB cap (scaled: 40 kB)", "reject file_too_large",
+         encode_audio(speechlike(3.0, 82, sr=sr), sr, "FLAC"))
+    case("a transcript line without its FLAC", "reject missing_flac", None)
+    case("a FLAC without its transcript line", "reject missing_transcript", ok, line=None)
+    case("a chapter without its .trans.txt", "reject missing_transcript", ok, trans=False)
+    case("transcript line not UTF-8 (a surrogate's bytes)", "reject invalid_unicode", ok, line="A \udced\udca0\udc80 B")
+    case("transcript line of another chapter's id", "reject bad_transcript_line", ok,
+         lines=["1-2-0003 NOT THIS CHAPTER"], target="{doc}.trans.txt:4")
+    case("duplicate id (a line twice)", "reject duplicate_id", ok, lines=["{doc}-0002 AGAIN"])
+    case("blank transcript (an id alone)", "reject empty_transcript", ok, line="")
+    case("transcript with an audio-range character", "reject audio_range_character", ok, line="A \U00011000 B")
+    case("transcript with a marker string", "reject transcript_has_marker", ok, line="A <|audio_start|> B")
+    case("unexpected file in a chapter folder", "reject unexpected_file", None, line=None,
+         extra=("notes.txt", b"hello"), target="{speaker}/7/notes.txt")
+    case("a FLAC missing from the source (listed, then gone)", "shard fails", ok, error="does not exist",
+         remove_after_listing=True)
+
+    @dataclass(frozen=True)
+    class Listed(LibriSpeechRecipe):
+        def tasks(self):
+            tasks = super().tasks()
+            for path in gone:
+                path.unlink()
+            return tasks
+
+    recipe = Listed(split="dev-clean", source=str(root), max_file_bytes=40_000)
+    result = run_recipe(recipe, PipelineConfig(out=str(out), codec=CODEC), SERIAL)
+    observe(cases, out, "librispeech/dev-clean", result, lambda row: [u["id"] for u in json.loads(row["metadata"])["utterances"]])
+    check_and_publish("bad-input-librispeech", "LibriSpeech (an extracted split: FLACs and .trans.txt per chapter)",
+                      cases, out, [["truncated or corrupt .tar.gz (the streamed source)", "shard fails",
+                                    "tests/test_librispeech.py::test_a_cut_archive_fails_its_task"]], root)

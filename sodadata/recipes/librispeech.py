@@ -147,6 +147,8 @@ class LibriSpeechRecipe(Recipe):
             by_speaker[rel.parts[0] if len(rel.parts) > 1 else "_unplaced"].append(f)
         if not by_speaker:
             raise FileNotFoundError(f"{root} holds no files")
+        log.info("librispeech %s: %d files in %d speaker folders -> one task per speaker", self.split,
+                 sum(map(len, by_speaker.values())), len(by_speaker))
         return [ShardTask(component=self.component, stem=speaker, split=self.split, inputs=tuple(by_speaker[speaker]))
                 for speaker in sorted(by_speaker, key=_numeric_key)]
 
@@ -246,6 +248,7 @@ class Chapter:
     lines: dict[str, str] = field(default_factory=dict)  # utt id -> text, not yet paired with a FLAC
     waiting: dict[str, bytes] = field(default_factory=dict)  # utt id -> FLAC bytes, transcript not yet read
     done: set[str] = field(default_factory=set)  # utt ids already yielded (utterance or reject)
+    silenced: set[str] = field(default_factory=set)  # rejected by their line: their FLAC is not a second item
     has_transcript: bool = False
 
     @property
@@ -291,8 +294,9 @@ class Chapter:
             try:
                 text = rest.decode("utf-8")
             except UnicodeDecodeError as exc:
-                self.done.add(utt)  # its FLAC, if any, is not read: one reject for the utterance
-                self.waiting.pop(utt, None)
+                self.done.add(utt)  # one reject for the utterance: its FLAC, waiting or to come, is dropped
+                if self.waiting.pop(utt, None) is None:
+                    self.silenced.add(utt)
                 yield Reject(utt, "invalid_unicode", f"transcript line {n} is not UTF-8 ({exc.reason})")
                 continue
             self.lines[utt] = text
@@ -303,6 +307,9 @@ class Chapter:
 
     def add_flac(self, name: str, data: bytes | None, too_large: str = "") -> Iterator[RawUtterance | Reject]:
         utt = name.rpartition(".")[0]
+        if utt in self.silenced:
+            self.silenced.discard(utt)
+            return
         if utt in self.done or utt in self.waiting:
             yield Reject(utt, "duplicate_id", f"a second {name}; the first was used")
             return
