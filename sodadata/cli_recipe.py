@@ -12,6 +12,8 @@ import os
 import sys
 
 from sodadata.codec import DEFAULT_CODEC, DTYPES, NOT_REAL_WARNING, CodecConfig, check_codec
+from sodadata.codes import NUM_CODEBOOKS, parse_codebooks
+from sodadata.document import DEFAULT_FORMATS, SPEECH_FORMATS, parse_formats
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipe import Recipe
 from sodadata.runner import RunnerConfig, check_run_options, failure_line, format_summary, run_recipe
@@ -67,6 +69,18 @@ def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argpa
         codec.add_argument("--max-batch-seconds", type=float, default=None, help="padded audio seconds per batch (default: 120 CPU, 1920 GPU)")
         codec.add_argument("--torch-threads", type=int, default=None, help="torch threads per task (default: cores / (workers x threads))")
         codec.add_argument("--max-utterance-seconds", type=float, default=600.0, help="reject longer utterances (default 600)")
+        rows = parser.add_argument_group("rows (SPEC §1-2; recorded in each shard's made_by)")
+        # read as strings and checked in main(): a bad value is one line, not argparse's usage block
+        rows.add_argument(
+            "--codebooks", default=str(NUM_CODEBOOKS), metavar="N",
+            help=f"Mimi codebooks kept, the first N (1-{NUM_CODEBOOKS}; default {NUM_CODEBOOKS}, SODA's; 1 = the "
+            "semantic codebook only): N characters per 80 ms frame, 12.5 N audio tokens per second",
+        )
+        rows.add_argument(
+            "--formats", default=",".join(DEFAULT_FORMATS), metavar="LIST",
+            help=f"rows per document, a comma list of {', '.join(SPEECH_FORMATS)} (default "
+            f"{','.join(DEFAULT_FORMATS)}; audio_only: the audio spans alone, the paper's S / S+A ablations)",
+        )
     return parser
 
 
@@ -79,6 +93,9 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
     try:
         # Every option is checked here, in this process, before a cluster starts or a task runs: a mistake is one
         # line, once (exit 2), not a failure of every task and retry.
+        codebooks, formats = NUM_CODEBOOKS, DEFAULT_FORMATS
+        if recipe_cls.kind == "speech":
+            codebooks, formats = parse_codebooks(args.codebooks), parse_formats(args.formats)
         runner = RunnerConfig(
             workers=args.workers, threads_per_worker=args.threads_per_worker, scheduler=args.scheduler,
             retries=args.retries, serial=args.serial, memory_limit=args.memory_limit, progress=not args.no_progress,
@@ -93,10 +110,11 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
             codec = CodecConfig(
                 codec=args.codec, revision=args.codec_revision, device=args.device, dtype=args.dtype,
                 batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, threads=threads,
+                num_codebooks=codebooks,
             )
         pipeline = PipelineConfig(
             out=args.out, codec=codec,
-            max_utterance_seconds=getattr(args, "max_utterance_seconds", 600.0),
+            max_utterance_seconds=getattr(args, "max_utterance_seconds", 600.0), formats=formats,
         )
         check_run_options(pipeline, args.limit_shards)
         if codec is not None:

@@ -1,7 +1,9 @@
 """Mimi codes <-> characters (SPEC.md §1).
 
 The character for frame ``t``, codebook ``i`` is ``chr(0xE000 + i*2048 + code[i, t])``, frame-major:
-``f0c0 f0c1 … f0c7 f1c0 …``. Two implementations with the same output: a C loop (``sodadata/_codes.c``, built
+``f0c0 f0c1 … f0c7 f1c0 …``. With fewer codebooks (``--codebooks N``, 1-8) the first ``N`` are kept and the mapping
+is unchanged: a frame is ``N`` characters, character ``k`` lies in codebook ``k mod N``; every function here takes
+``N`` (the number of rows of a code array, or ``num_codebooks`` for a string). Two implementations with the same output: a C loop (``sodadata/_codes.c``, built
 at install when a C compiler is present; :data:`NATIVE` says whether it is) that converts a call's characters in
 one pass, and NumPy through the UTF-32 view of strings. The C loop only ever succeeds; anything it declines
 (a malformed span, a code out of range, an unusual dtype) goes to the NumPy path, the one place that raises and
@@ -78,11 +80,11 @@ def _codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
 
 
-def _span_codes(text: str, num_codebooks: int) -> tuple[np.ndarray | None, str | None]:
-    """``text`` as ``(num_codebooks, frames)`` int64 codes, or ``None`` and why it is not a well-formed span."""
+def _span_codes(text: str, num_codebooks: int) -> tuple[np.ndarray | None, tuple[int, str] | None]:
+    """``text`` as ``(num_codebooks, frames)`` int64 codes, or ``None`` and its first fault: ``(index, what)``."""
     points = _codepoints(text)
     if points.size % num_codebooks:
-        return None, f"length {points.size} is not a multiple of {num_codebooks}"
+        return None, (points.size, f"length {points.size} is not a multiple of {num_codebooks}")
     # straight into the int64 result, no uint32 temporary: for an hour of codes the temporary's page faults cost
     # more than the arithmetic (bench/codes.py)
     codes = np.empty((num_codebooks, points.size // num_codebooks), dtype=np.int64)
@@ -92,20 +94,29 @@ def _span_codes(text: str, num_codebooks: int) -> tuple[np.ndarray | None, str |
     frame, codebook = np.argwhere((codes.T < 0) | (codes.T >= CODEBOOK_SIZE))[0]  # frame-major: the first character
     k = int(frame) * num_codebooks + int(codebook)
     base = AUDIO_BASE + CODEBOOK_SIZE * (k % num_codebooks)
-    return None, (
+    return None, (k, (
         f"character {k} (U+{int(points[k]):04X}) is not in codebook {k % num_codebooks}'s range "
         f"U+{base:04X}..U+{base + CODEBOOK_SIZE - 1:04X}"
-    )
+    ))
 
 
-def span_error(text: str, num_codebooks: int = NUM_CODEBOOKS) -> str | None:
-    """Why ``text`` is not a well-formed audio span, or ``None`` if it is.
+def span_fault(text: str, num_codebooks: int = NUM_CODEBOOKS) -> tuple[int, str] | None:
+    """The first fault of ``text`` as an audio span of ``num_codebooks`` codebooks: ``(character index, what)``,
+    or ``None`` if it is well-formed. The one definition of SPEC §1's check (``validate`` reports its index).
 
     Well-formed: length a multiple of ``num_codebooks`` and character ``k`` inside codebook ``k mod n``'s range.
     """
+    if not 1 <= num_codebooks <= NUM_CODEBOOKS:
+        raise ValueError(f"num_codebooks must be in 1..{NUM_CODEBOOKS}, got {num_codebooks}")
     if _native is not None and _native.span_codes(text, num_codebooks, None):
         return None
     return _span_codes(text, num_codebooks)[1]
+
+
+def span_error(text: str, num_codebooks: int = NUM_CODEBOOKS) -> str | None:
+    """Why ``text`` is not a well-formed audio span of ``num_codebooks`` codebooks, or ``None`` if it is."""
+    fault = span_fault(text, num_codebooks)
+    return None if fault is None else fault[1]
 
 
 def check_audio_span(text: str, num_codebooks: int = NUM_CODEBOOKS) -> None:
@@ -123,9 +134,9 @@ def chars_to_codes(text: str, num_codebooks: int = NUM_CODEBOOKS) -> np.ndarray:
         codes = _empty((num_codebooks, len(text) // num_codebooks), _INT64)
         if _native.span_codes(text, num_codebooks, codes):
             return codes
-    codes, err = _span_codes(text, num_codebooks)
-    if err is not None:
-        raise ValueError(f"malformed audio span: {err}")
+    codes, fault = _span_codes(text, num_codebooks)
+    if fault is not None:
+        raise ValueError(f"malformed audio span: {fault[1]}")
     return codes
 
 

@@ -1,7 +1,8 @@
 """Documents and rows (SPEC.md §2).
 
-A document is the ordered run of utterances from one source recording. Every speech document yields two rows,
-text-first (``_type1``) and audio-first (``_type2``); pieces are joined with nothing between them.
+A document is the ordered run of utterances from one source recording. Every speech document yields one row per
+format of the run: text-first (``_type1``) and audio-first (``_type2``) by default, audio-only (``_type3``, the
+paper's S and S+A ablations) when asked for; pieces are joined with nothing between them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ TEXT_FIRST = "text_first"
 AUDIO_FIRST = "audio_first"
 AUDIO_ONLY = "audio_only"  # SPEC §2: {doc}_type3, the document's audio spans in order, no text
 TEXT_ONLY = "text"
-ROW_SUFFIX = {TEXT_FIRST: "_type1", AUDIO_FIRST: "_type2"}
+ROW_SUFFIX = {TEXT_FIRST: "_type1", AUDIO_FIRST: "_type2", AUDIO_ONLY: "_type3"}
+SPEECH_FORMATS = (TEXT_FIRST, AUDIO_FIRST, AUDIO_ONLY)  # the order rows of a document are written in
+DEFAULT_FORMATS = (TEXT_FIRST, AUDIO_FIRST)  # SODA's pair (SPEC §2); audio_only is off by default
 # Version of the rule that decides what a transcript or web text becomes (SPEC §2: what is rejected, what is
 # folded out of the audio range). Recorded in every shard's ``made_by``: a change of rule changes rows, so a new
 # version keeps a rerun from mixing shards made under the old rule with new ones. 1: any audio-range character
@@ -212,8 +215,23 @@ def apply_text_rule(text: object, *, transcript: bool = True) -> TextVerdict:
     return TextVerdict(text, None, "", folded, dropped)
 
 
+def parse_formats(value: str) -> tuple[str, ...]:
+    """``--formats``: a comma list of speech formats, returned in row order (``text_first,audio_first,audio_only``).
+
+    Raises ``ValueError`` with one line for an unknown, repeated or missing format."""
+    names = [v.strip() for v in value.split(",")]
+    unknown = [n for n in names if n not in SPEECH_FORMATS]
+    if unknown or not value.strip():
+        raise ValueError(f"--formats {value!r}: expected a comma list of {', '.join(SPEECH_FORMATS)} "
+                         f"(default {','.join(DEFAULT_FORMATS)})")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"--formats {value!r}: {', '.join(repeated)} named twice")
+    return tuple(f for f in SPEECH_FORMATS if f in names)
+
+
 def format_speech_row(utterances: Sequence[EncodedUtterance], fmt: str) -> str:
-    """The row text of one document in ``fmt`` (``text_first`` or ``audio_first``)."""
+    """The row text of one document in ``fmt`` (``text_first``, ``audio_first`` or ``audio_only``)."""
     parts = [BOS]
     for u in utterances:
         text = TEXT_START + u.text + TEXT_END
@@ -222,6 +240,8 @@ def format_speech_row(utterances: Sequence[EncodedUtterance], fmt: str) -> str:
             parts += (text, audio)
         elif fmt == AUDIO_FIRST:
             parts += (audio, text)
+        elif fmt == AUDIO_ONLY:
+            parts.append(audio)
         else:
             raise ValueError(f"unknown speech row format {fmt!r}")
     parts.append(EOS)

@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING
 
 from sodadata.codec import codec_identity
-from sodadata.document import AUDIO_FIRST, TEXT_FIRST, TEXT_ONLY, TEXT_RULE_VERSION
+from sodadata.document import TEXT_ONLY, TEXT_RULE_VERSION
 
 if TYPE_CHECKING:
     from sodadata.pipeline import PipelineConfig
@@ -34,7 +34,7 @@ def build(recipe: Recipe, config: PipelineConfig, codec: dict | None) -> dict:
         if config.codec is None or codec is None:
             raise ValueError(f"recipe {recipe.name} needs a codec")
         device = config.codec.device.split(":")[0]  # the kind: cuda:3 and cuda make the same codes
-        dtype, codebooks, formats = config.codec.dtype, config.codec.num_codebooks, [TEXT_FIRST, AUDIO_FIRST]
+        dtype, codebooks, formats = config.codec.dtype, config.codec.num_codebooks, list(config.formats)
         params = {"max_utterance_seconds": float(config.max_utterance_seconds), **recipe.row_params()}
     else:
         codec = device = dtype = codebooks = None

@@ -28,10 +28,10 @@ from sodadata.audio import DEFAULT_MAX_SECONDS, AudioError, decode_audio, to_mon
 from sodadata.codec import CodecConfig, MimiEncoder, get_encoder
 from sodadata.codes import SAMPLE_RATE, codes_to_chars
 from sodadata.document import (
-    AUDIO_FIRST,
+    DEFAULT_FORMATS,
     INVALID_UNICODE,
     ROW_SUFFIX,
-    TEXT_FIRST,
+    SPEECH_FORMATS,
     TEXT_ONLY,
     EncodedUtterance,
     TextVerdict,
@@ -60,6 +60,9 @@ class PipelineConfig:
     out: str
     codec: CodecConfig | None = None  # None for text-only recipes
     max_utterance_seconds: float = DEFAULT_MAX_SECONDS
+    # Rows written per speech document, in this order (--formats; SPEC §2). The codebooks kept are the codec's
+    # (CodecConfig.num_codebooks, --codebooks).
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     # Audio gathered before encoding, so the encoder can sort it into batches of similar length. None: 600 s on
     # CPU (batch 1 there: only order changes), and on CUDA twice the codec's padded audio per batch (3,840 s by
     # default), so a bucket fills whole GPU batches of similar length.
@@ -76,6 +79,9 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if not self.max_utterance_seconds > 0:
             raise ValueError(f"--max-utterance-seconds must be positive, got {self.max_utterance_seconds}")
+        if not self.formats or any(f not in SPEECH_FORMATS for f in self.formats) \
+                or len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats must be distinct names among {', '.join(SPEECH_FORMATS)}, got {self.formats}")
 
     def effective_bucket_seconds(self) -> float:
         if self.bucket_seconds is not None:
@@ -354,11 +360,13 @@ def _encode_bucket(bucket: list[_Decoded], encoder: MimiEncoder) -> Iterator[Enc
 
 
 class _DocumentRows:
-    """Turns finished documents into their two rows, written as they come (ShardWriter bounds memory by bytes)."""
+    """Turns finished documents into their rows, one per format, written as they come (ShardWriter bounds memory
+    by bytes)."""
 
     def __init__(self, writer: ShardWriter, task: ShardTask, metadata: dict[str, dict],
-                 folds: dict[str, tuple[int, int]], counts: TaskCounts) -> None:
+                 folds: dict[str, tuple[int, int]], counts: TaskCounts, formats: tuple[str, ...]) -> None:
         self.writer, self.task, self.metadata, self.folds, self.counts = writer, task, metadata, folds, counts
+        self.formats = formats
         self.rows = self.documents = self.audio_tokens = self.text_chars = 0
         self.audio_seconds = 0.0
 
@@ -372,7 +380,7 @@ class _DocumentRows:
             self.counts.folded_chars += folded
             self.counts.dropped_chars += dropped
         meta_json = json.dumps(meta, ensure_ascii=False, sort_keys=True)
-        for fmt in (TEXT_FIRST, AUDIO_FIRST):
+        for fmt in self.formats:
             text = format_speech_row(utts, fmt)
             self.writer.write(
                 {
@@ -419,7 +427,7 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
             yield d
 
     writer = ShardWriter(paths.parquet)
-    out = _DocumentRows(writer, task, metadata, folds, counts)
+    out = _DocumentRows(writer, task, metadata, folds, counts, config.formats)
     try:
         decoded = prefetch(
             _checked(recipe.read(task), counts, rejects, config.max_utterance_seconds,

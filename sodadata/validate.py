@@ -12,16 +12,17 @@ record         the JSON record parses, names its component/shard, ``read == writ
 counts         the record's ``rows``, ``documents``, ``written``, ``audio_tokens``, ``audio_seconds`` and
                ``text_chars`` equal what the shard holds
 rejects        the reject list has REJECT_SCHEMA, one row per reject, and the same counts by reason
-ids            ids are non-empty and unique in each output root; speech ids end in ``_type1`` (text-first)
-               or ``_type2`` (audio-first)
-columns        ``corpus``/``split`` match the record, ``format`` is known, ``n_utterances``,
+ids            ids are non-empty and unique in each output root; speech ids end in ``_type1`` (text-first),
+               ``_type2`` (audio-first) or ``_type3`` (audio-only)
+columns        ``corpus``/``split`` match the record, ``format`` is one of the record's ``made_by.formats``, ``n_utterances``,
                ``n_audio_tokens`` and ``audio_seconds`` equal what the text holds, ``metadata`` is JSON
 structure      BOS first and EOS last, each exactly once; markers balanced and in the order of the row's
                format; nothing between pieces
-audio_span     every audio span well-formed: non-empty, a multiple of 8 characters, character k in
-               codebook k mod 8's range (SPEC.md §1)
+audio_span     every audio span well-formed: non-empty, a multiple of N characters, character k in
+               codebook k mod N's range (SPEC.md §1; N is the record's ``made_by.codebooks``, 8 without one)
 transcript     every transcript non-empty, stripped, free of audio-range characters
-pairs          every speech document has both rows, and they hold identical (text, audio) pairs
+pairs          every speech document has one row per format of the record's ``made_by.formats`` (text_first and
+               audio_first without one), holding identical (text, audio) pairs (audio_only: identical audio)
 made_by        every record says what made its shard (``made_by``, SPEC §2) and a component's shards agree on
                it: one line per component naming the keys that differ
 =============  ==========================================================================================
@@ -57,15 +58,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, CHARS_PER_SECOND, CODEBOOK_SIZE, NUM_CODEBOOKS
+from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, FRAME_RATE_HZ, NUM_CODEBOOKS, span_fault
 from sodadata.document import (
     AUDIO_END,
     AUDIO_FIRST,
+    AUDIO_ONLY,
     AUDIO_START,
     BOS,
+    DEFAULT_FORMATS,
     EOS,
     MARKERS,
     ROW_SUFFIX,
+    SPEECH_FORMATS,
     TEXT_END,
     TEXT_FIRST,
     TEXT_ONLY,
@@ -88,7 +92,7 @@ CHECKS: dict[str, str] = {
     "structure": "BOS/EOS once, markers balanced and ordered",
     "audio_span": "audio spans well-formed",
     "transcript": "transcripts non-empty, stripped, no audio characters",
-    "pairs": "both formats of a document, same (text, audio) pairs",
+    "pairs": "every format of a document, same (text, audio) pairs",
     "made_by": "a component's shards made alike, made_by recorded",
 }
 DEFAULT_MAX_ERRORS = 100
@@ -96,7 +100,7 @@ DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 MAX_BATCH_ROWS = 4096
 # A row's audio_seconds comes from the decoded samples, its tokens from ceil(samples / 1920) frames: the tokens
 # cover the audio and overshoot it by less than one 80 ms frame per utterance.
-FRAME_SECONDS = NUM_CODEBOOKS / CHARS_PER_SECOND
+FRAME_SECONDS = 1 / FRAME_RATE_HZ
 SECONDS_SLACK = 1e-6
 RECORD_SECONDS_TOLERANCE = 1e-3  # records round audio_seconds to 4 decimals
 _MARKER_RE = re.compile("|".join(re.escape(m) for m in MARKERS))
@@ -104,6 +108,7 @@ _AUDIO_CHAR_RE = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]
 _CYCLE = {
     TEXT_FIRST: (TEXT_START, TEXT_END, AUDIO_START, AUDIO_END),
     AUDIO_FIRST: (AUDIO_START, AUDIO_END, TEXT_START, TEXT_END),
+    AUDIO_ONLY: (AUDIO_START, AUDIO_END),
 }
 _SUFFIX_FORMAT = {suffix: fmt for fmt, suffix in ROW_SUFFIX.items()}
 
@@ -143,22 +148,12 @@ class _TooManyErrors(Exception):
 # --- one row's text -----------------------------------------------------------------------------------------
 
 
-def audio_span_problem(span: str) -> tuple[int, str] | None:
-    """``(index, what)`` of the first fault of an audio span (SPEC.md §1), or ``None`` if it is well-formed."""
+def audio_span_problem(span: str, num_codebooks: int = NUM_CODEBOOKS) -> tuple[int, str] | None:
+    """``(index, what)`` of the first fault of an audio span of ``num_codebooks`` codebooks (SPEC.md §1), or
+    ``None`` if it is well-formed: :func:`sodadata.codes.span_fault` (the one check), and a span may not be empty."""
     if not span:
         return 0, "empty audio span"
-    points = np.frombuffer(span.encode("utf-32-le"), dtype=np.int32)  # code points < 2**21: int32 is exact
-    rel = points - (AUDIO_BASE + CODEBOOK_SIZE * (np.arange(points.size, dtype=np.int32) % NUM_CODEBOOKS))
-    bad = np.flatnonzero((rel < 0) | (rel >= CODEBOOK_SIZE))
-    if bad.size:
-        k = int(bad[0])
-        book = k % NUM_CODEBOOKS
-        lo = AUDIO_BASE + book * CODEBOOK_SIZE
-        return k, (f"audio character {k} of its span is U+{int(points[k]):04X}, outside codebook {book}'s range "
-                   f"U+{lo:04X}..U+{lo + CODEBOOK_SIZE - 1:04X}")
-    if points.size % NUM_CODEBOOKS:
-        return points.size, f"audio span of {points.size} characters is not a multiple of {NUM_CODEBOOKS}"
-    return None
+    return span_fault(span, num_codebooks)
 
 
 def _transcript_problem(text: str) -> tuple[int, str] | None:
@@ -172,11 +167,13 @@ def _transcript_problem(text: str) -> tuple[int, str] | None:
     return None
 
 
-def parse_row(text: str, fmt: str) -> tuple[list[tuple[str, str]], list[Problem]]:
+def parse_row(text: str, fmt: str, num_codebooks: int = NUM_CODEBOOKS
+              ) -> tuple[list[tuple[str | None, str]], list[Problem]]:
     """The (transcript, audio) pairs of a row in format ``fmt`` and every fault found in it.
 
     Parsing stops at the first structural fault (markers out of order), since what follows cannot be read.
-    A ``text`` row has no pairs; its body must hold no marker and no audio character.
+    A ``text`` row has no pairs; its body must hold no marker and no audio character. An ``audio_only`` row's
+    pairs have no transcript (``None``). Audio spans are checked as spans of ``num_codebooks`` codebooks.
     """
     problems: list[Problem] = []
     if not text.startswith(BOS):
@@ -210,8 +207,9 @@ def parse_row(text: str, fmt: str) -> tuple[list[tuple[str, str]], list[Problem]
     pairs: list[tuple[str, str]] = []
     prev_end = body_start
     pending: dict[str, str] = {}
+    per_utterance = len(cycle)  # 4 markers (text and audio), 2 for audio_only
     for i, (pos, name) in enumerate(inner):
-        expected = cycle[i % 4]
+        expected = cycle[i % per_utterance]
         if name != expected:
             problems.append(Problem("structure", pos, f"expected {expected}, found {name} ({fmt} order is "
                                                       f"{''.join(cycle)} per utterance)"))
@@ -228,14 +226,14 @@ def parse_row(text: str, fmt: str) -> tuple[list[tuple[str, str]], list[Problem]
                 problems.append(Problem("transcript", prev_end + bad[0], bad[1]))
         else:  # AUDIO_END
             pending["audio"] = content
-            bad = audio_span_problem(content)
+            bad = audio_span_problem(content, num_codebooks)
             if bad:
                 problems.append(Problem("audio_span", prev_end + bad[0], bad[1]))
-        if i % 4 == 3:
-            pairs.append((pending.pop("text"), pending.pop("audio")))
+        if i % per_utterance == per_utterance - 1:
+            pairs.append((pending.pop("text", None), pending.pop("audio")))
         prev_end = pos + len(name)
-    if len(inner) % 4:
-        opened = inner[len(inner) - len(inner) % 4]
+    if len(inner) % per_utterance:
+        opened = inner[len(inner) - len(inner) % per_utterance]
         problems.append(Problem("structure", opened[0], f"utterance opened by {opened[1]} is never completed"))
     elif text[prev_end:body_end]:
         problems.append(Problem("structure", prev_end, f"{body_end - prev_end} characters between the last piece "
@@ -244,6 +242,14 @@ def parse_row(text: str, fmt: str) -> tuple[list[tuple[str, str]], list[Problem]
 
 
 # --- the directory ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a shard's record says its rows hold: codebooks per frame and the formats of each document."""
+
+    codebooks: int
+    formats: tuple[str, ...]
 
 
 @dataclass
@@ -467,23 +473,29 @@ class Validator:
 
     def _rows(self, pf: pq.ParquetFile, rel: str, component: str, record: dict | None, root: Path) -> _ShardTotals:
         totals = _ShardTotals()
-        pending: dict[str, tuple] = {}  # doc -> (format, row, pair digests, audio_seconds) of its first row
+        # doc -> {format: (row, pair digests, audio_seconds, structural)} of the rows seen so far; a document
+        # leaves once it has a row of every format its record names (they are written together)
+        pending: dict[str, dict[str, tuple]] = {}
         seen_ids: set[str] = set()
         hashes: list[int] = []
         row = 0
         split = record.get("split") if record else None
+        made = (record or {}).get("made_by") or {}
+        # what the shard says it holds (SPEC §1-2); a record made before made_by: SODA's 8 codebooks and pair
+        shape = _Shape(made.get("codebooks") or NUM_CODEBOOKS, tuple(made.get("formats") or DEFAULT_FORMATS))
         columns = ROW_SCHEMA.names
         for batch in self._batches(pf, columns):
             data = {name: batch.column(name).to_pylist() for name in columns}
             for i in range(batch.num_rows):
                 r = {name: data[name][i] for name in columns}
-                self._row(r, row, rel, component, split, totals, pending, seen_ids)
+                self._row(r, row, rel, component, split, totals, pending, seen_ids, shape)
                 hashes.append(_id_hash(r["id"]))
                 row += 1
-        for doc, (fmt, r0, *_) in sorted(pending.items()):
-            other = AUDIO_FIRST if fmt == TEXT_FIRST else TEXT_FIRST
-            self.add(Violation("pairs", rel, f"document {doc} has no {other} row ({doc}{ROW_SUFFIX[other]})",
-                               row=r0, id=doc + ROW_SUFFIX[fmt]))
+        for doc, got in sorted(pending.items()):
+            fmt, (r0, *_) = next(iter(got.items()))
+            missing = [f for f in shape.formats if f not in got]
+            self.add(Violation("pairs", rel, f"document {doc} has no {' or '.join(missing)} row "
+                               f"({', '.join(doc + ROW_SUFFIX[f] for f in missing)})", row=r0, id=doc + ROW_SUFFIX[fmt]))
         totals.documents += len(pending)
         self.report.rows += row
         self._shard_files.append(Path(rel))
@@ -500,7 +512,7 @@ class Validator:
             yield from pf.iter_batches(batch_size=size, row_groups=[g], columns=columns)
 
     def _row(self, r: dict, row: int, rel: str, component: str, split: str | None, totals: _ShardTotals,
-             pending: dict, seen_ids: set) -> None:
+             pending: dict, seen_ids: set, shape: _Shape) -> None:
         rid = r["id"]
 
         def v(check: str, what: str, offset: int | None = None) -> None:
@@ -526,10 +538,13 @@ class Validator:
                 json.loads(r["metadata"])
             except json.JSONDecodeError as exc:
                 v("columns", f"metadata is not JSON: {exc}")
-        if fmt not in (TEXT_FIRST, AUDIO_FIRST, TEXT_ONLY):
-            v("columns", f"format is {fmt!r}, expected text_first, audio_first or text")
+        if fmt not in (*SPEECH_FORMATS, TEXT_ONLY):
+            v("columns", f"format is {fmt!r}, expected {', '.join(SPEECH_FORMATS)} or text")
             return
-        pairs, problems = parse_row(text, fmt)
+        if fmt != TEXT_ONLY and fmt not in shape.formats:
+            v("columns", f"format is {fmt!r}, but the record's made_by.formats are {', '.join(shape.formats)}")
+            return
+        pairs, problems = parse_row(text, fmt, shape.codebooks)
         for p in problems:
             v(p.check, p.what, p.offset)
         n_utt, n_tok, seconds = r["n_utterances"], r["n_audio_tokens"], r["audio_seconds"]
@@ -550,38 +565,49 @@ class Validator:
                 v("columns", f"n_utterances is {n_utt}, the text holds {len(pairs)}")
             if n_tok != tokens:
                 v("columns", f"n_audio_tokens is {n_tok}, the text holds {tokens} audio characters")
+            covered = tokens / (FRAME_RATE_HZ * shape.codebooks)
             if seconds is not None and not (
-                    tokens / CHARS_PER_SECOND - FRAME_SECONDS * len(pairs) - SECONDS_SLACK < seconds
-                    <= tokens / CHARS_PER_SECOND + SECONDS_SLACK):
-                v("columns", f"audio_seconds is {seconds}, but {tokens} audio characters cover "
-                             f"{tokens / CHARS_PER_SECOND:.2f} s ({len(pairs)} utterances)")
+                    covered - FRAME_SECONDS * len(pairs) - SECONDS_SLACK < seconds <= covered + SECONDS_SLACK):
+                v("columns", f"audio_seconds is {seconds}, but {tokens} audio characters of {shape.codebooks} "
+                             f"codebooks cover {covered:.2f} s ({len(pairs)} utterances)")
         suffix = next((s for s in _SUFFIX_FORMAT if rid and rid.endswith(s)), None)
         if suffix is None or _SUFFIX_FORMAT[suffix] != fmt:
             v("ids", f"a {fmt} row's id must end in {ROW_SUFFIX[fmt]}")
             return
         doc = rid[: -len(suffix)]
-        digests = [(_digest(t), _digest(a)) for t, a in pairs]
-        if doc not in pending:
-            pending[doc] = (fmt, row, digests, seconds, structural)
-            return
-        other_fmt, other_row, other, other_seconds, other_structural = pending.pop(doc)
-        if other_fmt == fmt:
+        digests = [(None if t is None else _digest(t), _digest(a)) for t, a in pairs]
+        got = pending.setdefault(doc, {})
+        if fmt in got:
             return  # a duplicate id, reported above
+        got[fmt] = (row, digests, seconds, structural)
+        if len(got) < len(shape.formats):
+            return
+        del pending[doc]
+        first_fmt, (first_row, first, first_seconds, _) = next(iter(got.items()))
         totals.documents += 1
-        totals.utterances += len(digests if fmt == TEXT_FIRST else other)
-        totals.audio_seconds += (seconds if fmt == TEXT_FIRST else other_seconds) or 0.0
-        if structural or other_structural:
+        totals.utterances += len(first)
+        totals.audio_seconds += first_seconds or 0.0
+        if any(entry[3] for entry in got.values()):
             return  # a row whose structure is broken was reported; its pairs are not comparable
-        if digests != other:
-            where = next((k for k, (a, b) in enumerate(zip(digests, other)) if a != b), None)
-            if where is None:
-                what = f"{len(digests)} utterances here, {len(other)} in row {other_row}"
-            else:
-                part = "transcript" if digests[where][0] != other[where][0] else "audio"
-                what = f"utterance {where}'s {part} differs from row {other_row}"
-            v("pairs", f"type1 and type2 of document {doc} hold different (text, audio) pairs: {what}")
-        elif seconds != other_seconds:
-            v("pairs", f"audio_seconds {seconds} differs from row {other_row}'s {other_seconds}")
+        for other_fmt, (other_row, other, other_seconds, _) in list(got.items())[1:]:
+            # an audio_only row has no transcripts: only the audio is compared with it
+            texts = first_fmt != AUDIO_ONLY and other_fmt != AUDIO_ONLY
+            mine = other if texts else [a for _, a in other]
+            theirs = first if texts else [a for _, a in first]
+            here = (other_row, other_fmt)
+            if mine != theirs:
+                where = next((k for k, (a, b) in enumerate(zip(mine, theirs)) if a != b), None)
+                if where is None:
+                    what = f"{len(mine)} utterances here, {len(theirs)} in row {first_row}"
+                else:
+                    part = "transcript" if texts and mine[where][0] != theirs[where][0] else "audio"
+                    what = f"utterance {where}'s {part} differs from row {first_row}"
+                self.add(Violation("pairs", rel, f"{ROW_SUFFIX[first_fmt][1:]} and {ROW_SUFFIX[other_fmt][1:]} of "
+                                   f"document {doc} hold different {'(text, audio) pairs' if texts else 'audio'}: "
+                                   f"{what}", row=here[0], id=doc + ROW_SUFFIX[other_fmt]))
+            elif other_seconds != first_seconds:
+                self.add(Violation("pairs", rel, f"audio_seconds {other_seconds} differs from row {first_row}'s "
+                                   f"{first_seconds}", row=here[0], id=doc + ROW_SUFFIX[other_fmt]))
 
     def _counts(self, record: dict, t: _ShardTotals, path: Path) -> None:
         rel = self._rel(path)

@@ -144,8 +144,8 @@ def _span_wrong_codebook(out: Path) -> tuple[str, set[str]]:
     a, _ = first_piece(text, AUDIO_START, AUDIO_END)
     bad = chr(0xE000 + 4 * 2048 + 5)  # a codebook-4 character where codebook 3 belongs
     rewrite(out, SHARD, lambda rs: set_text(rs, i, text[: a + 3] + bad + text[a + 4 :]))
-    return (rf"{SHARD}.parquet:row {i} \(id {rows[i]['id']}\) offset {a + 3}: audio character 3 of its span is "
-            r"U\+10005, outside codebook 3's range U\+F800\.\.U\+FFFF", {"audio_span", "pairs"})
+    return (rf"{SHARD}.parquet:row {i} \(id {rows[i]['id']}\) offset {a + 3}: character 3 \(U\+10005\) is not "
+            r"in codebook 3's range U\+F800\.\.U\+FFFF", {"audio_span", "pairs"})
 
 
 def _span_not_multiple_of_8(out: Path) -> tuple[str, set[str]]:
@@ -154,8 +154,8 @@ def _span_not_multiple_of_8(out: Path) -> tuple[str, set[str]]:
     text = rows[i]["text"]
     a, b = first_piece(text, AUDIO_START, AUDIO_END)
     rewrite(out, SHARD, lambda rs: set_text(rs, i, text[: b - 1] + text[b:]))
-    return (rf"{SHARD}.parquet:row {i} \(id {rows[i]['id']}\) offset {b - 1}: audio span of {b - a - 1} "
-            r"characters is not a multiple of 8", {"audio_span", "columns", "pairs", "counts"})
+    return (rf"{SHARD}.parquet:row {i} \(id {rows[i]['id']}\) offset {b - 1}: length {b - a - 1} is not a "
+            r"multiple of 8", {"audio_span", "columns", "pairs", "counts"})
 
 
 def _empty_audio_span(out: Path) -> tuple[str, set[str]]:
@@ -340,7 +340,7 @@ def _n_utterances_wrong(out: Path) -> tuple[str, set[str]]:
 def _audio_seconds_implausible(out: Path) -> tuple[str, set[str]]:
     rewrite(out, SHARD, lambda rs: [{**r, "audio_seconds": r["audio_seconds"] * 2} if k == 0 else r
                                     for k, r in enumerate(rs)])
-    return rf"{SHARD}.parquet:row 0 \(id .*\): audio_seconds is .* audio characters cover", {"columns", "counts", "pairs"}
+    return rf"{SHARD}.parquet:row 0 \(id .*\): audio_seconds is .* audio characters of 8 codebooks cover", {"columns", "counts", "pairs"}
 
 
 def _corpus_not_its_folder(out: Path) -> tuple[str, set[str]]:
