@@ -140,6 +140,18 @@ def chars_to_codes(text: str, num_codebooks: int = NUM_CODEBOOKS) -> np.ndarray:
     return codes
 
 
+def parse_codebooks(value: str) -> int:
+    """``--codebooks``: an integer in 1..8, else ``ValueError`` with one line."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= NUM_CODEBOOKS:
+        raise ValueError(f"--codebooks must be an integer from 1 to {NUM_CODEBOOKS} (the first N of Mimi's "
+                         f"codebooks), got {value!r}")
+    return n
+
+
 def is_audio_char(ch: str) -> bool:
     return AUDIO_BASE <= ord(ch) < AUDIO_END_CODEPOINT
 

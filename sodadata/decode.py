@@ -61,6 +61,7 @@ from sodadata.codes import (
 from sodadata.document import (
     AUDIO_END,
     AUDIO_FIRST,
+    AUDIO_ONLY,
     AUDIO_START,
     BOS,
     EOS,
@@ -88,15 +89,17 @@ _MARKER_RE = re.compile("(" + "|".join(re.escape(m) for m in MARKERS) + ")")
 
 @dataclass(frozen=True)
 class Utterance:
-    """One utterance of a speech row: its transcript and its audio span (in row order)."""
+    """One utterance of a speech row: its transcript (empty in an audio_only row) and its audio span of
+    ``codebooks`` characters per frame (in row order)."""
 
     index: int
     text: str
     audio: str
+    codebooks: int = NUM_CODEBOOKS
 
     @property
     def frames(self) -> int:
-        return len(self.audio) // NUM_CODEBOOKS
+        return len(self.audio) // self.codebooks
 
     @property
     def seconds(self) -> float:
@@ -170,8 +173,10 @@ def segments(text: str) -> list[tuple[str, str]]:
 
 def parse_row(text: str, fmt: str | None = None, num_codebooks: int = NUM_CODEBOOKS) -> ParsedRow:
     """Split a row (SPEC.md §2) into its utterances: ``(text, audio)`` pairs for text_first, ``(audio, text)`` pairs
-    for audio_first, in order. ``fmt`` is the row's ``format`` column; ``None`` infers it from the first piece.
-    Raises ``ValueError`` saying what is wrong with a malformed row (and which audio span is not well-formed).
+    for audio_first, audio spans alone for audio_only (utterances with an empty transcript), in order. ``fmt`` is the
+    row's ``format`` column; ``None`` infers it from the pieces. Audio spans are spans of ``num_codebooks``
+    codebooks (the record's ``made_by.codebooks``: :func:`codebooks_of`). Raises ``ValueError`` saying what is wrong
+    with a malformed row (and which audio span is not well-formed).
     """
     segs = segments(text)
     if not segs or segs[0][0] != BOS or segs[-1][0] != EOS:
@@ -181,11 +186,23 @@ def parse_row(text: str, fmt: str | None = None, num_codebooks: int = NUM_CODEBO
         raise ValueError("<|begin_of_text|>/<|end_of_text|> inside the row")
     kinds = [kind for kind, _ in inner]
     if fmt is None:
-        fmt = TEXT_ONLY if not inner or kinds[0] == "plain" else (TEXT_FIRST if kinds[0] == "text" else AUDIO_FIRST)
+        fmt = (TEXT_ONLY if not inner or kinds[0] == "plain" else TEXT_FIRST if kinds[0] == "text"
+               else AUDIO_FIRST if "text" in kinds else AUDIO_ONLY)
     if fmt == TEXT_ONLY:
         if kinds not in ([], ["plain"]):
             raise ValueError("a text row holds text/audio markers")
         return ParsedRow(TEXT_ONLY, body=inner[0][1] if inner else "")
+    if fmt == AUDIO_ONLY:
+        if not inner or any(kind != "audio" for kind in kinds):
+            shown = " ".join(kinds[:6]) + (" …" if len(kinds) > 6 else "")
+            raise ValueError(f"an audio_only row holds audio spans only; found: {shown or 'nothing'}")
+        utts = []
+        for i, (_, audio) in enumerate(inner):
+            err = span_error(audio, num_codebooks)
+            if err is not None:
+                raise ValueError(f"utterance {i}: malformed audio span: {err}")
+            utts.append(Utterance(i, "", audio, num_codebooks))
+        return ParsedRow(fmt, tuple(utts))
     if fmt not in (TEXT_FIRST, AUDIO_FIRST):
         raise ValueError(f"unknown row format {fmt!r}")
     pair = ("text", "audio") if fmt == TEXT_FIRST else ("audio", "text")
@@ -199,7 +216,7 @@ def parse_row(text: str, fmt: str | None = None, num_codebooks: int = NUM_CODEBO
         err = span_error(audio, num_codebooks)
         if err is not None:
             raise ValueError(f"utterance {i // 2}: malformed audio span: {err}")
-        utts.append(Utterance(i // 2, utt_text, audio))
+        utts.append(Utterance(i // 2, utt_text, audio, num_codebooks))
     return ParsedRow(fmt, tuple(utts))
 
 
@@ -643,6 +660,17 @@ def _local_weights_sha256(directory: str) -> str:
     return weights_sha256(directory)
 
 
+def codebooks_of(record: dict | None) -> int:
+    """The codebooks per frame of a shard's rows, as its record states them (``made_by.codebooks``; a record made
+    before format 2: its codec settings), 8 when it says nothing."""
+    record = record or {}
+    made_by = record.get("made_by")
+    if isinstance(made_by, dict):
+        return int(made_by.get("codebooks") or NUM_CODEBOOKS)
+    legacy = record.get("codec") if isinstance(record.get("codec"), dict) else {}
+    return int(legacy.get("num_codebooks", NUM_CODEBOOKS))
+
+
 def codec_config_from(args: Any, record: dict | None) -> CodecConfig:
     """The codec to decode a shard's rows with: the one its record's ``made_by`` names (id and revision), unless
     ``--codec`` says otherwise (a warning when it names another model).
@@ -661,7 +689,6 @@ def codec_config_from(args: Any, record: dict | None) -> CodecConfig:
         if not isinstance(codec, dict):
             raise ValueError("this shard holds text only (its made_by names no codec): there is no audio to decode")
         rec_name, rec_rev = codec.get("id"), codec.get("revision")
-        num_codebooks = made_by.get("codebooks") or NUM_CODEBOOKS
         if rec_name == "local":
             want = codec.get("weights_sha256")
             if name is None:
@@ -684,7 +711,6 @@ def codec_config_from(args: Any, record: dict | None) -> CodecConfig:
         # made before format 2: the record's codec settings are all there is
         legacy = record.get("codec") if isinstance(record.get("codec"), dict) else {}
         rec_name, rec_rev = legacy.get("codec"), legacy.get("revision")
-        num_codebooks = legacy.get("num_codebooks", NUM_CODEBOOKS)
         if name is None:
             known = isinstance(rec_name, str) and (rec_name in RANDOM_CODECS or "/" in rec_name
                                                    or Path(rec_name).is_dir())
@@ -697,8 +723,13 @@ def codec_config_from(args: Any, record: dict | None) -> CodecConfig:
         elif rec_name and rec_name != name:
             _warn_once(f"the shard was encoded with {rec_name!r} but you decode with {name!r}: expect noise unless "
                        "they are the same model")
+    num_codebooks = codebooks_of(record)
+    if num_codebooks < NUM_CODEBOOKS:
+        # Mimi decodes from any prefix of its codebooks; the finer ones are simply absent (quieter, muffled audio)
+        _warn_once(f"this shard keeps {num_codebooks} of Mimi's {NUM_CODEBOOKS} codebooks (made_by.codebooks): "
+                   f"decoded from those alone, lossy")
     return CodecConfig(codec=name, revision=revision, device=args.device, dtype=args.dtype,
-                       num_codebooks=int(num_codebooks))
+                       num_codebooks=num_codebooks)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -733,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     row = found.row
     try:
-        parsed = parse_row(row["text"], row.get("format"))
+        parsed = parse_row(row["text"], row.get("format"), codebooks_of(found.record))
     except ValueError as exc:
         print(f"sodadata decode: row {row['id']} in {found.path} is malformed: {exc}", file=sys.stderr)
         return 1
@@ -783,6 +814,7 @@ __all__ = [
     "audio_of",
     "audio_to_str",
     "audio_to_string",
+    "codebooks_of",
     "compact_audio_format",
     "find_row",
     "find_rows",

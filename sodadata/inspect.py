@@ -51,6 +51,7 @@ from sodadata.decode import (
     add_codec_args,
     audio_suffix,
     can_write,
+    codebooks_of,
     codec_config_from,
     compact_audio_format,
     find_rows,
@@ -58,7 +59,7 @@ from sodadata.decode import (
     parse_row,
     write_audio,
 )
-from sodadata.document import AUDIO_FIRST, TEXT_FIRST, TEXT_ONLY
+from sodadata.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST, TEXT_ONLY
 from sodadata.outputs import made_by_problems, one_root
 
 log = logging.getLogger(__name__)
@@ -376,7 +377,7 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
         for k, found in enumerate(rows):
             row = found.row
             try:
-                parsed = parse_row(row["text"], row["format"])
+                parsed = parse_row(row["text"], row["format"], codebooks_of(found.record))
             except ValueError as exc:  # a malformed row is exactly what a listener must see: show it, go on
                 log.warning("%s: row %s in %s is malformed: %s", name, row["id"], found.path, exc)
                 view.documents.append(DocumentView(
@@ -386,7 +387,8 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
                     text_tokens_exact=False, error=f"{exc} (shard {found.path.name})"))
                 continue
             texts = [parsed.body] if parsed.format == TEXT_ONLY else parsed.transcripts
-            markers = MARKERS_PER_ROW + MARKERS_PER_UTTERANCE * len(parsed.utterances)
+            per_utterance = MARKERS_PER_UTTERANCE // 2 if parsed.format == AUDIO_ONLY else MARKERS_PER_UTTERANCE
+            markers = MARKERS_PER_ROW + per_utterance * len(parsed.utterances)
             text_chars = sum(len(t) for t in texts)
             if counter is not None:
                 text_tokens = counter.text_tokens(row["text"], texts, int(row["n_audio_tokens"]), markers)

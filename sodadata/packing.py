@@ -174,6 +174,11 @@ class MixtureStream:
             if problem:  # one stream, one codec: tokens of two codecs under one component would train as one
                 raise ValueError(f"component {c.name} ({s.location}): {problem}; the stream takes a component made "
                                  "one way: rebuild the others (the recipe's --redo-mismatched) or leave them out")
+            # rows of more codebooks than the tokenizer has would hold audio it has no tokens for (SPEC §1, §3):
+            # refused here, before any step (the shards agree on made_by now); a glob's rows by RowEncoder
+            made = (s.record(0) or {}).get("made_by") if s.with_records and s.paths else None
+            if isinstance(made, dict) and made.get("codebooks"):
+                self.encoder.layout.check_codebooks(int(made["codebooks"]), f"component {c.name}")
         short = [f"{c.name} {len(s.paths)}" for c, s in zip(config.components, self.shards) if len(s.paths) < config.lanes]
         if short:  # one line for all of them: a small output (the sample) has few shards in every component
             log.warning("fewer shards than the recipe's %d lanes (%s): lanes share a shard, each reading every row "

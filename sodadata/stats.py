@@ -12,9 +12,12 @@ What is read, and what it costs:
   corpus is read). Without it they are estimated from text characters (``CHARS_PER_TEXT_TOKEN``) and the output
   marks them ``~``. Audio tokens and marker tokens are exact either way (one token per audio character, one per
   marker, SPEC §3).
-- Utterance durations are not a column (a row is a document), so the utterance histogram reads ``text`` of the
-  ``audio_first`` rows (projection of ``format`` + ``text`` only) and measures each audio span:
-  ``len(span) / 100`` seconds, i.e. the duration rounded up to the 80 ms codec frame. That is a full read of
+- Codebooks and formats come from the records' ``made_by`` (SPEC §1-2; 8 and the text_first/audio_first pair
+  for records without one): a document counts once, on its first format's row; audio tokens are ``12.5 N`` per
+  second of audio with ``N`` codebooks.
+- Utterance durations are not a column (a row is a document), so the utterance histogram reads ``text`` of each
+  document's first-format rows (projection of ``format`` + ``text`` only) and measures each audio span:
+  ``len(span) / (12.5 N)`` seconds, i.e. the duration rounded up to the 80 ms codec frame. That is a full read of
   the text column; ``--utterance-shards N`` bounds it to N evenly spaced shards per component and
   ``--utterance-shards 0`` skips it.
 
@@ -39,12 +42,14 @@ import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sodadata.codes import CHARS_PER_SECOND, CODEBOOK_SIZE, NUM_CODEBOOKS
+from sodadata.codes import CODEBOOK_SIZE, FRAME_RATE_HZ, NUM_CODEBOOKS
 from sodadata.document import (
     AUDIO_END,
     AUDIO_FIRST,
+    AUDIO_ONLY,
     AUDIO_START,
     BOS,
+    DEFAULT_FORMATS,
     EOS,
     TEXT_END,
     TEXT_FIRST,
@@ -119,6 +124,8 @@ class ComponentStats:
     read: int  # inputs read (utterances or text records), from the records: read == written + rejected
     written: int
     utterance_shards_read: int = 0  # shards whose text was read for utterance durations
+    codebooks: int | None = None  # per audio frame (made_by.codebooks); None for text-only components
+    formats: list[str] = field(default_factory=list)  # rows per document (made_by.formats)
     warnings: list[str] = field(default_factory=list)
     # Distributions (not written to stats.json: they can hold millions of values; the plots show them).
     document_seconds: np.ndarray | None = field(default=None, repr=False)
@@ -130,6 +137,11 @@ class ComponentStats:
     @property
     def hours(self) -> float:
         return self.audio_seconds / 3600.0
+
+    @property
+    def audio_tokens_per_second(self) -> float | None:
+        """Audio tokens per second of audio in one row: 12.5 per codebook (SPEC §1)."""
+        return FRAME_RATE_HZ * self.codebooks if self.codebooks else None
 
     @property
     def rejected(self) -> int:
@@ -331,14 +343,24 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
         )
         .collect()
     )
-    # Each speech document is two rows (both formats): count its utterances and seconds once, on text_first.
-    docs = meta.filter(pl.col("format").is_in([TEXT_FIRST, TEXT_ONLY]))
-    speech = meta.filter(pl.col("format") == TEXT_FIRST)
+    # A speech document is one row per format of its run (made_by): count its utterances and seconds once, on
+    # the row of its first format.
+    made = records[0][1].get("made_by") if records and isinstance(records[0][1].get("made_by"), dict) else {}
+    has_speech = meta.filter(pl.col("format") != TEXT_ONLY).height > 0
+    codebooks = int(made.get("codebooks") or NUM_CODEBOOKS) if has_speech else None
+    formats = list(made.get("formats") or DEFAULT_FORMATS)
+    first = next((f for f in formats if f != TEXT_ONLY), TEXT_FIRST)
+    docs = meta.filter(pl.col("format").is_in([first, TEXT_ONLY]))
+    speech = meta.filter(pl.col("format") == first)
     rows = meta.height
-    speech_rows_utts = int(meta.filter(pl.col("format").is_in([TEXT_FIRST, AUDIO_FIRST]))["n_utterances"].sum())
+    interleaved_utts = int(meta.filter(pl.col("format").is_in([TEXT_FIRST, AUDIO_FIRST]))["n_utterances"].sum())
+    audio_only_utts = int(meta.filter(pl.col("format") == AUDIO_ONLY)["n_utterances"].sum())
     audio_tokens = int(meta["n_audio_tokens"].sum())
-    marker_tokens = ROW_MARKER_TOKENS * rows + UTTERANCE_MARKER_TOKENS * speech_rows_utts
-    marker_chars = ROW_MARKER_CHARS * rows + UTTERANCE_MARKER_CHARS * speech_rows_utts
+    # an audio_only utterance has the audio markers only (half of the four)
+    marker_tokens = (ROW_MARKER_TOKENS * rows + UTTERANCE_MARKER_TOKENS * interleaved_utts
+                     + UTTERANCE_MARKER_TOKENS // 2 * audio_only_utts)
+    marker_chars = (ROW_MARKER_CHARS * rows + UTTERANCE_MARKER_CHARS * interleaved_utts
+                    + (len(AUDIO_START) + len(AUDIO_END)) * audio_only_utts)
 
     recs = pl.DataFrame(
         {
@@ -392,7 +414,7 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
                 text_tokens += int(t.sum())
                 tok_audio_mismatch += int((a != batch.column("n_audio_tokens").to_numpy()).sum())
             if want_utts:
-                mask = pc.equal(batch.column("format"), AUDIO_FIRST)
+                mask = pc.equal(batch.column("format"), first)
                 for text in pc.filter(batch.column("text"), mask).to_pylist():
                     utterance_chars.extend(audio_span_lengths(text))
     if tok_audio_mismatch:
@@ -402,7 +424,8 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
         text_tokens = round(text_chars / CHARS_PER_TEXT_TOKEN)
 
     doc_seconds = speech["audio_seconds"].to_numpy()
-    utt_seconds = np.asarray(utterance_chars, dtype=np.float64) / CHARS_PER_SECOND if utt_idx else None
+    chars_per_second = FRAME_RATE_HZ * (codebooks or NUM_CODEBOOKS)
+    utt_seconds = np.asarray(utterance_chars, dtype=np.float64) / chars_per_second if utt_idx else None
     for w in warnings:
         log.warning("%s: %s", component, w)
     return ComponentStats(
@@ -421,6 +444,8 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
         read=int(recs["read"][0]),
         written=int(recs["written"][0]),
         utterance_shards_read=len(utt_idx) if speech.height else 0,
+        codebooks=codebooks,
+        formats=formats,
         warnings=warnings,
         document_seconds=doc_seconds,
         utterance_seconds=utt_seconds if speech.height else None,
@@ -517,13 +542,17 @@ def format_table(stats: CorpusStats) -> str:
 
 def _notes(stats: CorpusStats) -> list[str]:
     notes = ["Audio tokens and marker tokens are exact (one token per audio character and per marker, SPEC §3); "
-             "hours count each document once (both of its rows train)."]
+             "hours count each document once (all of its rows train)."]
     if stats.text_tokens_exact:
         notes.append(f"Text tokens are exact (tokenizer: {stats.tokenizer}).")
     else:
         notes.append(f"Text tokens marked ~ are estimates (text characters / {CHARS_PER_TEXT_TOKEN}); "
                      "run `sodadata stats --tokenizer DIR` for exact counts.")
     notes.append(f"Recipe weights: {stats.weights_source}. Token share is this output's share of all its tokens.")
+    for c in stats.components:
+        if c.codebooks is not None:
+            notes.append(f"{c.component}: {c.codebooks} codebooks ({c.audio_tokens_per_second:g} audio tokens per "
+                         f"second of audio), rows {', '.join(c.formats)}.")
     for c in stats.components:
         notes += [f"WARNING {c.component}: {w}" for w in c.warnings]
     return notes

@@ -1,5 +1,11 @@
 """The extended tokenizer (SPEC.md §3): a base tokenizer plus four markers and the 16,384 audio characters.
 
+``--codebooks N`` (1-8, default 8) adds only the ``N x 2048`` audio characters that rows of ``N`` codebooks use
+(``sodadata.recipes.* --codebooks N``), at the same ids (``128260 + i*2048 + code``, ``i < N``): ``N = 8`` is SPEC
+§3 exactly, and a model trained on fewer codebooks has no embedding rows it never sees. The tokenizer's ``N`` is
+read back from its vocabulary (:attr:`TokenizerLayout.codebooks`) and written to ``tokenizer_config.json``; rows
+holding audio of a codebook it lacks are refused (:class:`RowEncoder`, and the mixture stream before it starts).
+
 ``sodadata tokenizer build --base stanford-crfm/marin-tokenizer --out DIR`` writes ``DIR/tokenizer.json`` (and a
 ``tokenizer_config.json`` so ``transformers.AutoTokenizer.from_pretrained(DIR)`` loads it too).
 
@@ -42,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
-from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, CODEBOOK_SIZE, NUM_CODEBOOKS
+from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, CODEBOOK_SIZE, NUM_CODEBOOKS, parse_codebooks
 from sodadata.document import AUDIO_END, AUDIO_START, BOS, EOS, TEXT_END, TEXT_START
 
 log = logging.getLogger(__name__)
@@ -61,9 +67,10 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _AUDIO_RUN = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")
 
 
-def audio_characters() -> list[str]:
-    """The 16,384 audio characters in id order (codebook-major: codebook ``i``, code ``c`` at ``i*2048 + c``)."""
-    return [chr(AUDIO_BASE + k) for k in range(N_AUDIO_TOKENS)]
+def audio_characters(codebooks: int = NUM_CODEBOOKS) -> list[str]:
+    """The audio characters of the first ``codebooks`` codebooks in id order (codebook-major: codebook ``i``, code
+    ``c`` at ``i*2048 + c``); 16,384 for all 8."""
+    return [chr(AUDIO_BASE + k) for k in range(codebooks * CODEBOOK_SIZE)]
 
 
 def _special(content: str) -> AddedToken:
@@ -132,11 +139,15 @@ def _byte_symbols() -> list[str]:
     return [chr(b) if b in printable else chr(next(moved)) for b in range(256)]
 
 
-def build_tokenizer(base: str | Path | Tokenizer, revision: str | None = None) -> Tokenizer:
-    """The base tokenizer extended with the markers and audio characters at SPEC §3's ids (see module doc).
+def build_tokenizer(base: str | Path | Tokenizer, revision: str | None = None,
+                    codebooks: int = NUM_CODEBOOKS) -> Tokenizer:
+    """The base tokenizer extended with the markers and the audio characters of ``codebooks`` codebooks at SPEC
+    §3's ids (see module doc).
 
     ``base="bytes"`` is :func:`byte_level_base` (offline; not SPEC §3's text ids, a warning says so).
     """
+    if not 1 <= codebooks <= NUM_CODEBOOKS:
+        raise ValueError(f"--codebooks must be an integer from 1 to {NUM_CODEBOOKS}, got {codebooks}")
     if base == BYTES_BASE:
         log.warning("base 'bytes': a byte-level base built locally (256 byte tokens + BOS/EOS); its ids are NOT "
                     "SPEC §3's (the Llama-3 base's): for trying the pipeline offline, not for data or models meant "
@@ -163,7 +174,7 @@ def build_tokenizer(base: str | Path | Tokenizer, revision: str | None = None) -
                     next_id, FIRST_MARKER_ID, next_id)
     first_marker = max(tok.get_vocab(with_added_tokens=True).values()) + 1
     tok.add_special_tokens([_special(m) for m in ADDED_MARKERS])
-    tok.add_special_tokens([_special(c) for c in audio_characters()])
+    tok.add_special_tokens([_special(c) for c in audio_characters(codebooks)])
     layout = TokenizerLayout.of(tok)
     if layout.marker_ids[TEXT_START] != first_marker:
         raise RuntimeError(f"markers landed at {layout.marker_ids}, expected to start at {first_marker}")
@@ -181,6 +192,12 @@ class TokenizerLayout:
     audio_base: int  # id of U+E000; audio character ``ch`` is ``audio_base + ord(ch) - 0xE000``
     vocab_size: int
     base_vocab_size: int  # the base model's own vocabulary (no added tokens): Llama-3 128,000, the bytes base 256
+    codebooks: int = NUM_CODEBOOKS  # audio characters of codebooks 0..codebooks-1 are tokens, no others
+
+    @property
+    def audio_end(self) -> int:
+        """One past the last audio code point this tokenizer has a token for."""
+        return AUDIO_BASE + self.codebooks * CODEBOOK_SIZE
 
     @classmethod
     def of(cls, tok: Tokenizer) -> TokenizerLayout:
@@ -192,34 +209,54 @@ class TokenizerLayout:
 
         markers = {m: tid(m) for m in ADDED_MARKERS}
         audio_base = tid(chr(AUDIO_BASE))
-        ids = np.fromiter((tid(c) for c in audio_characters()), dtype=np.int64, count=N_AUDIO_TOKENS)
-        bad = np.flatnonzero(ids != audio_base + np.arange(N_AUDIO_TOKENS))
+        # the codebooks it has: a prefix (built with --codebooks N), each codebook's first character present
+        codebooks = next((n for n in range(1, NUM_CODEBOOKS)
+                          if tok.token_to_id(chr(AUDIO_BASE + n * CODEBOOK_SIZE)) is None), NUM_CODEBOOKS)
+        n_audio = codebooks * CODEBOOK_SIZE
+        ids = np.fromiter((tid(c) for c in audio_characters(codebooks)), dtype=np.int64, count=n_audio)
+        bad = np.flatnonzero(ids != audio_base + np.arange(n_audio))
         if bad.size:
             k = int(bad[0])
             raise ValueError(f"audio ids are not contiguous: U+{AUDIO_BASE + k:04X} has id {int(ids[k])}, "
                              f"expected {audio_base + k}")
+        stray = next((k for k in range(n_audio, N_AUDIO_TOKENS) if tok.token_to_id(chr(AUDIO_BASE + k)) is not None),
+                     None)
+        if stray is not None:
+            raise ValueError(f"the tokenizer has audio tokens of codebooks 0-{codebooks - 1} and also U+"
+                             f"{AUDIO_BASE + stray:04X} (codebook {stray // CODEBOOK_SIZE}): not a tokenizer "
+                             "`sodadata tokenizer build` makes")
         return cls(bos_id=tid(BOS), eos_id=tid(EOS), marker_ids=markers, audio_base=audio_base,
                    vocab_size=tok.get_vocab_size(with_added_tokens=True),
-                   base_vocab_size=tok.get_vocab_size(with_added_tokens=False))
+                   base_vocab_size=tok.get_vocab_size(with_added_tokens=False), codebooks=codebooks)
 
     @property
     def matches_spec(self) -> bool:
-        """SPEC §3's ids: BOS/EOS, markers and audio where the Llama-3 base puts them, over a base of its size."""
-        return (self.bos_id, self.eos_id, self.marker_ids[TEXT_START], self.audio_base, self.base_vocab_size) == (
-            128_000, 128_001, FIRST_MARKER_ID, FIRST_AUDIO_ID, LLAMA3_TEXT_VOCAB
-        )
+        """SPEC §3's ids: BOS/EOS, markers and audio where the Llama-3 base puts them, over a base of its size, and
+        all 8 codebooks (a tokenizer of fewer has the same ids for what it has, but not SPEC §3's vocabulary)."""
+        return (self.bos_id, self.eos_id, self.marker_ids[TEXT_START], self.audio_base, self.base_vocab_size,
+                self.codebooks) == (128_000, 128_001, FIRST_MARKER_ID, FIRST_AUDIO_ID, LLAMA3_TEXT_VOCAB,
+                                    NUM_CODEBOOKS)
+
+    def check_codebooks(self, codebooks: int, what: str) -> None:
+        """Raise ``ValueError`` (one line) when rows of ``codebooks`` codebooks (``what``: a component, a row) hold
+        audio tokens this tokenizer lacks."""
+        if codebooks > self.codebooks:
+            raise ValueError(f"{what} holds audio of {codebooks} codebooks but the tokenizer has "
+                             f"{self.codebooks} (built with --codebooks {self.codebooks}): rebuild it with "
+                             f"`sodadata tokenizer build --codebooks {codebooks}` or more")
 
 
 def check_tokenizer(tok: Tokenizer) -> TokenizerLayout:
     """Raise if any audio character or marker is not one token that decodes back to itself."""
     layout = TokenizerLayout.of(tok)
     special = tok.get_added_tokens_decoder()
-    for i in (*layout.marker_ids.values(), layout.audio_base, layout.audio_base + N_AUDIO_TOKENS - 1):
+    n_audio = layout.codebooks * CODEBOOK_SIZE
+    for i in (*layout.marker_ids.values(), layout.audio_base, layout.audio_base + n_audio - 1):
         if i not in special or not special[i].special or special[i].normalized:
             raise ValueError(f"token {i} must be a special added token with normalized=False")
-    text = "".join(audio_characters())
+    text = "".join(audio_characters(layout.codebooks))
     ids = np.asarray(tok.encode(text, add_special_tokens=False).ids)
-    expected = layout.audio_base + np.arange(N_AUDIO_TOKENS)
+    expected = layout.audio_base + np.arange(n_audio)
     if ids.shape != expected.shape or (ids != expected).any():
         raise ValueError("the audio characters do not encode to one token each at their ids")
     if tok.decode(ids.tolist(), skip_special_tokens=False) != text:
@@ -249,6 +286,11 @@ class RowEncoder:
                 continue
             points = np.frombuffer(row.encode("utf-32-le"), dtype=np.uint32) if row else np.zeros(0, np.uint32)
             is_audio = (points >= AUDIO_BASE) & (points < AUDIO_END_CODEPOINT)
+            if self.layout.codebooks < NUM_CODEBOOKS and is_audio.any():
+                # audio beyond the tokenizer's codebooks would map onto ids past its audio tokens: refuse it
+                top = int(points[is_audio].max())
+                if top >= self.layout.audio_end:
+                    self.layout.check_codebooks((top - AUDIO_BASE) // CODEBOOK_SIZE + 1, "a row")
             edges = np.flatnonzero(np.diff(is_audio.astype(np.int8))) + 1
             bounds = [0, *edges.tolist(), len(points)]
             pieces = []  # (is_audio, start, stop) runs in order; text runs become indices into ``texts``
@@ -334,7 +376,7 @@ def save_tokenizer(tok: Tokenizer, out: Path, base: str | None = None) -> Path:
         "model_max_length": 1_000_000_000,
         "clean_up_tokenization_spaces": False,  # would edit text around punctuation on decode
         "sodadata": {"base": base, "base_vocab_size": layout.base_vocab_size, "markers": layout.marker_ids,
-                     "audio_base": layout.audio_base, "vocab_size": layout.vocab_size,
+                     "audio_base": layout.audio_base, "codebooks": layout.codebooks, "vocab_size": layout.vocab_size,
                      "matches_spec": layout.matches_spec,
                      "note": "encode SODA rows with add_special_tokens=False: rows carry their own BOS/EOS"},
     }
@@ -350,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"Hub id, tokenizer.json or its directory (default {DEFAULT_BASE}, needs the Hub once), or "
                    "'bytes': a byte-level base built locally, offline, whose ids are NOT SPEC §3's (demos, CI)")
     b.add_argument("--revision", help="Hub revision of the base")
+    b.add_argument("--codebooks", default=str(NUM_CODEBOOKS), metavar="N",
+                   help=f"audio tokens of the first N codebooks only (1-{NUM_CODEBOOKS}, default {NUM_CODEBOOKS}: "
+                   "SPEC §3); N x 2048 tokens at the same ids, for rows made with --codebooks N")
     b.add_argument("--out", required=True, type=Path, help="output directory")
     c = sub.add_parser("check", help="verify a built tokenizer: one token per audio character, markers, ids")
     c.add_argument("tokenizer", help="tokenizer.json, its directory, or a Hub id")
@@ -359,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         if args.command == "build":
-            tok = build_tokenizer(args.base, args.revision)
+            tok = build_tokenizer(args.base, args.revision, parse_codebooks(args.codebooks))
             path = save_tokenizer(tok, args.out, base=args.base)
         else:
             tok = load_tokenizer(args.tokenizer)
@@ -370,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{path}: vocabulary {layout.vocab_size:,}; BOS {layout.bos_id}, EOS {layout.eos_id}; markers "
           + ", ".join(f"{m} {i}" for m, i in layout.marker_ids.items())
-          + f"; audio {layout.audio_base}..{layout.audio_base + N_AUDIO_TOKENS - 1}"
+          + f"; audio {layout.audio_base}..{layout.audio_base + layout.codebooks * CODEBOOK_SIZE - 1}"
+          + ("" if layout.codebooks == NUM_CODEBOOKS else f" ({layout.codebooks} codebooks)")
           + ("" if layout.matches_spec else f" (NOT the SPEC §3 ids: base of {layout.base_vocab_size:,} tokens)"))
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 from fixtures import speechlike
 from fixtures_yodas2 import make_yodas2_source, read_rows
 
@@ -217,3 +218,148 @@ def test_yodas2_rows_for_the_sa_and_s_ablations(tmp_path):
         full = spans(sat[v + "_type1"]["text"])
         assert spans(sa[v + "_type3"]["text"]) == full
         assert spans(s[v + "_type3"]["text"]) == [a[::8] for a in full]  # codebook 0 of every frame
+
+
+# --- the tools on N < 8 and audio_only rows -------------------------------------------------------------------
+
+
+def test_decode_uses_the_records_codebooks_and_reads_audio_only_rows(emilia_runs, tmp_path, capsys, caplog):
+    from sodadata.decode import get_decoder
+    from sodadata.decode import main as decode_main
+
+    rows = read_rows(emilia_runs["S"])
+    rid = sorted(rows)[0]
+    wav = tmp_path / "s.wav"
+    with caplog.at_level("WARNING"):
+        assert decode_main([str(emilia_runs["S"]), "--id", rid, "--out", str(wav)]) == 0
+    assert "keeps 1 of Mimi's 8 codebooks (made_by.codebooks): decoded from those alone, lossy" in caplog.text
+    got, rate = sf.read(wav, dtype="float32")
+    frames = [len(a) for a in spans(rows[rid]["text"])]  # one character per frame
+    assert rate == 24_000 and got.size == sum(frames) * 1920
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"{wav}\t{rid}\t") and printed[0].endswith(f"\t{len(frames)} utterance(s)")
+    # the same as decoding the row's 1-codebook codes directly (write_audio may scale a loud wave down only)
+    decoder = get_decoder(CodecConfig(codec="tiny-random", num_codebooks=1))
+    want = np.concatenate(decoder.decode([chars_to_codes(a, 1) for a in spans(rows[rid]["text"])]))
+    assert np.corrcoef(got, want)[0, 1] > 0.999
+
+
+def test_parse_row_reads_every_format_with_its_codebooks(emilia_runs):
+    from sodadata.decode import parse_row
+
+    rows = read_rows(emilia_runs["three"])
+    doc = sorted(i.removesuffix("_type1") for i in rows if i.endswith("_type1"))[0]
+    parsed = {fmt: parse_row(rows[doc + sfx]["text"], None, 3) for fmt, sfx in
+              (("text_first", "_type1"), ("audio_first", "_type2"), ("audio_only", "_type3"))}
+    assert {fmt: p.format for fmt, p in parsed.items()} == {f: f for f in parsed}  # inferred from the pieces
+    audio = [[u.audio for u in p.utterances] for p in parsed.values()]
+    assert audio[0] == audio[1] == audio[2]
+    assert [u.text for u in parsed["audio_only"].utterances] == [""] * len(audio[0])
+    assert parsed["audio_only"].audio_frames == sum(len(a) for a in audio[0]) // 3
+    with pytest.raises(ValueError, match=r"utterance 0: malformed audio span: (length|character) "):
+        parse_row(rows[doc + "_type3"]["text"], "audio_only")  # read as 8 codebooks: it is not
+
+
+def test_stats_count_documents_once_and_12_5_n_tokens_per_second(emilia_runs):
+    from sodadata.stats import StatsConfig, compute_stats
+
+    got = {name: {c.component: c for c in compute_stats(StatsConfig(out=out)).components}
+           for name, out in emilia_runs.items()}
+    for component, d in got["default"].items():
+        assert (d.codebooks, d.audio_tokens_per_second, d.formats) == (8, 100.0, ["text_first", "audio_first"])
+        for name, n, formats in (("S", 1, ["audio_only"]), ("three", 3, ["text_first", "audio_first", "audio_only"])):
+            c = got[name][component]
+            assert (c.codebooks, c.audio_tokens_per_second, c.formats) == (n, 12.5 * n, formats)
+            # one document, its utterances and hours once, whatever its rows
+            assert (c.documents, c.utterances, c.audio_seconds) == (d.documents, d.utterances, d.audio_seconds)
+            assert c.rows == d.documents * len(formats) and not c.warnings
+            # 12.5 N tokens per second of (frame-rounded) audio in every row
+            assert c.audio_tokens == len(formats) * n * d.audio_tokens // (2 * 8)
+            assert c.marker_tokens == 2 * c.rows + d.utterances * (4 * (len(formats) - 1) + 2 if n == 3 else 2)
+            # utterance durations measured from spans of N characters a frame: the same as with 8
+            np.testing.assert_allclose(c.utterance_seconds, d.utterance_seconds)
+
+
+def test_inspect_shows_audio_only_rows_of_one_codebook(emilia_runs, tmp_path):
+    from sodadata.inspect import InspectOptions, build_report
+
+    report = build_report(emilia_runs["S"], tmp_path / "html", InspectOptions(per_component=1, audio_format="wav"))
+    docs = [d for c in report["components"] for d in c["documents"]]
+    assert docs and all(d["format"] == "audio_only" and not d.get("error") for d in docs)
+    for d in docs:
+        assert d["marker_tokens"] == 2 + 2 * d["n_utterances"]
+        assert d["decoded_seconds"] == pytest.approx(d["n_audio_tokens"] * 0.08)  # one character a frame
+        assert (tmp_path / "html" / d["audio"]).is_file()
+
+
+# --- the tokenizer and the stream -----------------------------------------------------------------------------
+
+
+def test_tokenizer_of_n_codebooks_has_only_their_tokens_at_the_spec_ids(tmp_path, capsys):
+    from sodadata.tokenizer import RowEncoder, TokenizerLayout, load_tokenizer
+    from sodadata.tokenizer import main as tokenizer_main
+
+    assert tokenizer_main(["build", "--base", "bytes", "--codebooks", "2", "--out", str(tmp_path / "tok2")]) == 0
+    assert tokenizer_main(["build", "--base", "bytes", "--out", str(tmp_path / "tok8")]) == 0
+    assert "(2 codebooks)" in capsys.readouterr().out
+    tok2, tok8 = (load_tokenizer(tmp_path / t) for t in ("tok2", "tok8"))
+    l2, l8 = TokenizerLayout.of(tok2), TokenizerLayout.of(tok8)
+    assert (l2.codebooks, l8.codebooks) == (2, 8)
+    assert l8.vocab_size - l2.vocab_size == 6 * 2048
+    assert l2.audio_base == l8.audio_base == 128_260 and l2.marker_ids == l8.marker_ids
+    for k in (0, 2047, 2048, 4095):  # the same id for every character both have
+        assert tok2.token_to_id(chr(0xE000 + k)) == tok8.token_to_id(chr(0xE000 + k)) == 128_260 + k
+    assert tok2.token_to_id(chr(0xE000 + 4096)) is None
+    config = json.loads((tmp_path / "tok2" / "tokenizer_config.json").read_text())["sodadata"]
+    assert config["codebooks"] == 2 and config["matches_spec"] is False
+    two = BOS + AUDIO_START + codes_to_chars(np.arange(6).reshape(2, 3)) + AUDIO_END + EOS
+    assert RowEncoder(tok2).encode(two).tolist() == tok8.encode(two, add_special_tokens=False).ids
+    three = BOS + AUDIO_START + codes_to_chars(np.zeros((3, 2), dtype=np.int16)) + AUDIO_END + EOS
+    with pytest.raises(ValueError, match=r"a row holds audio of 3 codebooks but the tokenizer has 2 \(built with "
+                                         r"--codebooks 2\): rebuild it with `sodadata tokenizer build --codebooks 3`"):
+        RowEncoder(tok2).encode(three)
+    assert tokenizer_main(["build", "--base", "bytes", "--codebooks", "9", "--out", str(tmp_path / "bad")]) == 1
+    assert "--codebooks must be an integer from 1 to 8" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_stream_follows_n_and_refuses_a_component_the_tokenizer_lacks(emilia_runs, tmp_path):
+    from sodadata.mixture import MixtureConfig
+    from sodadata.packing import MixtureStream
+    from sodadata.tokenizer import build_tokenizer
+
+    def config(run: str) -> MixtureConfig:
+        return MixtureConfig.from_dict({"seq_len": 64, "lanes": 1, "block_size": 10, "components": [
+            {"name": "emilia/en", "path": str(emilia_runs[run] / "emilia" / "en"), "weight": 1}]})
+
+    tok1, tok3 = build_tokenizer("bytes", codebooks=1), build_tokenizer("bytes", codebooks=3)
+    with pytest.raises(ValueError, match=r"component emilia/en holds audio of 3 codebooks but the tokenizer has 1"):
+        MixtureStream(config("three"), tok1)
+    batch = next(MixtureStream(config("S"), tok1).batches(2))
+    ids = batch["input_ids"]
+    audio = ids[(ids >= 128_260)]
+    assert audio.size and audio.max() < 128_260 + 2048  # codebook 0's tokens only
+    assert next(MixtureStream(config("three"), tok3).batches(2))["input_ids"].max() < 128_260 + 3 * 2048
+
+
+@pytest.mark.parametrize("name, codebooks, formats", [
+    ("yodas2-S", "1", "audio_only"), ("yodas2-SA", "8", "audio_only"), ("yodas2-SAT", "8", "text_first,audio_first"),
+])
+def test_the_ablation_mixtures_load_and_name_their_commands(name, codebooks, formats):
+    from sodadata.mixture import MIXTURE_DIR, MixtureConfig
+
+    config = MixtureConfig.load(f"recipes/{name}.yaml")  # the strict parser, through the recipes/ link
+    assert config.names == ["yodas2/en"] and config.root == f"out/{name}" and config.seq_len == 4096
+    text = (MIXTURE_DIR / f"{name}.yaml").read_text()
+    command = (f"python -m sodadata.recipes.yodas2 --lang en --codebooks {codebooks} --formats {formats} "
+               f"--out out/{name}")
+    assert f"# Its data:      {command}\n" in text
+    tokenizer = "tokenizer-1cb/" if codebooks == "1" else "tokenizer/"
+    assert config.tokenizer == tokenizer
+    assert f"sodadata tokenizer build {'--codebooks 1 ' if codebooks == '1' else ''}--out {tokenizer}\n" in text
+    # the data command parses as printed, options and all (run on a fixture in test_yodas2_rows_...)
+    from sodadata.cli_recipe import build_parser
+    from sodadata.recipes.yodas2 import Yodas2Recipe
+
+    args = build_parser(Yodas2Recipe, "yodas2", "").parse_args(command.split()[3:])
+    assert (args.codebooks, args.formats) == (codebooks, formats)
