@@ -31,12 +31,11 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 
-from sodadata.codes import FRAME_RATE_HZ, NUM_CODEBOOKS
-from sodadata.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST
+from sodadata import document
+from sodadata.codes import FRAME_RATE_HZ, NUM_CODEBOOKS, parse_codebooks
+from sodadata.document import AUDIO_ONLY, DEFAULT_FORMATS, SPEECH_FORMATS
 from sodadata.stats import CHARS_PER_TEXT_TOKEN
 
-SPEECH_FORMATS = (TEXT_FIRST, AUDIO_FIRST, AUDIO_ONLY)
-DEFAULT_FORMATS = (TEXT_FIRST, AUDIO_FIRST)
 # Text tokens per audio-hour in one interleaved row (transcript + the four markers per utterance + BOS/EOS), measured
 # by SODA on its own data with its tokenizer: its three speech corpora make 131B + 73B + 37B = 241B tokens in both
 # formats with 8 codebooks (SPEC §4) from 164,000 + 92,000 + 46,800 h (catalogs), so one format holds
@@ -85,12 +84,19 @@ def parse_count(text: str) -> float:
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
-    formats = tuple(f.strip() for f in text.split(",") if f.strip())
-    bad = [f for f in formats if f not in SPEECH_FORMATS]
-    if bad or not formats or len(set(formats)) != len(formats):
-        raise argparse.ArgumentTypeError(
-            f"--formats is a comma list of distinct {', '.join(SPEECH_FORMATS)}; got {text!r}")
-    return formats
+    """``--formats`` as the recipes read it (:func:`sodadata.document.parse_formats`), for argparse."""
+    try:
+        return document.parse_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--formats {text!r}: ")) from None
+
+
+def _codebooks(text: str) -> int:
+    """``--codebooks`` as the recipes read it (:func:`sodadata.codes.parse_codebooks`), for argparse."""
+    try:
+        return parse_codebooks(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--codebooks ")) from None
 
 
 @dataclass(frozen=True)
@@ -267,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=parse_amount, metavar="T", help="training tokens (500e9 or 500B)")
     p.add_argument("--flops", type=parse_amount, metavar="C", help="training compute in FLOPs, with --params: T = C / 6N")
     p.add_argument("--params", type=parse_amount, metavar="N", help="model parameters, with --flops")
-    p.add_argument("--codebooks", type=int, default=NUM_CODEBOOKS, help=f"Mimi codebooks per frame, 1-{NUM_CODEBOOKS} "
+    p.add_argument("--codebooks", type=_codebooks, default=NUM_CODEBOOKS, help=f"Mimi codebooks per frame, 1-{NUM_CODEBOOKS} "
                    f"(default {NUM_CODEBOOKS}): 12.5 x N audio tokens a second")
     p.add_argument("--formats", type=parse_formats, default=DEFAULT_FORMATS,
                    help=f"speech row formats, a comma list of {', '.join(SPEECH_FORMATS)} (default "
@@ -292,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either --tokens T or --flops C with --params N")
     if (args.flops is None) != (args.params is None):
         parser.error("--flops and --params go together (T = C / 6N)")
-    if not 1 <= args.codebooks <= NUM_CODEBOOKS:
-        parser.error(f"--codebooks must be 1-{NUM_CODEBOOKS}, got {args.codebooks}")
     tokens = args.tokens if args.tokens is not None else args.flops / (6 * args.params)
     rates = Rates(codebooks=args.codebooks, formats=args.formats, text_tokens_per_hour=args.text_tokens_per_hour,
                   cpu_audio_hours_per_core_hour=args.rate, gpu_audio_hours_per_gpu_hour=args.gpu_rate)

@@ -135,8 +135,8 @@ def test_librispeech_and_unknown_components(tmp_path, cli, plan_json):
     (["--flops", "1e20"], "--flops and --params go together"),
     (["--tokens", "-5"], "expected a number"),
     (["--tokens", "1B", "--rate", "0"], "expected a positive number"),
-    (["--tokens", "1B", "--codebooks", "9"], "--codebooks must be 1-8"),
-    (["--tokens", "1B", "--formats", "text_first,text_first"], "--formats is a comma list"),
+    (["--tokens", "1B", "--codebooks", "9"], "--codebooks: must be an integer from 1 to 8"),
+    (["--tokens", "1B", "--formats", "text_first,text_first"], "--formats: text_first named twice"),
     (["--tokens", "1B", "--hours", "nope=3"], "not components of"),
 ])
 def test_bad_options_exit_2_with_one_line(cli, args, message):
