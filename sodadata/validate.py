@@ -482,7 +482,16 @@ class Validator:
         split = record.get("split") if record else None
         made = (record or {}).get("made_by") or {}
         # what the shard says it holds (SPEC §1-2); a record made before made_by: SODA's 8 codebooks and pair
-        shape = _Shape(made.get("codebooks") or NUM_CODEBOOKS, tuple(made.get("formats") or DEFAULT_FORMATS))
+        codebooks, formats = made.get("codebooks") or NUM_CODEBOOKS, made.get("formats") or DEFAULT_FORMATS
+        if codebooks not in range(1, NUM_CODEBOOKS + 1) or isinstance(codebooks, bool):
+            self.add(Violation("record", rel, f"made_by.codebooks is {codebooks!r}, expected 1-{NUM_CODEBOOKS}; "
+                                              f"spans checked as {NUM_CODEBOOKS} codebooks"))
+            codebooks = NUM_CODEBOOKS
+        if not isinstance(formats, list) or not formats or any(f not in (*SPEECH_FORMATS, TEXT_ONLY) for f in formats):
+            self.add(Violation("record", rel, f"made_by.formats is {formats!r}, expected a list of "
+                                              f"{', '.join(SPEECH_FORMATS)} or text"))
+            formats = DEFAULT_FORMATS
+        shape = _Shape(codebooks, tuple(formats))
         columns = ROW_SCHEMA.names
         for batch in self._batches(pf, columns):
             data = {name: batch.column(name).to_pylist() for name in columns}

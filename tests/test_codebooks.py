@@ -363,3 +363,17 @@ def test_the_ablation_mixtures_load_and_name_their_commands(name, codebooks, for
 
     args = build_parser(Yodas2Recipe, "yodas2", "").parse_args(command.split()[3:])
     assert (args.codebooks, args.formats) == (codebooks, formats)
+
+
+def test_validate_reports_a_record_whose_codebooks_or_formats_are_not_a_shards(emilia_runs, tmp_path):
+    import shutil
+
+    out = tmp_path / "S"
+    shutil.copytree(emilia_runs["S"], out)
+    record_path = sorted(out.glob("emilia/en/*.json"))[0]
+    record = json.loads(record_path.read_text())
+    record["made_by"] = {**record["made_by"], "codebooks": 9, "formats": ["audio_only", "video"]}
+    record_path.write_text(json.dumps(record))
+    lines, _ = validate_lines(out)
+    assert any(line.endswith("made_by.codebooks is 9, expected 1-8; spans checked as 8 codebooks") for line in lines)
+    assert any("made_by.formats is ['audio_only', 'video'], expected a list of" in line for line in lines)
