@@ -482,7 +482,7 @@ class Validator:
         split = record.get("split") if record else None
         made = (record or {}).get("made_by") or {}
         # what the shard says it holds (SPEC §1-2); a record made before made_by: SODA's 8 codebooks and pair
-        codebooks, formats = made.get("codebooks") or NUM_CODEBOOKS, made.get("formats") or DEFAULT_FORMATS
+        codebooks, formats = made.get("codebooks") or NUM_CODEBOOKS, made.get("formats") or list(DEFAULT_FORMATS)
         if codebooks not in range(1, NUM_CODEBOOKS + 1) or isinstance(codebooks, bool):
             self.add(Violation("record", rel, f"made_by.codebooks is {codebooks!r}, expected 1-{NUM_CODEBOOKS}; "
                                               f"spans checked as {NUM_CODEBOOKS} codebooks"))
