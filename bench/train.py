@@ -43,6 +43,7 @@ from train.trainer import train  # noqa: E402
 
 log = logging.getLogger("bench.train")
 RECIPE = REPO / "recipes" / "soda.yaml"
+SAMPLE_RECIPE = REPO / "recipes" / "sample.yaml"  # the README's: SODA's components and weights, 512 tokens, 1 lane
 
 
 def make_data(root: Path) -> tuple[Path, Path]:
@@ -86,12 +87,17 @@ def measure(name: str, data: Path, tok: Path, args, ckpt_root: Path) -> list:
             f"{wall:.0f} s"]
 
 
-# (label, extra arguments of `python -m train`) for the memory table; the first is the README's training step.
+# (label, recipe, arguments of `python -m train` after --recipe/--data/--tokenizer); the first is the README's
+# training step as printed (its tokenizer: the byte-level one `sodadata tokenizer build --base bytes` writes).
 MEMORY_RUNS = (
-    ("CPU defaults (the README's step)", ()),
-    ("CPU defaults, --no-remat", ("--no-remat",)),
-    ("CPU defaults, --loss-chunk-tokens 2048 (the GPU/TPU default)", ("--loss-chunk-tokens", "2048")),
-    ("--batch-size 16 --seq-len 1024 (8.5 GB before issue 14)", ("--batch-size", "16", "--seq-len", "1024")),
+    ("the README's step: recipes/sample.yaml --model tiny --steps 3 --ckpt DIR", SAMPLE_RECIPE,
+     ("--model", "tiny", "--steps", "3", "--ckpt", "{work}/ckpt-readme")),
+    ("recipes/soda.yaml --model tiny (16 lanes)", RECIPE, ("--model", "tiny", "--steps", "2")),
+    ("... --no-remat", RECIPE, ("--model", "tiny", "--steps", "2", "--no-remat")),
+    ("... --loss-chunk-tokens 2048 (the GPU/TPU default)", RECIPE,
+     ("--model", "tiny", "--steps", "2", "--loss-chunk-tokens", "2048")),
+    ("... --batch-size 16 --seq-len 1024 (8.5 GB before issue 14)", RECIPE,
+     ("--model", "tiny", "--steps", "2", "--batch-size", "16", "--seq-len", "1024")),
 )
 
 
@@ -105,15 +111,19 @@ def peak_rss(cmd: list[str], env: dict, log_path: Path) -> tuple[float, float, i
     return usage.ru_maxrss * 1024 / 1e9, time.perf_counter() - start, proc.returncode  # ru_maxrss: KiB on Linux
 
 
-def memory(data: Path, tok: Path, steps: int, work: Path) -> tuple[str, float]:
+def memory(data: Path, work: Path) -> tuple[str, float]:
     """The memory table and the README step's peak (GB)."""
+    from sodadata.tokenizer import build_tokenizer, save_tokenizer
+
+    tok = work / "tok-bytes"
+    save_tokenizer(build_tokenizer("bytes"), tok, base="bytes")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
     env.pop("XLA_FLAGS", None)  # one CPU device, as on a laptop
     rows, readme_gb = [], float("nan")
-    for i, (label, extra) in enumerate(MEMORY_RUNS):
+    for i, (label, recipe, args) in enumerate(MEMORY_RUNS):
         metrics = work / f"memory-{i}.jsonl"
-        cmd = [sys.executable, "-m", "train", "--recipe", str(RECIPE), "--data", str(data), "--tokenizer", str(tok),
-               "--model", "tiny", "--steps", str(steps), "--metrics", str(metrics), *extra]
+        cmd = [sys.executable, "-m", "train", "--recipe", str(recipe), "--data", str(data), "--tokenizer", str(tok),
+               *(a.format(work=work) for a in args), "--metrics", str(metrics)]
         gb, wall, rc = peak_rss(cmd, env, work / f"memory-{i}.log")
         if rc != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed (rc {rc}): {(work / f'memory-{i}.log').read_text()[-3000:]}")
@@ -121,8 +131,8 @@ def memory(data: Path, tok: Path, steps: int, work: Path) -> tuple[str, float]:
         readme_gb = gb if i == 0 else readme_gb
         rows.append([label, f"{setup['batch_size']} x {setup['seq_len']}", f"{gb:.2f} GB", f"{wall:.0f} s"])
         log.warning("%s: %.2f GB", label, gb)
-    return table(["run (`python -m train --model tiny`)", "batch (windows x tokens)", "peak RSS",
-                  f"wall ({steps} steps incl. compile)"], rows), readme_gb
+    return table(["run (`python -m train --recipe ...`)", "batch (windows x tokens)", "peak RSS",
+                  "wall (incl. compile)"], rows), readme_gb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6, help="training steps per size (the first is compilation)")
     p.add_argument("--batch-size", type=int, default=16, help="global batch in windows (>= the recipe's lanes)")
     p.add_argument("--seq-len", type=int, default=512)
-    p.add_argument("--memory-steps", type=int, default=2, help="steps of each memory run")
     p.add_argument("--only", choices=("throughput", "memory"), help="measure one of the two (default: both)")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = p.parse_args(argv)
@@ -140,19 +149,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, tok = make_data(Path(tmp))
         if args.only != "throughput":
-            mem_table, readme_gb = memory(data, tok, args.memory_steps, Path(tmp))
+            mem_table, readme_gb = memory(data, Path(tmp))
             cpu = DEFAULTS["cpu"]
             mem_notes = (
                 f"Peak resident memory of the whole `python -m train` process (Python, JAX, the stream, compilation "
-                f"and the steps) as the kernel accounted it, one CPU device, recipes/soda.yaml's mixture (4096-token "
-                f"windows, 16 lanes, like the sample recipe) on generated shards, SODA's 144,644-token output layer. "
-                f"The CPU defaults (train/config.py `DEFAULTS`) are the recipe's lanes as windows, at most "
-                f"{cpu.max_seq_len} tokens each, chunks of the output layer + loss of {cpu.loss_chunk_tokens} tokens "
-                f"per device and remat: the README's training step peaks at {readme_gb:.2f} GB. About 1.1 GB of it "
-                f"is the floor of any run (Python, JAX and its compiler, the tokenizer, the stream). Before issue 14 "
-                f"a chunk was 256 positions of every row (at 16 rows, 4,096 x 144,644 floats, three times over in "
-                f"the backward pass) and the defaults 32 x 4096 windows: 8.5 GB at 16 x 1024 and over 24 GB at the "
-                f"defaults (killed). Load average when started: {load:.1f} (RSS does not depend on it)."
+                f"and the steps) as the kernel accounted it, one CPU device, generated shards of SODA's four "
+                f"components, the byte-level tokenizer, SODA's 144,644-token output layer. The CPU defaults "
+                f"(train/config.py `DEFAULTS`) are the recipe's lanes as windows (1 for recipes/sample.yaml, 16 for "
+                f"recipes/soda.yaml), at most {cpu.max_seq_len} tokens each, chunks of the output layer + loss of "
+                f"{cpu.loss_chunk_tokens} tokens per device and remat: the README's training step peaks at "
+                f"{readme_gb:.2f} GB. About 1.1 GB is the floor of any run (Python, JAX and its compiler, the "
+                f"tokenizer, the stream). Before issue 14 a chunk was 256 positions of every row (at 16 rows, "
+                f"4,096 x 144,644 floats, three times over in the backward pass) and the defaults 32 x 4096 windows: "
+                f"8.5 GB at 16 x 1024 and over 24 GB at the defaults (killed). Load average when started: "
+                f"{load:.1f} (RSS does not depend on it; the wall times do)."
             )
             print(mem_table, "\n\n" + mem_notes)
             if not args.no_write:
