@@ -199,9 +199,10 @@ def test_cpu_defaults_fill_what_the_command_line_leaves_out():
 
 @pytest.mark.slow
 def test_the_cpu_defaults_train_in_under_2_gb(work, tmp_path):
-    """The README's training step at the CPU defaults (16 windows of 512 tokens, the full 144,644-token output
-    layer) on one CPU device: the process's peak resident memory, as the kernel counts it, stays under 2 GB (it was
-    8.5 GB at 16 x 1024 and over 24 GB at the old defaults). bench/train.py --only memory reports the figures."""
+    """SODA's mixture at the CPU defaults (its 16 lanes: 16 windows of 512 tokens, the full 144,644-token output
+    layer; the README's sample step is one such window) on one CPU device: the process's peak resident memory, as
+    the kernel counts it, stays under 2 GB (it was 8.5 GB at 16 x 1024 and over 24 GB at the old defaults).
+    bench/train.py --only memory reports the figures."""
     from bench.train import peak_rss
 
     env = {k: v for k, v in _env(work, 1).items() if k != "XLA_FLAGS"}
