@@ -122,7 +122,7 @@ class RunDefaults:
 
 
 # CPU: sized for a laptop. SODA's mixture at these (16 lanes: 16 x 512 windows of the tiny model, SODA's
-# 144,644-token output layer) peaks at 1.33 GB, the README's sample step (1 window) less (BENCHMARKS.md); remat
+# 144,644-token output layer) peaks at 1.32 GB, the README's sample step (1 window) less (BENCHMARKS.md); remat
 # costs the tiny model little, its time is the output layer. GPUs and TPUs: the batch SODA-scale runs start from and chunks of the size the old per-row chunking gave.
 DEFAULTS = {
     "cpu": RunDefaults(batch_size=None, max_seq_len=512, loss_chunk_tokens=256, remat=True),
