@@ -19,6 +19,7 @@ summary says so); what was asked is still checked. A partial mirror without that
 from __future__ import annotations
 
 import logging
+import urllib.error
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -47,10 +48,19 @@ def sample_of(source: str | None, corpus: str) -> str | None:
     if not source or sources.is_hf(source):
         return None
     marker = sources.join(source, SAMPLE_MARKER)
-    if not sources.exists(marker):
+    try:
+        present = sources.exists(marker)
+    except urllib.error.HTTPError as exc:
+        if exc.code not in (401, 403):
+            raise
+        present = False  # a bucket behind a CDN answers 403, not 404, for a key it does not have
+    if not present:
         return None
     with sources.open_binary(marker) as f:
-        data = yaml.safe_load(f.read()) or {}
+        try:
+            data = yaml.safe_load(f.read()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{marker} is not YAML: {exc}".splitlines()[0]) from None
     declared = data.get("sample_of") if isinstance(data, dict) else None
     if declared != corpus:
         raise ValueError(f"{marker} declares a sample of {declared!r}, not of {corpus!r}: check --source")

@@ -8,19 +8,22 @@ read from (``sodadata.catalog.CATALOG_DIR``): the code path is the real one, onl
 
 from __future__ import annotations
 
+import http.server
 import json
+import re
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 from fixtures import make_emilia_source
 from fixtures_mls import make_mls_source
-from fixtures_nemotron import KEPT, make_nemotron_source
+from fixtures_nemotron import KEPT, make_nemotron_source, serve
 from fixtures_yodas2 import make_uniform_shard
 
 from sodadata import catalog
 from sodadata.codec import CodecConfig
-from sodadata.completeness import SAMPLE_MARKER, IncompleteSource, write_sample_marker
+from sodadata.completeness import SAMPLE_MARKER, IncompleteSource, sample_of, write_sample_marker
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes import emilia, mls, nemotron_cc, yodas2
 from sodadata.recipes.emilia import EmiliaRecipe
@@ -216,3 +219,31 @@ def test_nemotron_listed_file_missing_from_the_mirror_and_catalog_count(tmp_path
     rc = nemotron_cc.main(["--source", str(src), "--out", str(tmp_path / "out"), "--limit-shards", "1", *QUICK])
     assert rc == 2
     assert f"file {gone}: listed, not in the mirror" in _error_line(capsys)
+
+
+def test_the_sample_marker_over_http_and_a_malformed_one(tmp_path) -> None:
+    src = tmp_path / "src"
+    write_sample_marker(src, "nemotron-cc")
+    with serve(src) as url:
+        assert sample_of(url, "nemotron-cc") == f"{url.rstrip('/')}/{SAMPLE_MARKER}"
+    (tmp_path / "mirror").mkdir()
+    with serve(tmp_path / "mirror") as url:  # 404: no marker, a mirror
+        assert sample_of(url, "nemotron-cc") is None
+
+    class Forbidden(http.server.BaseHTTPRequestHandler):  # a bucket behind a CDN: 403 for a key it lacks
+        def do_HEAD(self) -> None:
+            self.send_response(403)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert sample_of(f"http://127.0.0.1:{server.server_address[1]}/base", "nemotron-cc") is None
+    finally:
+        server.shutdown()
+    (src / SAMPLE_MARKER).write_text("sample_of: [unclosed\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(src / SAMPLE_MARKER))} is not YAML: "):
+        sample_of(str(src), "nemotron-cc")
