@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from test_reliability_report import publish, table
 
 from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT
+from sodadata.completeness import write_sample_marker
 from sodadata.document import (
     FOLD_TABLE,
     MARKERS,
@@ -201,6 +202,7 @@ SAMPLES: dict[str, list[tuple[str, object, int, int]]] = {
 def emilia_runs(tmp_path_factory) -> dict[str, tuple[list[str], Path, int]]:
     """Each language's tar through the real recipe CLI: ``--lang <lang>`` -> component ``emilia/<lang>``."""
     root = tmp_path_factory.mktemp("emilia-langs")
+    write_sample_marker(root, "emilia")  # test tars, not a mirror of the catalog's counts
     runs = {}
     for n, (lang, samples) in enumerate(SAMPLES.items()):
         keys = write_emilia_language_tar(root, lang, [s for s, *_ in samples], seed=n)
@@ -268,6 +270,7 @@ def test_a_lone_surrogate_in_a_tar_member_name_is_one_reject(tmp_path):
     members = [(f"{k}.json", json.dumps({"text": " fine"}).encode()) for k in (good, bad)]
     members += [(f"{k}.mp3", encode_audio(speechlike(0.4, i))) for i, k in enumerate((good, bad))]
     write_tar(tmp_path / "src" / "Emilia" / "EN" / "EN-B000000.tar", members)
+    write_sample_marker(tmp_path / "src", "emilia")
     out = tmp_path / "out"
     assert emilia.main(["--subset", "emilia", "--source", str(tmp_path / "src"), "--codec", "tiny-random",
                         "--torch-threads", "1", "--serial", "--no-progress", "--out", str(out)]) == 0
@@ -330,6 +333,7 @@ def nemotron_run(tmp_path_factory) -> tuple[dict, dict, dict]:
     (src / rel).parent.mkdir(parents=True)
     (src / rel).write_bytes(compress_frames(b"\n".join(lines) + b"\n", []))
     write_paths_file(src, [rel])
+    write_sample_marker(src, "nemotron-cc")
     assert nemotron_cc.main(["--source", str(src), "--serial", "--no-progress", "--out", str(out)]) == 0
     component = out / "nemotron-cc/hq-actual"
     rows = {r["id"]: r["text"] for r in pq.read_table(component / f"{stem}.parquet").to_pylist()}
