@@ -58,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat-batch", action="store_true", help="train on the first batch repeatedly (smoke test)")
     p.add_argument("--metrics", help="append one JSON line per step (and a setup record) to this file")
     p.add_argument("--log-every", type=int, default=1)
+    p.add_argument("--eval", metavar="DIR_OR_URL",
+                   help="validation rows: a sodadata output root, one component folder, a glob of Parquet files or a "
+                        "published copy (what --data accepts); their NLL is logged and written to --metrics")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="with --eval: evaluate every K steps, and at the end (default 0: only at the end)")
+    p.add_argument("--eval-max-tokens", type=int, default=TrainConfig.eval_max_tokens,
+                   help="with --eval: read the validation rows up to this many tokens (default: %(default)s)")
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host: a TPU pod slice, a GPU cluster)")
     p.add_argument("--coordinator", help="with --distributed where not auto-detected: host:port of process 0")
@@ -78,7 +85,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
                           weight_decay=a.weight_decay),
         mesh=MeshConfig(data=a.mesh_data, fsdp=a.mesh_fsdp), compute_dtype=a.dtype, remat=a.remat, seed=a.seed,
         ckpt_dir=a.ckpt, ckpt_every=a.ckpt_every, keep_checkpoints=a.keep, stop_after=a.stop_after, extend=a.extend,
-        repeat_batch=a.repeat_batch, log_every=a.log_every, metrics_path=a.metrics,
+        repeat_batch=a.repeat_batch, log_every=a.log_every, metrics_path=a.metrics, eval_path=a.eval,
+        eval_every=a.eval_every, eval_max_tokens=a.eval_max_tokens,
     )
 
 
@@ -107,7 +115,12 @@ def interrupted_line(ckpt: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    if a.eval is None and (a.eval_every or a.eval_max_tokens != TrainConfig.eval_max_tokens):
+        p.error("--eval-every and --eval-max-tokens need --eval")
+    if a.eval_every < 0 or a.eval_max_tokens < 2:
+        p.error("--eval-every must be at least 0 and --eval-max-tokens at least 2")
     setup_logging(a.verbose)
     try:
         return _main(a)

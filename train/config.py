@@ -158,3 +158,6 @@ class TrainConfig:
     repeat_batch: bool = False  # train on the first batch over and over (a learning smoke test)
     log_every: int = 1
     metrics_path: str | None = None  # JSON lines: one per logged step (+ a setup record)
+    eval_path: str | None = None  # validation rows (train/evaluation.py): an output root, component or published copy
+    eval_every: int = 0  # evaluate every N steps (0: only at the end of the invocation)
+    eval_max_tokens: int = 8_388_608  # tokens of the validation rows read (LibriSpeech dev-clean is about 4.1M)

@@ -173,37 +173,71 @@ def loss_chunk_positions(tokens: int, rows: int) -> int:
     return max(1, tokens // max(rows, 1))
 
 
+def _sequence_chunks(chunk: int, *arrays: jax.Array) -> tuple[int, list[jax.Array]]:
+    """``arrays`` ([B, T, ...], same B and T) cut into chunks of ``chunk`` positions along T: [n, B, chunk, ...].
+
+    The tail is zero-padded (callers give it zero weight). Chunks run along the sequence, never the batch, so each
+    step of a scan over them keeps the batch sharding.
+    """
+    t = arrays[0].shape[1]
+    chunk = max(1, min(chunk, t))
+    pad = (-t) % chunk
+    n = (t + pad) // chunk
+    out = []
+    for x in arrays:
+        if pad:
+            x = jnp.pad(x, ((0, 0), (0, pad), *[(0, 0)] * (x.ndim - 2)))
+        out.append(x.reshape(x.shape[0], n, chunk, *x.shape[2:]).swapaxes(0, 1))
+    return chunk, out
+
+
+def _chunk_nll(hc: jax.Array, w_out: jax.Array, tc: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per position of one chunk: the negative log-likelihood of the target and the log-normalizer (float32)."""
+    lg = jnp.einsum("bcd,dv->bcv", hc, w_out.astype(hc.dtype), preferred_element_type=jnp.float32)
+    lse = jax.nn.logsumexp(lg, axis=-1)
+    return lse - jnp.take_along_axis(lg, tc[..., None], axis=-1)[..., 0], lse
+
+
 def chunked_cross_entropy(
     h: jax.Array, w_out: jax.Array, targets: jax.Array, weights: jax.Array, chunk: int, z_loss_weight: float = 0.0
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Sums of weighted cross-entropy, of weighted z-loss and of weights; ``h`` [B, T, hidden], ``targets`` [B, T].
 
     The [B, T, vocab] logits never exist at once: positions go through the output projection ``chunk`` at a time
-    (``loss_chunk_positions`` sizes it by tokens per device) under ``jax.checkpoint``, so the backward pass recomputes one chunk's logits instead of keeping all of them
-    (with a 144,644-token vocabulary the full logits would dwarf every other activation). Chunks run along the
-    sequence, never the batch, so each step of the scan keeps the batch sharding.
+    (``loss_chunk_positions`` sizes it by tokens per device) under ``jax.checkpoint``, so the backward pass
+    recomputes one chunk's logits instead of keeping all of them (with a 144,644-token vocabulary the full logits
+    would dwarf every other activation).
     """
-    b, t, d = h.shape
-    chunk = max(1, min(chunk, t))
-    pad = (-t) % chunk
-    if pad:
-        h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
-        targets = jnp.pad(targets, ((0, 0), (0, pad)))
-        weights = jnp.pad(weights, ((0, 0), (0, pad)))
-    n = (t + pad) // chunk
-    h = h.reshape(b, n, chunk, d).swapaxes(0, 1)
-    targets = targets.reshape(b, n, chunk).swapaxes(0, 1)
-    weights = weights.reshape(b, n, chunk).swapaxes(0, 1)
+    _, (h, targets, weights) = _sequence_chunks(chunk, h, targets, weights)
 
     @jax.checkpoint
     def one(carry, xs):
         hc, tc, wc = xs
-        lg = jnp.einsum("bcd,dv->bcv", hc, w_out.astype(hc.dtype), preferred_element_type=jnp.float32)
-        lse = jax.nn.logsumexp(lg, axis=-1)
-        target_logit = jnp.take_along_axis(lg, tc[..., None], axis=-1)[..., 0]
+        nll, lse = _chunk_nll(hc, w_out, tc)
         ce, z = carry
-        return (ce + jnp.sum((lse - target_logit) * wc), z + z_loss_weight * jnp.sum(lse**2 * wc)), None
+        return (ce + jnp.sum(nll * wc), z + z_loss_weight * jnp.sum(lse**2 * wc)), None
 
     zero = jnp.zeros((), jnp.float32)
     (ce, z), _ = jax.lax.scan(one, (zero, zero), (h, targets, weights))
     return ce, z, jnp.sum(weights)
+
+
+def chunked_nll_by_class(
+    h: jax.Array, w_out: jax.Array, targets: jax.Array, weights: jax.Array, classes: jax.Array, n_classes: int,
+    chunk: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Per class ``k < n_classes``: the sum of the weighted NLL of the positions whose ``classes`` is ``k``, and
+    the sum of their weights (both float32 [n_classes]). Chunked like :func:`chunked_cross_entropy` (forward only:
+    the evaluation's per-token NLL, split by what the target token is)."""
+    _, (h, targets, weights, classes) = _sequence_chunks(chunk, h, targets, weights, classes)
+
+    def one(carry, xs):
+        hc, tc, wc, kc = xs
+        nll, _ = _chunk_nll(hc, w_out, tc)
+        member = jax.nn.one_hot(kc, n_classes, dtype=jnp.float32) * wc[..., None]  # [B, chunk, n_classes]
+        sums, counts = carry
+        return (sums + jnp.einsum("bc,bck->k", nll, member), counts + member.sum(axis=(0, 1))), None
+
+    zero = jnp.zeros((n_classes,), jnp.float32)
+    (sums, counts), _ = jax.lax.scan(one, (zero, zero), (h, targets, weights, classes))
+    return sums, counts

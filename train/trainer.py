@@ -15,6 +15,7 @@ import numpy as np
 from train import checkpoint
 from train.config import TrainConfig
 from train.data import fill_defaults, open_stream
+from train.evaluation import Evaluator
 from train.schedule import recorded_schedule, resolve
 from train.sharding import check_batch_size, describe, global_batch, make_mesh
 from train.step import BATCH_KEYS, build
@@ -31,6 +32,7 @@ class RunResult:
     losses: list[float] = field(default_factory=list)
     tokens_per_second: float | None = None  # all positions of the windows, steps after the first (compile) one
     component_tokens: dict[str, int] = field(default_factory=dict)  # non-padding tokens consumed, whole run
+    evals: list[dict] = field(default_factory=list)  # each evaluation's metrics (train/evaluation.py) and step
     checkpoint: str | None = None
 
 
@@ -77,6 +79,9 @@ def train(cfg: TrainConfig) -> RunResult:
     stream, names, seq_len = open_stream(cfg)
     model_cfg = cfg.model
     setup = build(model_cfg, cfg, mesh, n_components=len(names), schedule=schedule)
+    # The validation windows are read before any step: a bad --eval costs no training.
+    evaluator = (Evaluator(cfg, model_cfg, mesh, setup.state_shardings["params"], stream.encoder, seq_len)
+                 if cfg.eval_path else None)
     metrics_out = _Metrics(cfg.metrics_path)
     local_rows = cfg.batch_size // jax.process_count()
 
@@ -126,6 +131,14 @@ def train(cfg: TrainConfig) -> RunResult:
             "component_tokens": dict(totals),
         })
 
+    def evaluate(step: int) -> None:
+        m = evaluator.run(state["params"])
+        result.evals.append({"step": step, **m})
+        metrics_out.write({"event": "eval", "step": step, **m})
+        log.info("eval step %d: nll %.4f (%s tokens) | %s", step, m["eval_nll"], f"{m['eval_tokens']['all']:,}",
+                 " ".join(f"{k.removeprefix('eval_nll_')} {v:.4f}" for k, v in m.items()
+                          if k.startswith("eval_nll_")))
+
     def save(step: int) -> str:
         return str(checkpoint.save(
             cfg.ckpt_dir, step, state, stream.state_dict(),
@@ -151,7 +164,11 @@ def train(cfg: TrainConfig) -> RunResult:
                           "batch": {k: describe(v) for k, v in batch.items()},
                           "params_sharding": {k: describe(v) for k, v in
                                               _flat(state["params"]).items()}, "resumed_from": str(resume or ""),
-                          "schedule": schedule.to_dict(), "extended": extended}
+                          "schedule": schedule.to_dict(), "extended": extended,
+                          "eval": None if evaluator is None else {
+                              "path": cfg.eval_path, "components": evaluator.data.components,
+                              "rows": evaluator.data.rows, "tokens": evaluator.data.tokens,
+                              "windows": len(evaluator.data.input_ids), "windows_sha1": evaluator.data.sha1}}
                 metrics_out.write(record)
                 log.info("mesh %s, %d devices on %d hosts; model %s (%s params); batch %d x %d, sharded %s",
                          dict(mesh.shape), jax.device_count(), jax.process_count(), model_cfg.name,
@@ -161,13 +178,20 @@ def train(cfg: TrainConfig) -> RunResult:
             if pending:
                 finish(*pending)
             pending = (step, metrics, fingerprint(local))
-            if cfg.ckpt_dir and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step != end:
+            at_ckpt = cfg.ckpt_dir and cfg.ckpt_every and step % cfg.ckpt_every == 0 and step != end
+            at_eval = evaluator and cfg.eval_every and step % cfg.eval_every == 0 and step != end
+            if at_ckpt or at_eval:
                 finish(*pending)
                 pending = None
-                save(step)
+                if at_eval:
+                    evaluate(step)
+                if at_ckpt:
+                    save(step)
         if pending:
             finish(*pending)
             pending = None
+        if evaluator and end > start:
+            evaluate(end)
         result.end_step = end
         if cfg.ckpt_dir and end > start:
             result.checkpoint = save(end)
