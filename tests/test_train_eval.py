@@ -24,9 +24,9 @@ MAX_TOKENS = 1100  # of 1,170: cuts a text row of the second component (the boun
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> dict:
     import yaml
+    from synthetic import WORDS
 
     from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
-    from synthetic import WORDS
 
     root = tmp_path_factory.mktemp("train-eval")
     make_output_dir(root / "data", COMPONENTS, seed=3)
@@ -121,7 +121,10 @@ def scenario_eval_check(data: str, tok: str, eval_dir: str, ckpt: str, batch: st
 # --------------------------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_eval_nll_matches_a_direct_computation_and_repeats_exactly(work):
+    """3 steps with --eval every 2 steps on 8 devices; then, in another process, the step-3 checkpoint evaluated
+    twice on the same mesh (identical, and identical to the run's own record) and every number recomputed."""
     ckpt, metrics = work["root"] / "ckpt", work["root"] / "m.jsonl"
     proc = train_cli(work, "--steps", "3", "--lr", "1e-2", "--warmup", "1", "--eval", str(work["eval"]),
                      "--eval-every", "2", "--eval-max-tokens", str(MAX_TOKENS), "--ckpt", str(ckpt),

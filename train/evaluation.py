@@ -156,6 +156,10 @@ def load_eval_set(location: str, encoder: RowEncoder, seq_len: int, max_tokens: 
     if max_tokens < 2:
         raise ValueError("--eval-max-tokens must be at least 2")
     components = eval_components(location)
+    for name, shards in components:
+        problem = shards.made_by_problem()
+        if problem:  # as the stream refuses it: tokens of two codecs would be scored as one component
+            raise ValueError(f"--eval component {name} ({shards.location}): {problem}")
     pieces: list[np.ndarray] = []
     formats: list[int] = []
     total = 0
