@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +162,9 @@ def test_eval_nll_matches_a_direct_computation_and_repeats_exactly(work):
 
 
 def test_eval_rows_are_the_same_from_the_root_a_component_and_a_glob(work):
-    """The same rows in the same order whichever way the eval set is named; a folder of two roots is refused."""
+    """The same rows in the same order whichever way the eval set is named (root, component, glob, published
+    copy); a folder of two roots is refused, a folder without shards too."""
+    from sodadata.published import shard_path
     from sodadata.tokenizer import RowEncoder, load_tokenizer
     from train.evaluation import load_eval_set
 
@@ -177,6 +180,16 @@ def test_eval_rows_are_the_same_from_the_root_a_component_and_a_glob(work):
     assert (root.segment_ids.ravel()[root.tokens:] == 0).all() and (root.segment_ids.ravel()[:root.tokens] > 0).all()
     again = load_eval_set(str(work["eval"]), enc, SEQ_LEN, 10**9)
     assert again.sha1 == root.sha1
+    # A published copy (push's layout, sodadata/published.py), flat and in hashed buckets: the same windows.
+    for bucketed in (False, True):
+        copy = work["root"] / f"published-{int(bucketed)}"
+        for parquet in work["eval"].glob("*/*/*.parquet"):
+            component = parquet.parent.relative_to(work["eval"]).as_posix()
+            target = copy / shard_path(component, parquet.stem, bucketed)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(parquet, target)
+        published = load_eval_set(str(copy), enc, SEQ_LEN, 10**9)
+        assert published.components == root.components and published.sha1 == root.sha1
     # Two output roots below one folder: which one is meant is not guessed.
     make_output_dir(work["root"] / "two" / "a", EVAL_COMPONENTS[:1], seed=1)
     make_output_dir(work["root"] / "two" / "b", EVAL_COMPONENTS[:1], seed=2)
