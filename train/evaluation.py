@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from sodadata.document import AUDIO_FIRST, TEXT_FIRST, TEXT_ONLY
+from sodadata.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST, TEXT_ONLY
 from sodadata.outputs import find_shards
 from sodadata.published import DATA_DIR, bucket, published_location
 from sodadata.streaming import ShardList, list_shards
@@ -59,7 +59,6 @@ from train.sharding import BATCH_AXES, P, batch_sharding, global_batch, replicat
 
 log = logging.getLogger(__name__)
 
-AUDIO_ONLY = "audio_only"
 FORMATS = (TEXT_FIRST, AUDIO_FIRST, AUDIO_ONLY, TEXT_ONLY)  # the order of the metrics
 # Each format's name in the metrics: the text format's own name ("text") would clash with the text-token class.
 METRIC_NAMES = {TEXT_FIRST: "text_first", AUDIO_FIRST: "audio_first", AUDIO_ONLY: "audio_only", TEXT_ONLY: "text_only"}
