@@ -160,4 +160,4 @@ class TrainConfig:
     metrics_path: str | None = None  # JSON lines: one per logged step (+ a setup record)
     eval_path: str | None = None  # validation rows (train/evaluation.py): an output root, component or published copy
     eval_every: int = 0  # evaluate every N steps (0: only at the end of the invocation)
-    eval_max_tokens: int = 8_388_608  # tokens of the validation rows read (LibriSpeech dev-clean is about 4.1M)
+    eval_max_tokens: int = 8_388_608  # validation tokens read (dev-clean: ~3.9M audio + text)
