@@ -10,6 +10,10 @@ A recipe is a YAML file (``recipes/soda.yaml``; docs/mixture.md explains every f
       - {name: yodas2/en, path: yodas2/en, weight: 0.516390}
       - {name: nemotron-cc/hq-actual, path: "hf://datasets/ORG/NAME/nemotron-cc/hq-actual/*.parquet", weight: 0.05}
 
+An optional ``validation:`` list names held-out sets, ``{name, path}`` each, with no weight: they never enter the
+mixture stream (nor its fingerprint); ``sodadata export levanter`` gives them to Levanter as weight-0 validation
+sources. Names are unique across components and validation sets (Levanter keys both by name).
+
 Weights are shares of **tokens** (SPEC §4); they are normalized to sum to one. A component's ``path`` is a
 directory of finished shards (``*.parquet`` with their ``.json`` record beside them, as the recipes write them), or
 a glob of Parquet files (``*`` / ``**``), local or any fsspec URL (``hf://datasets/...`` reads through
@@ -97,16 +101,25 @@ def read_recipe(path: str | Path) -> dict:
 
 
 @dataclass
-class ComponentConfig:
+class SourceConfig:
+    """A named set of shards: a validation set as it is, and the base of a weighted mixture component."""
+
     name: str  # e.g. "yodas2/en"; the label reported per component
     path: str  # directory of finished shards or a glob; relative paths are taken under MixtureConfig.root
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"a component needs a name, got {self.name!r}")
+        if not self.path or not isinstance(self.path, str):
+            raise ValueError(f"component {self.name!r} needs a path")
+
+
+@dataclass
+class ComponentConfig(SourceConfig):
     weight: float  # share of tokens (normalized over the components)
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("a component needs a name")
-        if not self.path:
-            raise ValueError(f"component {self.name!r} needs a path")
+        super().__post_init__()
         self.weight = float(self.weight)
         if not (math.isfinite(self.weight) and self.weight > 0):
             raise ValueError(f"component {self.name!r}: weight must be a positive number, got {self.weight}")
@@ -122,16 +135,18 @@ class MixtureConfig:
     lanes: int = 8  # independent sub-streams the reading work is split into (hosts, workers); see docs/mixture.md
     text_key: str = "text"  # the column holding the row text
     root: str | None = None  # base of relative component paths (a directory or URL); None: the working directory
+    validation: list[SourceConfig] = field(default_factory=list)  # held-out sets: not mixed, no weight
     source: str | None = field(default=None, compare=False)  # the file it was loaded from (for messages)
 
     def __post_init__(self) -> None:
         self.components = [c if isinstance(c, ComponentConfig) else ComponentConfig(**c) for c in self.components]
         if not self.components:
             raise ValueError("a mixture needs at least one component")
-        names = [c.name for c in self.components]
+        self.validation = [v if isinstance(v, SourceConfig) else SourceConfig(**v) for v in self.validation]
+        names = [c.name for c in (*self.components, *self.validation)]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"component names must be unique; repeated: {dup}")
+            raise ValueError(f"component and validation set names must be unique; repeated: {dup}")
         for name in ("seq_len", "block_size", "lanes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -163,11 +178,11 @@ class MixtureConfig:
         where = f"{source}: " if source else ""
         if unknown:
             raise ValueError(f"{where}unknown recipe keys {unknown}; known: {sorted(known)}")
-        try:
-            comps = [ComponentConfig(**c) for c in data.get("components") or []]
-        except TypeError as exc:
-            raise ValueError(f"{where}each component needs exactly name, path and weight ({exc})") from None
-        return cls(**{**data, "components": comps}, source=source)
+        comps = [_entry(ComponentConfig, c, "component", "name, path and weight", where)
+                 for c in _entries(data, "components", where)]
+        validation = [_entry(SourceConfig, v, "validation set", "name and path", where)
+                      for v in _entries(data, "validation", where)]
+        return cls(**{**data, "components": comps, "validation": validation}, source=source)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -196,7 +211,7 @@ class MixtureConfig:
             counts[i] += 1
         return counts.tolist()
 
-    def component_location(self, component: ComponentConfig) -> str:
+    def component_location(self, component: SourceConfig) -> str:
         """The component's path with ``root`` applied (URLs and absolute paths are kept as they are).
 
         When ``root`` is a published copy (``sodadata push``'s layout, e.g. ``hf://datasets/ORG/NAME@REV``), the
@@ -217,7 +232,24 @@ class MixtureConfig:
 
     def fingerprint(self) -> str:
         """What a stream's order depends on (not where the files are): a resumed stream must match it."""
-        key = {k: v for k, v in self.to_dict().items() if k not in ("root", "tokenizer")}
+        # Validation sets are left out: they never enter the stream, and adding one must not void a checkpoint.
+        key = {k: v for k, v in self.to_dict().items() if k not in ("root", "tokenizer", "validation")}
         for c in key["components"]:
             c.pop("path")
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _entries(data: dict, key: str, where: str) -> list:
+    entries = data.get(key) or []
+    if not isinstance(entries, list):
+        raise ValueError(f"{where}{key} must be a list of mappings, got {type(entries).__name__}")
+    return entries
+
+
+def _entry(cls: type, entry: object, what: str, keys: str, where: str) -> SourceConfig:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}each {what} is a mapping of {keys}, got {entry!r}")
+    try:
+        return cls(**entry)
+    except TypeError as exc:
+        raise ValueError(f"{where}each {what} needs exactly {keys} ({exc})") from None

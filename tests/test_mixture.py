@@ -136,6 +136,12 @@ def test_largest_remainder_counts() -> None:
          "unique"),
         ({"components": [{"name": "a", "path": "p", "weight": -1}]}, "positive"),
         ({"components": [{"name": "a", "path": "p"}]}, "name, path and weight"),
+        ({"validation": [{"name": "dev", "path": "p", "weight": 0}]}, "validation set needs exactly name and path"),
+        ({"validation": [{"name": "dev"}]}, "validation set needs exactly name and path"),
+        ({"validation": [{"name": "yodas2/en", "path": "p"}]}, "unique; repeated: ..yodas2/en"),
+        ({"validation": "librispeech/dev-clean"}, "validation must be a list"),
+        ({"validation": ["librispeech/dev-clean"]}, "validation set is a mapping"),
+        ({"validation": [{"name": "dev", "path": ""}]}, "needs a path"),
     ],
 )
 def test_recipe_errors_name_the_fault(tmp_path: Path, change: dict, message: str) -> None:
@@ -144,6 +150,21 @@ def test_recipe_errors_name_the_fault(tmp_path: Path, change: dict, message: str
     path.write_text(json.dumps(recipe))  # JSON is YAML
     with pytest.raises(ValueError, match=message):
         MixtureConfig.load(path)
+
+
+def test_validation_sets_are_named_apart_from_the_mixture(tmp_path: Path, data: Path) -> None:
+    recipe = MixtureConfig.load(RECIPE).to_dict() | {
+        "validation": [{"name": "librispeech/dev-clean", "path": "librispeech/dev-clean"}]}
+    path = tmp_path / "with-dev.yaml"
+    path.write_text(json.dumps(recipe))
+    config = MixtureConfig.load(path, root=str(data))
+    (dev,) = config.validation
+    assert (dev.name, config.component_location(dev)) == ("librispeech/dev-clean", f"{data}/librispeech/dev-clean")
+    assert config.names == list(SPEC_WEIGHTS)  # not a mixture component
+    # Never streamed, so a checkpoint's recipe fingerprint stays valid when a validation set is added.
+    assert config.fingerprint() == MixtureConfig.load(RECIPE).fingerprint()
+    config.save(tmp_path / "saved.yaml")
+    assert MixtureConfig.load(tmp_path / "saved.yaml", root=str(data)) == config
 
 
 def test_a_user_recipe_streams_without_code(tmp_path: Path, data: Path, tok: Tokenizer) -> None:
