@@ -358,27 +358,46 @@ def _prepend_bos(tok: Tokenizer) -> None:
                                                        special_tokens=[(BOS, tok.token_to_id(BOS))])
 
 
-def save_tokenizer(tok: Tokenizer, out: Path, base: str | None = None) -> Path:
+def rows_only_tokenizer(tok: Tokenizer) -> Tokenizer:
+    """The same tokenizer (every id unchanged) with no post-processor: encoding never adds a BOS of its own.
+
+    For trainers that tokenize SODA rows themselves (Levanter): the rows carry their literal BOS and EOS
+    (SPEC §2), so the trainer must add neither. Saved with ``save_tokenizer(..., bos_token=False)`` the trainer
+    also finds no BOS token to force in front of each row (``docs/training.md``, section 7).
+    """
+    out = Tokenizer.from_str(tok.to_str())
+    out.post_processor = None  # the base's (Llama-3: ByteLevel offsets + TemplateProcessing "<|begin_of_text|> $A")
+    probe = f"{BOS}{TEXT_START}Hello world{TEXT_END}{AUDIO_START}{chr(AUDIO_BASE)}{AUDIO_END}{EOS}"
+    if out.encode(probe, add_special_tokens=True).ids != tok.encode(probe, add_special_tokens=False).ids:
+        raise RuntimeError("the tokenizer still adds special tokens without its post-processor")
+    return out
+
+
+def save_tokenizer(tok: Tokenizer, out: Path, base: str | None = None, bos_token: bool = True) -> Path:
     """Write ``tokenizer.json`` and a minimal ``tokenizer_config.json`` (for ``transformers.AutoTokenizer``).
 
     ``tokenizer_config.json`` carries a ``sodadata`` section: the ids, ``base`` (what it was built from) and
     ``matches_spec`` (:attr:`TokenizerLayout.matches_spec`: False for the bytes base and any non-Llama-3 base).
+
+    ``bos_token=False`` declares no BOS token (for :func:`rows_only_tokenizer`): trainers that prepend the
+    declared BOS to every document (Levanter) then leave the rows' own BOS as the only one.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "tokenizer.json"
     tok.save(str(path))
     layout = TokenizerLayout.of(tok)
+    note = ("encode SODA rows with add_special_tokens=False: rows carry their own BOS/EOS" if bos_token else
+            "rows only: no BOS declared and no post-processor, so a trainer adds no BOS; rows carry their own BOS/EOS")
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": BOS,
+        "bos_token": BOS if bos_token else None,
         "eos_token": EOS,
         "model_max_length": 1_000_000_000,
         "clean_up_tokenization_spaces": False,  # would edit text around punctuation on decode
         "sodadata": {"base": base, "base_vocab_size": layout.base_vocab_size, "markers": layout.marker_ids,
                      "audio_base": layout.audio_base, "codebooks": layout.codebooks, "vocab_size": layout.vocab_size,
-                     "matches_spec": layout.matches_spec,
-                     "note": "encode SODA rows with add_special_tokens=False: rows carry their own BOS/EOS"},
+                     "matches_spec": layout.matches_spec, "note": note},
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     return path
