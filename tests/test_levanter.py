@@ -46,10 +46,10 @@ def envs() -> Path:
 
 
 @pytest.fixture(scope="module")
-def spec_tokenizer(envs: Path, tmp_path_factory) -> Path:
-    """sodadata's tokenizer on the real Llama-3 base, as `sodadata tokenizer build --base` writes it."""
+def spec_tokenizer(llama3_tokenizer_json: Path, tmp_path_factory) -> Path:
+    """sodadata's tokenizer on the real Llama-3 base (tests/conftest.py), as `sodadata tokenizer build` writes it."""
     out = tmp_path_factory.mktemp("tokenizer") / "soda"
-    assert cli(["tokenizer", "build", "--base", str(envs / "llama3"), "--out", str(out)]) == 0
+    assert cli(["tokenizer", "build", "--base", str(llama3_tokenizer_json), "--out", str(out)]) == 0
     return out
 
 
