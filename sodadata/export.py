@@ -39,14 +39,15 @@ from pathlib import Path
 import yaml
 
 from sodadata.mixture import MixtureConfig, SourceConfig
-from sodadata.tokenizer import local_tokenizer_file
+from sodadata.tokenizer import PUBLISHED, local_tokenizer_file
 
 log = logging.getLogger(__name__)
 
 TARGETS = ("levanter",)
 LEVANTER_SCHEMAS = ("current", "1.2")
 NAMINGS = ("recipe", "soda")
-# SODA's Marin config (experiments/audio/exp1699_marin_audio_all.py): its component names and mixture block size.
+# SODA's Marin config (experiments/audio/exp1699_marin_audio_all.py): its component names; it mixed in Levanter's
+# default blocks of 2048 windows.
 SODA_NAMES = {
     "yodas2/en": "yodas2/en",
     "emilia-yodas/en": "Emilia-YODAS/EN",
@@ -141,6 +142,9 @@ def levanter_config(mixture: MixtureConfig, tokenizer: str, cache_dir: str, sche
 
 def check_rows_only(tokenizer: str) -> None:
     """Refuse a local tokenizer that would make Levanter add a BOS in front of the rows' own."""
+    if tokenizer == PUBLISHED:
+        raise ValueError(f"--tokenizer {tokenizer} declares a BOS token: Levanter would put a second BOS in front of "
+                         "every row; write a rows-only one with --tokenizer-out DIR")
     file = None if "://" in tokenizer else local_tokenizer_file(tokenizer)  # raises for a path that is not there
     if file is None:
         log.warning("tokenizer %s is not local and is taken as it is: it must be one that "

@@ -20,7 +20,7 @@ from sodadata.document import BOS, EOS, TEXT_END, TEXT_START
 from sodadata.export import SODA_NAMES
 from sodadata.mixture import MixtureConfig
 from sodadata.streaming import list_shards
-from sodadata.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer, train_small_base
+from sodadata.tokenizer import PUBLISHED, build_tokenizer, load_tokenizer, save_tokenizer, train_small_base
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "soda.yaml"
@@ -201,6 +201,8 @@ def test_errors(tmp_path, recipe, data, tok_dir, lev_tok, capsys):
     # The SPEC tokenizer itself would give every row two BOS in Levanter.
     rc, _, err = export(capsys, str(recipe), "--data", str(data), "--tokenizer", str(tok_dir))
     assert rc == 2 and "second BOS" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = export(capsys, str(recipe), "--data", str(data), "--tokenizer", PUBLISHED)  # so does the published one
+    assert rc == 2 and "second BOS" in err
     # A folder without tokenizer.json is not a tokenizer (nor a Hub id); nor is a path that is not there.
     (tmp_path / "empty").mkdir()
     rc, _, err = export(capsys, str(recipe), "--data", str(data), "--tokenizer", str(tmp_path / "empty"))
