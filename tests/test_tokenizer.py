@@ -318,7 +318,7 @@ def test_every_command_that_loads_a_tokenizer_path_says_no_such_file(tmp_path, m
     runs = {
         "stats": lambda: stats.main([str(out), "--tokenizer", "tok/", "--utterance-shards", "0"]),
         "inspect": lambda: inspect.main([str(out), "--html", "report", "--tokenizer", "tok/"]),
-        "export": lambda: export.main(["levanter", recipe, "--data", str(out)]),
+        "export": lambda: export.main(["levanter", recipe, "--data", str(out), "--tokenizer-out", "lev-tok/"]),
         "train": lambda: train_cli.main(["--recipe", recipe, "--data", str(out), "--steps", "1"]),
     }
     for name, run in runs.items():
