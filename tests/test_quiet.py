@@ -46,8 +46,11 @@ class Running:
     """A command started as a terminal starts it (its own process group), its stderr read as it comes."""
 
     def __init__(self, cmd: list[str], cwd: Path) -> None:
+        # A terminal's job gets SIGINT's default action; a test run from a background job (nohup, `cmd &`, some CI
+        # runners) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: restore the default.
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.err: list[str] = []
         self.reader = threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True)
         self.reader.start()
