@@ -101,14 +101,29 @@ MEMORY_RUNS = (
 )
 
 
+# The measured command runs as the child of this small process, not of the caller: Linux carries a process's RSS
+# high-water mark over exec from the memory it was forked (or vforked) from, so a command started straight from a
+# large parent (pytest holding JAX and torch: ~2 GB) reports at least the parent's peak as its own.
+_SPAWN_AND_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
 def peak_rss(cmd: list[str], env: dict, log_path: Path) -> tuple[float, float, int]:
     """(peak RSS in GB, wall seconds, exit status) of ``cmd`` run as its own process."""
     start = time.perf_counter()
     with open(log_path, "w") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss * 1024 / 1e9, time.perf_counter() - start, proc.returncode  # ru_maxrss: KiB on Linux
+        done = subprocess.run([sys.executable, "-c", _SPAWN_AND_MEASURE, *cmd], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=err, text=True, check=True)
+    maxrss_kib, returncode = (int(v) for v in done.stdout.split())
+    return maxrss_kib * 1024 / 1e9, time.perf_counter() - start, returncode  # ru_maxrss: KiB on Linux
 
 
 def memory(data: Path, work: Path) -> tuple[str, float]:
