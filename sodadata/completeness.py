@@ -38,6 +38,17 @@ class IncompleteSource(ValueError):
     """Something asked for or catalogued is not in the source (a configuration error: exit 2, before any work)."""
 
 
+def catalog_scope(source: str | None, corpus: str, full: bool, partial: str) -> str | None:
+    """None when a run is compared with its catalog's counts; otherwise the words for what it is compared with
+    instead: ``partial`` (e.g. "the asked subsets only") and why, for a declared sample or a --limit-shards run."""
+    sample = sample_of(source, corpus)
+    if sample:
+        return f"{partial} (the source is a sample: {sample})"
+    if not full:
+        return f"{partial} (--limit-shards: a partial run)"
+    return None
+
+
 def sample_of(source: str | None, corpus: str) -> str | None:
     """Where the marker is if ``source`` declares itself a deliberate sample of ``corpus``, else None.
 

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog, resolve_source_root
-from sodadata.completeness import compare_counts, sample_of
+from sodadata.completeness import catalog_scope, compare_counts
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask
 from sodadata.tarstream import TailReader, check_end
 
@@ -118,11 +118,9 @@ class EmiliaRecipe(Recipe):
         asked = {self.component(s): catalog["subsets"][s] for s in self.subsets}
         found = Counter(t.component for t in tasks)
         where = {c: f"no {sub['pattern'].format(LANG=lang)} in {sub['path'].format(LANG=lang)}/" for c, sub in asked.items()}
-        sample = sample_of(self.source, "emilia")
-        if sample:
-            expected, origin = {}, f"the asked subsets only (the source is a sample: {sample})"
-        elif not full:
-            expected, origin = {}, "the asked subsets only (--limit-shards: a partial run)"
+        origin = catalog_scope(self.source, "emilia", full, "the asked subsets only")
+        if origin:
+            expected = {}
         else:
             expected = {c: sub.get("shards", {}).get(lang) for c, sub in asked.items()}
             origin = "catalogs/emilia.yaml"

@@ -58,7 +58,7 @@ from pathlib import Path, PurePosixPath
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
-from sodadata.completeness import sample_of
+from sodadata.completeness import catalog_scope
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 from sodadata.tarstream import TailReader, check_end
 
@@ -159,11 +159,9 @@ class LibriSpeechRecipe(Recipe):
         if self.is_archive:
             return Completeness([], "nothing before reading (one archive, checked to its end while it is read)")
         catalog = load_catalog(CORPUS)
-        sample = sample_of(self.source, CORPUS)
-        if sample:
-            return Completeness([], f"nothing (the source is a sample: {sample})")
-        if not full:
-            return Completeness([], "nothing (--limit-shards: a partial run)")
+        origin = catalog_scope(self.source, CORPUS, full, "nothing")
+        if origin:
+            return Completeness([], origin)
         expected = catalog["splits"][self.split]
         speakers = sum(1 for t in tasks if _DIGITS.match(t.stem))
         flacs = sum(1 for t in tasks for f in t.inputs if f.url.lower().endswith(".flac"))

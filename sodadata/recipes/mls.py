@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog, resolve_source_root
-from sodadata.completeness import sample_of
+from sodadata.completeness import catalog_scope
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 
 log = logging.getLogger("sodadata.recipes.mls")  # not __name__: "__main__" under python -m
@@ -166,13 +166,9 @@ class MLSRecipe(Recipe):
             gaps = [i for i in range(total) if i not in indices]
             missing += [f"file {catalog['path']}/{self.split}-{i:05d}-of-{total:05d}.parquet: not in the source"
                         for i in gaps]
-        sample = sample_of(self.source, CORPUS)
         expected = catalog["splits"].get(self.split, {}).get("files")
-        if sample:
-            origin = f"the file names only (the source is a sample: {sample})"
-        elif not full:
-            origin = "the file names only (--limit-shards: a partial run)"
-        else:
+        origin = catalog_scope(self.source, CORPUS, full, "the file names only")
+        if not origin:
             origin = "the file names and catalogs/mls.yaml"
             if expected is not None and len(names) < expected:
                 missing.append(f"split {self.split}: {len(names)} of the {expected} files catalogs/mls.yaml lists")

@@ -62,7 +62,7 @@ import zstandard
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
-from sodadata.completeness import sample_of
+from sodadata.completeness import catalog_scope
 from sodadata.recipe import Completeness, Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
 
 log = logging.getLogger("sodadata.recipes.nemotron_cc")  # not __name__: "__main__" under python -m
@@ -211,12 +211,8 @@ class NemotronCCRecipe(Recipe):
             if t.inputs[0].size is None and not (sources.is_http(t.inputs[0].url) or sources.is_hf(t.inputs[0].url))
         ]
         expected = catalog.get("size", {}).get("shards") if self.component == catalog["component"] else None
-        sample = sample_of(self.source, "nemotron-cc")
-        if sample:
-            origin = f"the file list only (the source is a sample: {sample})"
-        elif not full:
-            origin = "the file list only (--limit-shards: a partial run)"
-        else:
+        origin = catalog_scope(self.source, "nemotron-cc", full, "the file list only")
+        if not origin:
             origin = "the file list and catalogs/nemotron_cc.yaml"
             if expected is not None and len(tasks) < expected:
                 missing.append(f"partition {self.partition}: {len(tasks)} of the {expected} files "

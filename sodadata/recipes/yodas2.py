@@ -58,7 +58,7 @@ import soundfile as sf
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog, resolve_source_root
-from sodadata.completeness import compare_counts, sample_of
+from sodadata.completeness import catalog_scope, compare_counts
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 from sodadata.tarstream import TailReader, check_end
 
@@ -173,13 +173,9 @@ class Yodas2Recipe(Recipe):
                 missing.append(f"shard {t.split}: no {' or '.join(absent)} file")
             else:
                 found[subset] += 1
-        sample = sample_of(self.source, CORPUS)
-        if sample:
+        origin = catalog_scope(self.source, CORPUS, full, "the asked subsets only")
+        if origin:
             asked, expected = list(self.subsets or []), {}
-            origin = f"the asked subsets only (the source is a sample: {sample})"
-        elif not full:
-            asked, expected = list(self.subsets or []), {}
-            origin = "the asked subsets only (--limit-shards: a partial run)"
         else:
             asked, expected, origin = list(self.selected_subsets()), dict(catalog), "catalogs/yodas2.yaml"
         where = {s: f"no shards in {load_catalog(CORPUS)['path'].format(subset=s)}/" for s in asked}
