@@ -51,3 +51,13 @@ def llama3_tokenizer_json() -> Path:
     digest = hashlib.sha256(target.read_bytes()).hexdigest()
     assert digest == LLAMA3_SHA256, f"{target} has SHA-256 {digest}, not the pinned {LLAMA3_SHA256}: delete it"
     return target
+
+
+@pytest.fixture(scope="module")
+def restore_torch_threads():
+    """torch's thread count as it was before the module (encoding in this process sets it: the codec applies CodecConfig.threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

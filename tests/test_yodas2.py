@@ -33,13 +33,8 @@ CODEC = CodecConfig(codec="tiny-random", threads=1)
 COMPONENT = "yodas2/en"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+# encoding in this process (the codec, the serial runner) sets torch's thread count: give it back after the module
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
