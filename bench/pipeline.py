@@ -136,13 +136,13 @@ def _audio_spans(out: Path) -> list[str]:
     """Every utterance's audio characters, from the text-first rows the pipeline wrote."""
     import pyarrow.parquet as pq
 
-    from sodadata.document import AUDIO_END, AUDIO_START
+    from sodadata.document import TEXT_FIRST, parse_row
 
     spans = []
     for path in sorted(out.glob("*/*/*.parquet")):
         for row in pq.read_table(path, columns=["text", "format"]).to_pylist():
-            if row["format"] == "text_first":
-                spans += [part.split(AUDIO_END, 1)[0] for part in row["text"].split(AUDIO_START)[1:]]
+            if row["format"] == TEXT_FIRST:
+                spans += [u.audio for u in parse_row(row["text"], TEXT_FIRST).utterances]
     return spans
 
 

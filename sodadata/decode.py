@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import re
 import sys
 import threading
 import time
@@ -56,21 +55,8 @@ from sodadata.codes import (
     SAMPLES_PER_FRAME,
     chars_to_codes,
     codes_to_chars,
-    span_error,
 )
-from sodadata.document import (
-    AUDIO_END,
-    AUDIO_FIRST,
-    AUDIO_ONLY,
-    AUDIO_START,
-    BOS,
-    EOS,
-    MARKERS,
-    TEXT_END,
-    TEXT_FIRST,
-    TEXT_ONLY,
-    TEXT_START,
-)
+from sodadata.document import AUDIO_END, AUDIO_START, ParsedRow, Utterance, audio_spans, parse_row
 from sodadata.outputs import NO_MADE_BY, find_shards
 
 log = logging.getLogger(__name__)
@@ -80,160 +66,6 @@ log = logging.getLogger(__name__)
 # 250 steps at 25 Hz = 10 s per layer), decoded and thrown away, to hide the seam.
 PIECE_FRAMES = 750
 CONTEXT_FRAMES = 125
-_MARKER_RE = re.compile("(" + "|".join(re.escape(m) for m in MARKERS) + ")")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Parsing rows
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One utterance of a speech row: its transcript (empty in an audio_only row) and its audio span of
-    ``codebooks`` characters per frame (in row order)."""
-
-    index: int
-    text: str
-    audio: str
-    codebooks: int = NUM_CODEBOOKS
-
-    @property
-    def frames(self) -> int:
-        return len(self.audio) // self.codebooks
-
-    @property
-    def seconds(self) -> float:
-        return self.frames * SAMPLES_PER_FRAME / SAMPLE_RATE
-
-    @property
-    def n_audio_tokens(self) -> int:
-        return len(self.audio)
-
-
-@dataclass(frozen=True)
-class ParsedRow:
-    """A row split on its markers. Speech rows have utterances; text rows (Nemotron-CC) have ``body``."""
-
-    format: str
-    utterances: tuple[Utterance, ...] = ()
-    body: str = ""
-
-    @property
-    def audio_frames(self) -> int:
-        return sum(u.frames for u in self.utterances)
-
-    @property
-    def transcripts(self) -> list[str]:
-        return [u.text for u in self.utterances]
-
-
-def segments(text: str) -> list[tuple[str, str]]:
-    """Split ``text`` on the six markers into ``(kind, content)``: kind is a marker, ``text``, ``audio`` or ``plain``.
-
-    ``text``/``audio`` are the contents between ``<|text_start|>…<|text_end|>`` / ``<|audio_start|>…<|audio_end|>``
-    (possibly empty); ``plain`` is anything outside them; BOS and EOS come back as themselves. Unbalanced or
-    nested markers raise ``ValueError`` naming the character offset.
-    """
-    out: list[tuple[str, str]] = []
-    open_kind: str | None = None
-    open_at = 0
-    buf: list[str] = []
-    pos = 0
-    for piece in _MARKER_RE.split(text):
-        if piece in MARKERS:
-            if piece in (TEXT_START, AUDIO_START):
-                if open_kind is not None:
-                    raise ValueError(f"{piece} at offset {pos} inside an open {open_kind} span (opened at {open_at})")
-                if buf:
-                    out.append(("plain", "".join(buf)))
-                    buf = []
-                open_kind, open_at = ("text" if piece == TEXT_START else "audio"), pos
-            elif piece in (TEXT_END, AUDIO_END):
-                kind = "text" if piece == TEXT_END else "audio"
-                if open_kind != kind:
-                    raise ValueError(f"{piece} at offset {pos} closes no open {kind} span")
-                out.append((kind, "".join(buf)))
-                buf, open_kind = [], None
-            else:  # BOS / EOS
-                if open_kind is not None:
-                    raise ValueError(f"{piece} at offset {pos} inside an open {open_kind} span (opened at {open_at})")
-                if buf:
-                    out.append(("plain", "".join(buf)))
-                    buf = []
-                out.append((piece, piece))
-        elif piece:
-            buf.append(piece)
-        pos += len(piece)
-    if open_kind is not None:
-        raise ValueError(f"{open_kind} span opened at offset {open_at} is never closed")
-    if buf:
-        out.append(("plain", "".join(buf)))
-    return out
-
-
-def parse_row(text: str, fmt: str | None = None, num_codebooks: int = NUM_CODEBOOKS) -> ParsedRow:
-    """Split a row (SPEC.md §2) into its utterances: ``(text, audio)`` pairs for text_first, ``(audio, text)`` pairs
-    for audio_first, audio spans alone for audio_only (utterances with an empty transcript), in order. ``fmt`` is the
-    row's ``format`` column; ``None`` infers it from the pieces. Audio spans are spans of ``num_codebooks``
-    codebooks (the record's ``made_by.codebooks``: :func:`codebooks_of`). Raises ``ValueError`` saying what is wrong
-    with a malformed row (and which audio span is not well-formed).
-    """
-    segs = segments(text)
-    if not segs or segs[0][0] != BOS or segs[-1][0] != EOS:
-        raise ValueError("a row starts with <|begin_of_text|> and ends with <|end_of_text|>")
-    inner = segs[1:-1]
-    if any(kind in (BOS, EOS) for kind, _ in inner):
-        raise ValueError("<|begin_of_text|>/<|end_of_text|> inside the row")
-    kinds = [kind for kind, _ in inner]
-    if fmt is None:
-        fmt = (TEXT_ONLY if not inner or kinds[0] == "plain" else TEXT_FIRST if kinds[0] == "text"
-               else AUDIO_FIRST if "text" in kinds else AUDIO_ONLY)
-    if fmt == TEXT_ONLY:
-        if kinds not in ([], ["plain"]):
-            raise ValueError("a text row holds text/audio markers")
-        return ParsedRow(TEXT_ONLY, body=inner[0][1] if inner else "")
-    if fmt == AUDIO_ONLY:
-        if not inner or any(kind != "audio" for kind in kinds):
-            shown = " ".join(kinds[:6]) + (" …" if len(kinds) > 6 else "")
-            raise ValueError(f"an audio_only row holds audio spans only; found: {shown or 'nothing'}")
-        utts = []
-        for i, (_, audio) in enumerate(inner):
-            err = span_error(audio, num_codebooks)
-            if err is not None:
-                raise ValueError(f"utterance {i}: malformed audio span: {err}")
-            utts.append(Utterance(i, "", audio, num_codebooks))
-        return ParsedRow(fmt, tuple(utts))
-    if fmt not in (TEXT_FIRST, AUDIO_FIRST):
-        raise ValueError(f"unknown row format {fmt!r}")
-    pair = ("text", "audio") if fmt == TEXT_FIRST else ("audio", "text")
-    if not inner or len(inner) % 2 or any(kinds[i] != pair[i % 2] for i in range(len(kinds))):
-        shown = " ".join(kinds[:6]) + (" …" if len(kinds) > 6 else "")
-        raise ValueError(f"a {fmt} row alternates {pair[0]}, {pair[1]} spans; found: {shown or 'nothing'}")
-    utts = []
-    for i in range(0, len(inner), 2):
-        first, second = inner[i][1], inner[i + 1][1]
-        utt_text, audio = (first, second) if fmt == TEXT_FIRST else (second, first)
-        err = span_error(audio, num_codebooks)
-        if err is not None:
-            raise ValueError(f"utterance {i // 2}: malformed audio span: {err}")
-        utts.append(Utterance(i // 2, utt_text, audio, num_codebooks))
-    return ParsedRow(fmt, tuple(utts))
-
-
-def audio_of(text: str, num_codebooks: int = NUM_CODEBOOKS) -> list[str]:
-    """The audio spans in ``text``: a bare span (no markers) is one span; otherwise every ``<|audio_start|>`` span
-    in order (a whole row, one utterance, or any marked fragment)."""
-    if not _MARKER_RE.search(text):
-        spans = [text]
-    else:
-        spans = [content for kind, content in segments(text) if kind == "audio"]
-        if not spans:
-            raise ValueError("no <|audio_start|>…<|audio_end|> span in the string: nothing to decode")
-    for i, s in enumerate(spans):
-        err = span_error(s, num_codebooks)
-        if err is not None:
-            raise ValueError(f"audio span {i}: malformed: {err}")
-    return spans
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -308,7 +140,7 @@ class MimiDecoder:
 
     def decode_string(self, text: str) -> np.ndarray:
         """A bare span, a marked span, one utterance or a whole row -> the audio of its spans joined in order."""
-        spans = audio_of(text, self.config.num_codebooks)
+        spans = audio_spans(text, self.config.num_codebooks)
         waves = self.decode([chars_to_codes(s, self.config.num_codebooks) for s in spans])
         return np.concatenate(waves) if waves else np.zeros(0, dtype=np.float32)
 
@@ -811,7 +643,7 @@ __all__ = [
     "MimiDecoder",
     "ParsedRow",
     "Utterance",
-    "audio_of",
+    "audio_spans",
     "audio_to_str",
     "audio_to_string",
     "codebooks_of",
@@ -821,7 +653,6 @@ __all__ = [
     "get_decoder",
     "parse_row",
     "row_files",
-    "segments",
     "str_to_audio",
     "string_to_audio",
     "write_audio",

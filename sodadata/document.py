@@ -1,8 +1,11 @@
-"""Documents and rows (SPEC.md §2).
+"""Documents and rows (SPEC.md §2): the writer of rows and their one reader.
 
 A document is the ordered run of utterances from one source recording. Every speech document yields one row per
 format of the run: text-first (``_type1``) and audio-first (``_type2``) by default, audio-only (``_type3``, the
 paper's S and S+A ablations) when asked for; pieces are joined with nothing between them.
+:func:`format_speech_row` / :func:`format_text_row` write rows; :func:`parse_row` reads them back (used by
+``validate``, ``decode``, ``stats``, ``inspect``, the benches and the tests) and :func:`audio_spans` finds the audio
+in any string (a bare span, one utterance, a row).
 """
 
 from __future__ import annotations
@@ -12,7 +15,14 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT
+from sodadata.codes import (
+    AUDIO_BASE,
+    AUDIO_END_CODEPOINT,
+    NUM_CODEBOOKS,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    span_fault,
+)
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -250,3 +260,229 @@ def format_speech_row(utterances: Sequence[EncodedUtterance], fmt: str) -> str:
 
 def format_text_row(text: str) -> str:
     return BOS + text + EOS
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading rows back: the inverse of format_speech_row / format_text_row
+
+# What a fault of a row's text breaks (the names are validate's checks): its structure (markers missing, out of
+# order, or characters between pieces: what follows cannot be read), an audio span (not well-formed, SPEC §1), or
+# a transcript (the row reads, but the pipeline never writes such a text).
+STRUCTURE = "structure"
+AUDIO_SPAN = "audio_span"
+TRANSCRIPT = "transcript"
+_MARKER_RE = re.compile("|".join(re.escape(m) for m in MARKERS))
+_AUDIO_CHAR_RE = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")
+_CYCLE = {  # the markers of one utterance, in the order of each speech format
+    TEXT_FIRST: (TEXT_START, TEXT_END, AUDIO_START, AUDIO_END),
+    AUDIO_FIRST: (AUDIO_START, AUDIO_END, TEXT_START, TEXT_END),
+    AUDIO_ONLY: (AUDIO_START, AUDIO_END),
+}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One fault found in a row's text: what it breaks (``STRUCTURE``, ``AUDIO_SPAN``, ``TRANSCRIPT``), where
+    (a character offset into the text), what."""
+
+    check: str
+    offset: int
+    what: str
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance of a speech row: its transcript (empty in an audio_only row) and its audio span of
+    ``codebooks`` characters per frame (in row order)."""
+
+    index: int
+    text: str
+    audio: str
+    codebooks: int = NUM_CODEBOOKS
+
+    @property
+    def frames(self) -> int:
+        return len(self.audio) // self.codebooks
+
+    @property
+    def seconds(self) -> float:
+        return self.frames * SAMPLES_PER_FRAME / SAMPLE_RATE
+
+    @property
+    def n_audio_tokens(self) -> int:
+        return len(self.audio)
+
+
+@dataclass(frozen=True)
+class ParsedRow:
+    """A row read back: speech rows have utterances, text rows (Nemotron-CC) a ``body``. ``problems``: every fault
+    found, in text order (with ``strict=False``; a strict read raises on any but a transcript's)."""
+
+    format: str
+    utterances: tuple[Utterance, ...] = ()
+    body: str = ""
+    problems: tuple[RowProblem, ...] = ()
+
+    @property
+    def audio_frames(self) -> int:
+        return sum(u.frames for u in self.utterances)
+
+    @property
+    def transcripts(self) -> list[str]:
+        return [u.text for u in self.utterances]
+
+    @property
+    def structural(self) -> bool:
+        """Whether the markers could not be read to the end (the utterances are then only those before the fault)."""
+        return any(p.check == STRUCTURE for p in self.problems)
+
+
+def _transcript_problem(text: str) -> tuple[int, str] | None:
+    if not text:
+        return 0, "empty transcript"
+    m = _AUDIO_CHAR_RE.search(text)
+    if m:
+        return m.start(), f"audio-range character U+{ord(m.group()):04X} in a transcript"
+    if text != text.strip():
+        return 0, "transcript has surrounding whitespace (the pipeline strips it)"
+    return None
+
+
+def _audio_problem(span: str, num_codebooks: int) -> tuple[int, str] | None:
+    # a span may not be empty (every utterance has audio); beyond that, SPEC §1's check
+    return (0, "empty audio span") if not span else span_fault(span, num_codebooks)
+
+
+def _inferred_format(text: str, body_start: int, inner: list[tuple[int, str]]) -> str:
+    """The format a row's pieces show: text when it holds no marker or starts with plain text, else by its first
+    marker (and, for an audio-first start, whether any transcript follows)."""
+    if not inner or inner[0][0] > body_start:
+        return TEXT_ONLY
+    if inner[0][1] == TEXT_START:
+        return TEXT_FIRST
+    return AUDIO_FIRST if any(name == TEXT_START for _, name in inner) else AUDIO_ONLY
+
+
+def parse_row(text: str, fmt: str | None = None, num_codebooks: int = NUM_CODEBOOKS, *,
+              strict: bool = True) -> ParsedRow:
+    """Read a row (SPEC.md §2) back into its utterances, or its body for a text row.
+
+    ``fmt``: the row's ``format`` column (``text_first``, ``audio_first``, ``audio_only``, ``text``); ``None`` infers
+    it from the pieces. Audio spans are spans of ``num_codebooks`` codebooks (the record's ``made_by.codebooks``).
+    Reading stops at the first structural fault (markers out of order), since what follows cannot be read.
+    ``strict`` (the default) raises ``ValueError`` naming the first fault that keeps the row from being read
+    (structure, or an audio span not well-formed); ``strict=False`` returns every fault in ``problems`` (what
+    ``sodadata validate`` reports). Transcript faults (empty, unstripped, holding an audio character) never raise:
+    the row still reads. An unknown ``fmt`` raises ``ValueError`` either way.
+    """
+    if fmt is not None and fmt != TEXT_ONLY and fmt not in _CYCLE:
+        raise ValueError(f"unknown row format {fmt!r}")
+    problems: list[RowProblem] = []
+    if not text.startswith(BOS):
+        problems.append(RowProblem(STRUCTURE, 0, f"row does not start with {BOS}"))
+    if not text.endswith(EOS):
+        problems.append(RowProblem(STRUCTURE, len(text), f"row does not end with {EOS}"))
+    markers = [(m.start(), m.group()) for m in _MARKER_RE.finditer(text)]
+    for pos, name in markers:
+        if name == BOS and pos != 0:
+            problems.append(RowProblem(STRUCTURE, pos, f"{BOS} inside the row (it must appear once, first)"))
+        if name == EOS and pos != len(text) - len(EOS):
+            problems.append(RowProblem(STRUCTURE, pos, f"{EOS} inside the row (it must appear once, last)"))
+    inner = [(p, n) for p, n in markers if n not in (BOS, EOS)]
+    body_start = len(BOS) if text.startswith(BOS) else 0
+    body_end = len(text) - len(EOS) if text.endswith(EOS) else len(text)
+    if fmt is None:
+        fmt = _inferred_format(text, body_start, inner)
+    if fmt == TEXT_ONLY:
+        for pos, name in inner:
+            problems.append(RowProblem(STRUCTURE, pos, f"marker {name} in a text row"))
+        m = _AUDIO_CHAR_RE.search(text, body_start, body_end)
+        if m:
+            problems.append(RowProblem(TRANSCRIPT, m.start(),
+                                       f"audio-range character U+{ord(m.group()):04X} in a text row"))
+        if body_end <= body_start or not text[body_start:body_end].strip():
+            problems.append(RowProblem(TRANSCRIPT, body_start, "empty text row"))
+        return _finished(ParsedRow(TEXT_ONLY, body=text[body_start:body_end], problems=tuple(problems)), strict)
+    cycle = _CYCLE[fmt]
+    if not inner:
+        problems.append(RowProblem(STRUCTURE, body_start, "speech row holds no utterance"))
+        return _finished(ParsedRow(fmt, problems=tuple(problems)), strict)
+    utterances: list[Utterance] = []
+    prev_end = body_start
+    transcript = ""
+    per_utterance = len(cycle)  # 4 markers (text and audio), 2 for audio_only
+    for i, (pos, name) in enumerate(inner):
+        expected = cycle[i % per_utterance]
+        if name != expected:
+            problems.append(RowProblem(STRUCTURE, pos, f"expected {expected}, found {name} ({fmt} order is "
+                                                       f"{''.join(cycle)} per utterance)"))
+            return _finished(ParsedRow(fmt, tuple(utterances), problems=tuple(problems)), strict)
+        content = text[prev_end:pos]
+        if i % 2 == 0:  # an opening marker: nothing may stand between pieces
+            if content:
+                problems.append(RowProblem(STRUCTURE, prev_end, f"{len(content)} characters between pieces, "
+                                                                f"before {name} (pieces are joined with nothing)"))
+        elif name == TEXT_END:
+            transcript = content
+            bad = _transcript_problem(content)
+            if bad:
+                problems.append(RowProblem(TRANSCRIPT, prev_end + bad[0], bad[1]))
+        else:  # AUDIO_END
+            audio = content
+            bad = _audio_problem(content, num_codebooks)
+            if bad:
+                problems.append(RowProblem(AUDIO_SPAN, prev_end + bad[0], bad[1]))
+        if i % per_utterance == per_utterance - 1:
+            utterances.append(Utterance(len(utterances), transcript, audio, num_codebooks))
+            transcript = ""
+        prev_end = pos + len(name)
+    if len(inner) % per_utterance:
+        opened = inner[len(inner) - len(inner) % per_utterance]
+        last_at, last = inner[-1]
+        problems.append(RowProblem(STRUCTURE, opened[0], f"utterance opened by {opened[1]} is never completed: "
+                                                         f"no {cycle[len(inner) % per_utterance]} after the {last} "
+                                                         f"at offset {last_at}"))
+    elif text[prev_end:body_end]:
+        problems.append(RowProblem(STRUCTURE, prev_end, f"{body_end - prev_end} characters between the last piece "
+                                                        f"and {EOS}"))
+    return _finished(ParsedRow(fmt, tuple(utterances), problems=tuple(problems)), strict)
+
+
+def _finished(row: ParsedRow, strict: bool) -> ParsedRow:
+    if strict:
+        fault = next((p for p in row.problems if p.check != TRANSCRIPT), None)
+        if fault is not None:
+            raise ValueError(f"offset {fault.offset}: {fault.what}")
+    return row
+
+
+def audio_spans(text: str, num_codebooks: int = NUM_CODEBOOKS) -> list[str]:
+    """The audio spans in ``text``: a bare span (no markers) is one span; otherwise every
+    ``<|audio_start|>…<|audio_end|>`` span in order (a whole row, one utterance, or any marked fragment).
+
+    ``ValueError`` when a marked string holds no audio span, an ``<|audio_start|>`` is not closed by the next
+    marker, or a span is not well-formed."""
+    markers = [(m.start(), m.group()) for m in _MARKER_RE.finditer(text)]
+    if not markers:
+        spans = [text]
+    else:
+        spans = []
+        prev, start = None, 0
+        for pos, name in markers:
+            if prev == AUDIO_START and name != AUDIO_END:
+                raise ValueError(f"{AUDIO_START} at offset {start - len(AUDIO_START)} is not closed by {AUDIO_END} "
+                                 f"(found {name} at offset {pos})")
+            if name == AUDIO_END:
+                if prev != AUDIO_START:
+                    raise ValueError(f"{AUDIO_END} at offset {pos} closes no open audio span")
+                spans.append(text[start:pos])
+            prev, start = name, pos + len(name)
+        if prev == AUDIO_START:
+            raise ValueError(f"{AUDIO_START} at offset {start - len(AUDIO_START)} is never closed")
+        if not spans:
+            raise ValueError("no <|audio_start|>…<|audio_end|> span in the string: nothing to decode")
+    for i, s in enumerate(spans):
+        fault = span_fault(s, num_codebooks)
+        if fault is not None:
+            raise ValueError(f"audio span {i}: malformed: {fault[1]}")
+    return spans

@@ -46,7 +46,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -58,22 +57,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, FRAME_RATE_HZ, NUM_CODEBOOKS, span_fault
+from sodadata.codes import FRAME_RATE_HZ, NUM_CODEBOOKS
 from sodadata.document import (
-    AUDIO_END,
-    AUDIO_FIRST,
     AUDIO_ONLY,
-    AUDIO_START,
-    BOS,
     DEFAULT_FORMATS,
-    EOS,
-    MARKERS,
     ROW_SUFFIX,
     SPEECH_FORMATS,
-    TEXT_END,
-    TEXT_FIRST,
     TEXT_ONLY,
-    TEXT_START,
+    parse_row,
 )
 from sodadata.outputs import FinishedShard, find_shards, is_skipped, made_by_problems
 from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ROW_SCHEMA
@@ -103,22 +94,7 @@ MAX_BATCH_ROWS = 4096
 FRAME_SECONDS = 1 / FRAME_RATE_HZ
 SECONDS_SLACK = 1e-6
 RECORD_SECONDS_TOLERANCE = 1e-3  # records round audio_seconds to 4 decimals
-_MARKER_RE = re.compile("|".join(re.escape(m) for m in MARKERS))
-_AUDIO_CHAR_RE = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")
-_CYCLE = {
-    TEXT_FIRST: (TEXT_START, TEXT_END, AUDIO_START, AUDIO_END),
-    AUDIO_FIRST: (AUDIO_START, AUDIO_END, TEXT_START, TEXT_END),
-    AUDIO_ONLY: (AUDIO_START, AUDIO_END),
-}
 _SUFFIX_FORMAT = {suffix: fmt for fmt, suffix in ROW_SUFFIX.items()}
-
-@dataclass(frozen=True)
-class Problem:
-    """One fault found inside a row's text: which check, where (character offset), what."""
-
-    check: str
-    offset: int
-    what: str
 
 
 @dataclass
@@ -143,102 +119,6 @@ class Violation:
 
 class _TooManyErrors(Exception):
     pass
-
-
-# --- one row's text -----------------------------------------------------------------------------------------
-
-
-def audio_span_problem(span: str, num_codebooks: int = NUM_CODEBOOKS) -> tuple[int, str] | None:
-    """``(index, what)`` of the first fault of an audio span of ``num_codebooks`` codebooks (SPEC.md §1), or
-    ``None`` if it is well-formed: :func:`sodadata.codes.span_fault` (the one check), and a span may not be empty."""
-    if not span:
-        return 0, "empty audio span"
-    return span_fault(span, num_codebooks)
-
-
-def _transcript_problem(text: str) -> tuple[int, str] | None:
-    if not text:
-        return 0, "empty transcript"
-    m = _AUDIO_CHAR_RE.search(text)
-    if m:
-        return m.start(), f"audio-range character U+{ord(m.group()):04X} in a transcript"
-    if text != text.strip():
-        return 0, "transcript has surrounding whitespace (the pipeline strips it)"
-    return None
-
-
-def parse_row(text: str, fmt: str, num_codebooks: int = NUM_CODEBOOKS
-              ) -> tuple[list[tuple[str | None, str]], list[Problem]]:
-    """The (transcript, audio) pairs of a row in format ``fmt`` and every fault found in it.
-
-    Parsing stops at the first structural fault (markers out of order), since what follows cannot be read.
-    A ``text`` row has no pairs; its body must hold no marker and no audio character. An ``audio_only`` row's
-    pairs have no transcript (``None``). Audio spans are checked as spans of ``num_codebooks`` codebooks.
-    """
-    problems: list[Problem] = []
-    if not text.startswith(BOS):
-        problems.append(Problem("structure", 0, f"row does not start with {BOS}"))
-    if not text.endswith(EOS):
-        problems.append(Problem("structure", len(text), f"row does not end with {EOS}"))
-    markers = [(m.start(), m.group()) for m in _MARKER_RE.finditer(text)]
-    for pos, name in markers:
-        if name == BOS and pos != 0:
-            problems.append(Problem("structure", pos, f"{BOS} inside the row (it must appear once, first)"))
-        if name == EOS and pos != len(text) - len(EOS):
-            problems.append(Problem("structure", pos, f"{EOS} inside the row (it must appear once, last)"))
-    inner = [(p, n) for p, n in markers if n not in (BOS, EOS)]
-    body_start = len(BOS) if text.startswith(BOS) else 0
-    body_end = len(text) - len(EOS) if text.endswith(EOS) else len(text)
-    if fmt == TEXT_ONLY:
-        for pos, name in inner:
-            problems.append(Problem("structure", pos, f"marker {name} in a text row"))
-        m = _AUDIO_CHAR_RE.search(text, body_start, body_end)
-        if m:
-            problems.append(Problem("transcript", m.start(), f"audio-range character U+{ord(m.group()):04X} in a text row"))
-        if body_end <= body_start or not text[body_start:body_end].strip():
-            problems.append(Problem("transcript", body_start, "empty text row"))
-        return [], problems
-    cycle = _CYCLE.get(fmt)
-    if cycle is None:
-        return [], problems  # the format column itself is reported by the caller
-    if not inner:
-        problems.append(Problem("structure", body_start, "speech row holds no utterance"))
-        return [], problems
-    pairs: list[tuple[str, str]] = []
-    prev_end = body_start
-    pending: dict[str, str] = {}
-    per_utterance = len(cycle)  # 4 markers (text and audio), 2 for audio_only
-    for i, (pos, name) in enumerate(inner):
-        expected = cycle[i % per_utterance]
-        if name != expected:
-            problems.append(Problem("structure", pos, f"expected {expected}, found {name} ({fmt} order is "
-                                                      f"{''.join(cycle)} per utterance)"))
-            return pairs, problems
-        content = text[prev_end:pos]
-        if i % 2 == 0:  # an opening marker: nothing may stand between pieces
-            if content:
-                problems.append(Problem("structure", prev_end, f"{len(content)} characters between pieces, "
-                                                              f"before {name} (pieces are joined with nothing)"))
-        elif name == TEXT_END:
-            pending["text"] = content
-            bad = _transcript_problem(content)
-            if bad:
-                problems.append(Problem("transcript", prev_end + bad[0], bad[1]))
-        else:  # AUDIO_END
-            pending["audio"] = content
-            bad = audio_span_problem(content, num_codebooks)
-            if bad:
-                problems.append(Problem("audio_span", prev_end + bad[0], bad[1]))
-        if i % per_utterance == per_utterance - 1:
-            pairs.append((pending.pop("text", None), pending.pop("audio")))
-        prev_end = pos + len(name)
-    if len(inner) % per_utterance:
-        opened = inner[len(inner) - len(inner) % per_utterance]
-        problems.append(Problem("structure", opened[0], f"utterance opened by {opened[1]} is never completed"))
-    elif text[prev_end:body_end]:
-        problems.append(Problem("structure", prev_end, f"{body_end - prev_end} characters between the last piece "
-                                                       f"and {EOS}"))
-    return pairs, problems
 
 
 # --- the directory ------------------------------------------------------------------------------------------
@@ -553,9 +433,10 @@ class Validator:
         if fmt != TEXT_ONLY and fmt not in shape.formats:
             v("columns", f"format is {fmt!r}, but the record's made_by.formats are {', '.join(shape.formats)}")
             return
-        pairs, problems = parse_row(text, fmt, shape.codebooks)
-        for p in problems:
+        parsed = parse_row(text, fmt, shape.codebooks, strict=False)
+        for p in parsed.problems:
             v(p.check, p.what, p.offset)
+        pairs = [(u.text, u.audio) for u in parsed.utterances]
         n_utt, n_tok, seconds = r["n_utterances"], r["n_audio_tokens"], r["audio_seconds"]
         if fmt == TEXT_ONLY:
             totals.documents += 1
@@ -565,7 +446,7 @@ class Validator:
                              f"{seconds} (expected 0)")
             return
         totals.speech_rows += 1
-        structural = any(p.check == "structure" for p in problems)
+        structural = parsed.structural
         tokens = sum(len(a) for _, a in pairs)
         if n_tok is not None:
             totals.audio_tokens += n_tok
@@ -584,7 +465,7 @@ class Validator:
             v("ids", f"a {fmt} row's id must end in {ROW_SUFFIX[fmt]}")
             return
         doc = rid[: -len(suffix)]
-        digests = [(None if t is None else _digest(t), _digest(a)) for t, a in pairs]
+        digests = [(_digest(t), _digest(a)) for t, a in pairs]
         got = pending.setdefault(doc, {})
         if fmt in got:
             return  # a duplicate id, reported above

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from fixtures import encode_audio, speechlike, write_tar
 
 from sodadata.completeness import write_sample_marker
-from sodadata.document import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
+from sodadata.document import TEXT_FIRST, parse_row
 
 
 @dataclass
@@ -182,12 +182,4 @@ def read_rows(out: Path) -> dict[str, dict]:
 
 def parse_text_first(text: str) -> list[tuple[str, str]]:
     """[(transcript, audio span)] of a text-first row."""
-    body = text.removeprefix("<|begin_of_text|>").removesuffix("<|end_of_text|>")
-    pairs = []
-    while body:
-        assert body.startswith(TEXT_START)
-        t, body = body[len(TEXT_START):].split(TEXT_END, 1)
-        assert body.startswith(AUDIO_START)
-        a, body = body[len(AUDIO_START):].split(AUDIO_END, 1)
-        pairs.append((t, a))
-    return pairs
+    return [(u.text, u.audio) for u in parse_row(text, TEXT_FIRST).utterances]

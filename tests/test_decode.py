@@ -22,11 +22,9 @@ from sodadata.codes import chars_to_codes, codes_to_chars, frames_for_samples
 from sodadata.decode import (
     MimiDecoder,
     Utterance,
-    audio_of,
     can_write,
     find_row,
     get_decoder,
-    parse_row,
     write_audio,
 )
 from sodadata.document import (
@@ -39,8 +37,10 @@ from sodadata.document import (
     TEXT_FIRST,
     TEXT_START,
     EncodedUtterance,
+    audio_spans,
     format_speech_row,
     format_text_row,
+    parse_row,
 )
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes.emilia import EmiliaRecipe
@@ -82,19 +82,19 @@ def test_parse_row_gives_the_utterances_in_order_for_both_formats():
 @pytest.mark.parametrize(
     ("text", "fmt", "message"),
     [
-        (TEXT_START + "a" + TEXT_END + EOS, None, "starts with"),
-        (BOS + TEXT_START + "a" + TEXT_END, None, "ends with"),
-        (BOS + TEXT_START + "a" + EOS, None, "inside an open text span"),
-        (BOS + AUDIO_END + EOS, None, "closes no open audio span"),
-        (BOS + TEXT_START + "a" + TEXT_END + EOS, TEXT_FIRST, "alternates text, audio"),
+        (TEXT_START + "a" + TEXT_END + EOS, None, r"^offset 0: row does not start with <\|begin_of_text\|>$"),
+        (BOS + TEXT_START + "a" + TEXT_END, None, r"^offset 44: row does not end with <\|end_of_text\|>$"),
+        (BOS + TEXT_START + "a" + EOS, None, r"^offset 17: utterance opened by <\|text_start\|> is never completed"),
+        (BOS + AUDIO_END + EOS, None, r"^offset 17: expected <\|audio_start\|>, found <\|audio_end\|>"),
+        (BOS + TEXT_START + "a" + TEXT_END + EOS, TEXT_FIRST, "utterance opened by <\\|text_start\\|> is never"),
         (BOS + AUDIO_START + "\ue000" * 8 + AUDIO_END + TEXT_START + "a" + TEXT_END + EOS, TEXT_FIRST,
-         "alternates text, audio"),
+         r"^offset 17: expected <\|text_start\|>, found <\|audio_start\|> \(text_first order is"),
         (BOS + TEXT_START + "a" + TEXT_END + AUDIO_START + "\ue000" * 7 + AUDIO_END + EOS, TEXT_FIRST,
-         "not a multiple of 8"),
+         "^offset 66: length 7 is not a multiple of 8$"),
         (BOS + TEXT_START + "a" + TEXT_END + AUDIO_START + "\ue000" * 16 + AUDIO_END + EOS, TEXT_FIRST,
-         "codebook 1"),
-        (BOS + "text" + TEXT_START + "a" + TEXT_END + EOS, "text", "holds text/audio markers"),
-        (BOS + "x" + EOS, "weird", "unknown row format"),
+         r"^offset 60: character 1 \(U\+E000\) is not in codebook 1's range"),
+        (BOS + "text" + TEXT_START + "a" + TEXT_END + EOS, "text", r"^offset 21: marker <\|text_start\|> in a text row"),
+        (BOS + "x" + EOS, "weird", "unknown row format 'weird'"),
     ],
 )
 def test_parse_row_says_what_is_wrong(text, fmt, message):
@@ -102,16 +102,37 @@ def test_parse_row_says_what_is_wrong(text, fmt, message):
         parse_row(text, fmt)
 
 
-def test_audio_of_finds_spans_in_bare_marked_and_row_strings():
+def test_a_lenient_read_lists_every_fault_and_a_transcript_fault_never_raises():
+    a = _random_span(2, 3)
+    row = format_speech_row(_utts([a, a[:-1], a], [" padded ", "two", "three"]), TEXT_FIRST)
+    parsed = parse_row(row, TEXT_FIRST, strict=False)
+    start = row.index(TEXT_START) + len(TEXT_START)
+    assert [(p.check, p.offset) for p in parsed.problems] == [("transcript", start), ("audio_span", row.index(
+        a[:-1] + AUDIO_END) + len(a) - 1)]
+    assert [u.text for u in parsed.utterances] == [" padded ", "two", "three"] and not parsed.structural
+    with pytest.raises(ValueError, match="length 15 is not a multiple of 8"):
+        parse_row(row, TEXT_FIRST)
+    fine = format_speech_row(_utts([a], [" padded "]), TEXT_FIRST)
+    assert parse_row(fine).utterances[0].text == " padded "  # the transcript fault is listed, not raised
+    assert [p.check for p in parse_row(fine).problems] == ["transcript"]
+
+
+def test_audio_spans_finds_spans_in_bare_marked_and_row_strings():
     a, b = _random_span(2, 1), _random_span(3, 2)
-    assert audio_of(a) == [a]
-    assert audio_of(AUDIO_START + a + AUDIO_END) == [a]
+    assert audio_spans(a) == [a]
+    assert audio_spans(AUDIO_START + a + AUDIO_END) == [a]
     row = format_speech_row(_utts([a, b], ["x", "y"]), AUDIO_FIRST)
-    assert audio_of(row) == [a, b]
+    assert audio_spans(row) == [a, b]
     with pytest.raises(ValueError, match="nothing to decode"):
-        audio_of(TEXT_START + "only text" + TEXT_END)
+        audio_spans(TEXT_START + "only text" + TEXT_END)
     with pytest.raises(ValueError, match="malformed"):
-        audio_of(a[:-1])
+        audio_spans(a[:-1])
+    with pytest.raises(ValueError, match="is never closed"):
+        audio_spans(AUDIO_START + a)
+    with pytest.raises(ValueError, match="is not closed by"):
+        audio_spans(AUDIO_START + a + TEXT_START + "x" + TEXT_END)
+    with pytest.raises(ValueError, match="closes no open audio span"):
+        audio_spans(a + AUDIO_END)
 
 
 # ---------------------------------------------------------------------------------------------------- round trip

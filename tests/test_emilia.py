@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from fixtures import make_emilia_source
+from fixtures_yodas2 import parse_text_first
 
 from sodadata import chars_to_codes
 from sodadata.audio import decode_audio
@@ -54,18 +55,6 @@ def read_rows(out: Path) -> dict[str, dict]:
             assert r["id"] not in rows
             rows[r["id"]] = r
     return rows
-
-
-def parse_text_first(text: str) -> list[tuple[str, str]]:
-    body = text.removeprefix("<|begin_of_text|>").removesuffix("<|end_of_text|>")
-    pairs = []
-    while body:
-        assert body.startswith(TEXT_START)
-        t, body = body[len(TEXT_START):].split(TEXT_END, 1)
-        assert body.startswith(AUDIO_START)
-        a, body = body[len(AUDIO_START):].split(AUDIO_END, 1)
-        pairs.append((t, a))
-    return pairs
 
 
 def test_tasks_follow_the_real_layout(source):

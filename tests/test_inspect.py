@@ -204,10 +204,11 @@ def test_a_malformed_row_is_shown_as_such_and_the_rest_still_reported(tmp_path):
     html_dir = tmp_path / "report"
     assert cli(["inspect", str(out), "--html", str(html_dir), "--per-component", "10", "--codec", TINY]) == 0
     docs = {d["row_id"]: d for d in json.loads((html_dir / "report.json").read_text())["components"][0]["documents"]}
-    assert "inside an open audio span" in docs["broken_type1"]["error"] and not docs["broken_type1"]["utterances"]
+    assert "never completed: no <|audio_end|> after the <|audio_start|>" in docs["broken_type1"]["error"]
+    assert not docs["broken_type1"]["utterances"]
     assert all(d["error"] is None and d["audio"] for i, d in docs.items() if i != "broken_type1")
     assert len(docs) == 5
-    assert "malformed row: &lt;|end_of_text|&gt; at offset" in (html_dir / "index.html").read_text()
+    assert "malformed row: offset 17: utterance opened by &lt;|text_start|&gt;" in (html_dir / "index.html").read_text()
 
 
 # ---------------------------------------------------------------------------------------------------- the browser

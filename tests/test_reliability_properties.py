@@ -17,7 +17,11 @@ from hypothesis import strategies as st
 
 from sodadata.codes import AUDIO_BASE, CODEBOOK_SIZE, chars_to_codes, codes_to_chars, span_error
 from sodadata.document import (
+    AUDIO_END,
     AUDIO_FIRST,
+    AUDIO_ONLY,
+    AUDIO_SPAN,
+    AUDIO_START,
     BOS,
     EOS,
     MARKERS,
@@ -25,11 +29,11 @@ from sodadata.document import (
     EncodedUtterance,
     apply_text_rule,
     format_speech_row,
+    parse_row,
 )
 from sodadata.recipe import ShardError
 from sodadata.recipes.emilia import _read_tar
 from sodadata.recipes.nemotron_cc import decompressed_chunks
-from sodadata.validate import audio_span_problem, parse_row
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -58,18 +62,27 @@ def test_codes_round_trip_through_characters(codes):
     assert len(chars) == codes.size
     assert span_error(chars, n) is None
     np.testing.assert_array_equal(chars_to_codes(chars, n), codes)
-    if n == 8 and codes.size:
-        assert audio_span_problem(chars) is None
+    if codes.size:
+        assert parse_row(BOS + AUDIO_START + chars + AUDIO_END + EOS, AUDIO_ONLY, n, strict=False).problems == ()
+
+
+def _span_problems(span: str) -> list[tuple[int, str]]:
+    """The audio_span faults the row reader finds in ``span`` (as validate reports them), offsets into the span."""
+    start = len(BOS) + len(AUDIO_START)
+    parsed = parse_row(BOS + AUDIO_START + span + AUDIO_END + EOS, AUDIO_ONLY, strict=False)
+    return [(p.offset - start, p.what) for p in parsed.problems if p.check == AUDIO_SPAN]
 
 
 @SETTINGS
 @given(st.lists(span_chars, min_size=1, max_size=40).map("".join))
 def test_the_validator_and_span_error_agree_on_every_span(text):
-    """validate's span check is the SPEC §1 definition, exactly as codes.span_error implements it."""
-    mine, theirs = audio_span_problem(text), span_error(text)
-    assert (mine is None) == (theirs is None), (mine, theirs)
-    if mine is not None and theirs is not None and theirs.startswith("character"):
-        assert mine[0] == int(re.match(r"character (\d+)", theirs)[1])
+    """The row reader's span check (validate's) is the SPEC §1 definition, exactly as codes.span_error words it."""
+    mine, theirs = _span_problems(text), span_error(text)
+    assert (not mine) == (theirs is None), (mine, theirs)
+    if theirs is not None:
+        assert [what for _, what in mine] == [theirs]
+        if theirs.startswith("character"):
+            assert mine[0][0] == int(re.match(r"character (\d+)", theirs)[1])
 
 
 @SETTINGS
@@ -104,11 +117,11 @@ def test_both_formats_of_any_document_parse_back_to_the_same_pairs(utts):
     for fmt in (TEXT_FIRST, AUDIO_FIRST):
         row = format_speech_row(utts, fmt)
         assert row.count(BOS) == 1 and row.count(EOS) == 1 and row.startswith(BOS) and row.endswith(EOS)
-        pairs, problems = parse_row(row, fmt)
-        assert problems == [] and pairs == expected
+        parsed = parse_row(row, fmt, strict=False)
+        assert parsed.problems == () and [(u.text, u.audio) for u in parsed.utterances] == expected
         # and read in the other format's order, the same row is a structural fault at once
         other = AUDIO_FIRST if fmt == TEXT_FIRST else TEXT_FIRST
-        assert any(p.check == "structure" for p in parse_row(row, other)[1])
+        assert parse_row(row, other, strict=False).structural
 
 
 @SETTINGS

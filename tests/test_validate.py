@@ -35,9 +35,10 @@ from sodadata.document import (
     TEXT_START,
     EncodedUtterance,
     format_speech_row,
+    parse_row,
 )
 from sodadata.shards import REJECT_SCHEMA, ROW_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
-from sodadata.validate import CHECKS, main, parse_row, validate
+from sodadata.validate import CHECKS, main, validate
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = (
@@ -580,9 +581,9 @@ def _utt(i: int, text: str, frames: int = 2) -> EncodedUtterance:
 def test_parse_row_gives_back_the_pairs_of_both_formats():
     utts = [_utt(1, "Hello there."), _utt(2, "Bye.", frames=5)]
     for fmt in (TEXT_FIRST, AUDIO_FIRST):
-        pairs, problems = parse_row(format_speech_row(utts, fmt), fmt)
-        assert problems == []
-        assert pairs == [(u.text, u.audio) for u in utts]
+        parsed = parse_row(format_speech_row(utts, fmt), fmt, strict=False)
+        assert parsed.problems == ()
+        assert [(u.text, u.audio) for u in parsed.utterances] == [(u.text, u.audio) for u in utts]
 
 
 def test_a_large_shard_is_validated_in_bounded_memory(tmp_path: Path):
