@@ -53,6 +53,10 @@ def setup_logging(verbose: bool = False) -> None:
         # user reads chatter about a flaky connection as faults. What finally fails is reported by the task
         # that met it; --verbose shows the retries. The variable reaches worker processes too.
         os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+        # The object stores' clients say at INFO where they found credentials and endpoints, once per client
+        # (every worker, every run): what a user set on purpose, not news. Their warnings stay.
+        for name in ("botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "azure"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     # huggingface_hub logs through a handler of its own (added when it is imported) and to ours: every message came
     # twice. Imported now so that its handler can go; importing it reads HF_HUB_VERBOSITY for its level.
     imported_before = "huggingface_hub" in sys.modules

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sodadata import completeness, made_by
+from sodadata.locations import as_location, check_location, is_remote
 from sodadata.pipeline import PipelineConfig, run_task
 from sodadata.recipe import Completeness, ConfigError, Recipe, ShardError, ShardTask
 from sodadata.shards import ShardPaths, read_record, write_json_atomic
@@ -219,11 +220,16 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
 def check_run_options(pipeline: PipelineConfig, limit_shards: int | None) -> None:
     """What :func:`run_recipe` checks before listing a source; the CLI calls it earlier still, before its banner.
 
-    ``--out`` must be a directory (or not exist yet): say so when it, or a folder above it, is a file.
+    ``--out`` must be a directory (or not exist yet): say so when it, or a folder above it, is a file. A URL
+    (SPEC §6) must have its backend installed and its store must accept a probe write
+    (:func:`sodadata.locations.check_location`).
     """
     if limit_shards is not None and limit_shards < 1:
         raise ValueError(f"--limit-shards must be at least 1, got {limit_shards}")
-    out = Path(pipeline.out)
+    out = as_location(pipeline.out)
+    if is_remote(out):
+        check_location(pipeline.out, write=True)
+        return
     for path in (out, *out.parents):
         if path.exists():
             if not path.is_dir():

@@ -77,8 +77,11 @@ def check_no_credentials(url: str) -> None:
         )
 
 
-# Where the Hub token can come from; huggingface_hub also reads the `hf auth login` file (get_token below).
-_TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# Where secrets can come from: the Hub token (huggingface_hub also reads the `hf auth login` file, get_token below)
+# and the object stores' usual variables (SPEC §6). Their values are replaced wherever a message could quote them.
+_TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+              "AZURE_STORAGE_KEY", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+              "AZURE_STORAGE_SAS_TOKEN", "AZURE_CLIENT_SECRET", "GOOGLE_OAUTH_ACCESS_TOKEN")
 REDACTED = "<redacted>"
 
 

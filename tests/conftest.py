@@ -61,3 +61,11 @@ def restore_torch_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def s3_store(monkeypatch):
+    """A bucket on moto's S3 server (127.0.0.1), with the environment a user would set (tests/object_store.py)."""
+    from object_store import s3_store as start
+
+    yield from start(monkeypatch)
