@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import warnings
+from types import ModuleType
+
 from sodadata.codes import chars_to_codes, check_audio_span, codes_to_chars
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MixtureConfig",
+    "MixtureStream",
     "__version__",
     "audio_to_str",
     "audio_to_string",
@@ -17,17 +26,79 @@ __all__ = [
     "string_to_audio",
 ]
 
-_LAZY = {  # heavy (torch) helpers load on first use
+# The names the docs show users, loaded on first use: `import sodadata` stays free of torch and the mixture code.
+_LAZY = {
     "audio_to_string": "sodadata.decode",
     "string_to_audio": "sodadata.decode",
     "audio_to_str": "sodadata.decode",
     "str_to_audio": "sodadata.decode",
+    "MixtureConfig": "sodadata.mixture",
+    "MixtureStream": "sodadata.packing",
 }
+
+# Old module name (sodadata.<name>) -> the module's home since the package became a folder per stage; the
+# layout change writes this table. Old names keep importing, as the same module object, with a warning.
+_MOVED: dict[str, str] = {}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sodadata' has no attribute {name!r}")
+
+
+def _user_stacklevel() -> int:
+    """The stacklevel of the first frame outside the import machinery and this file: the user's import line.
+
+    ``warnings.warn`` itself skips the frames of ``importlib._bootstrap`` when it counts, so they are not counted here.
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "importlib" in name and "_bootstrap" in name:
+            pass
+        elif name in (__file__, importlib.__file__):
+            level += 1
+        else:
+            return level
+        frame = frame.f_back
+    return level
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old name (``sodadata.<name>``, and anything below it) as the module at its new home in ``_MOVED``.
+
+    A finder rather than shim files: the old name is the *same* module object (``is``, monkeypatching and
+    isinstance see one module), and no file is left behind for each old name. It sits first on ``sys.meta_path`` so
+    that a submodule of a moved package is never found a second time under its old parent's path.
+    """
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        new = _new_name(fullname)
+        return None if new is None else importlib.machinery.ModuleSpec(fullname, self, loader_state=new)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        warnings.warn(
+            f"{spec.name} moved to {spec.loader_state}: import it from there (the old name will go)",
+            DeprecationWarning,
+            stacklevel=_user_stacklevel(),
+        )
+        module = importlib.import_module(spec.loader_state)
+        spec.loader_state = module.__spec__  # the import system overwrites __spec__ next: exec_module puts it back
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__spec__ = module.__spec__.loader_state  # the module's own spec, not the old name's
+
+
+def _new_name(fullname: str) -> str | None:
+    if not fullname.startswith("sodadata."):
+        return None
+    head, dot, rest = fullname[len("sodadata.") :].partition(".")
+    return _MOVED[head] + dot + rest if head in _MOVED else None
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _MovedModuleFinder())

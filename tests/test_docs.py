@@ -148,8 +148,8 @@ def fresh_checkout(dest: Path) -> Path:
             (dest / rel).symlink_to(os.readlink(src))
         else:
             shutil.copy2(src, dest / rel)
-    for built in (REPO / "sodadata").glob("_codes*.so"):  # ignored by git, made by `pip install -e`
-        shutil.copy2(built, dest / "sodadata" / built.name)
+    for built in (REPO / "sodadata").rglob("_codes*.so"):  # ignored by git, made by `pip install -e`
+        shutil.copy2(built, dest / built.relative_to(REPO))
     (dest / ".venv").symlink_to(sys.prefix)
     return dest
 
