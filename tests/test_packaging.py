@@ -1,4 +1,4 @@
-"""A non-editable wheel works on its own: catalogs and mixture recipes ship inside the package.
+"""A non-editable wheel works on its own: catalogs, mixture recipes and the C loop ship inside the package.
 
 The wheel is built from a copy of the package's sources (not the checkout, whose ``build/`` could hold stale
 files), installed with ``--no-deps`` into a fresh virtual environment, and every command runs from an empty folder
@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
+
+import sodadata.codes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +47,11 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
          tmp_path, env)
     (wheel,) = wheels.glob("sodadata-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    (codes_py,) = [n for n in names if n.endswith("/codes.py") and n.startswith("sodadata/")]
+    native = [n for n in names if re.fullmatch(r"sodadata/(.+/)?_codes\.[^/]*\.so", n)]
+    if os.environ.get("SODADATA_REQUIRE_NATIVE") == "1" or sodadata.codes.NATIVE:  # a C compiler is here
+        assert [Path(n).parent for n in native] == [Path(codes_py).parent], f"the C loop beside codes.py: {names}"
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
@@ -56,7 +65,7 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
     empty = tmp_path / "empty"
     empty.mkdir()
     probe = (
-        "import json, sodadata\n"
+        "import json, sodadata, sodadata.codes\n"
         "from sodadata.catalog import CATALOG_DIR, load_catalog\n"
         "from sodadata.mixture import MixtureConfig\n"
         "soda = MixtureConfig.load('recipes/soda.yaml')\n"
@@ -64,7 +73,7 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
         "  'yodas2_en_shards': load_catalog('yodas2')['languages']['en']['shards'],\n"
         "  'emilia_repo': load_catalog('emilia')['repo'],\n"
         "  'soda': soda.names, 'soda_source': soda.source,\n"
-        "  'emilia_only': MixtureConfig.load('emilia-only').names}))\n"
+        "  'emilia_only': MixtureConfig.load('emilia-only').names, 'native': sodadata.codes.NATIVE}))\n"
     )
     got = json.loads(_run([str(python), "-c", probe], empty, env))
     assert Path(got["file"]).is_relative_to(venv), f"imported {got['file']}, not the wheel in {venv}"
@@ -74,6 +83,7 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
     assert got["soda"] == ["yodas2/en", "emilia-yodas/en", "emilia/en", "nemotron-cc/hq-actual"]
     assert Path(got["soda_source"]).is_relative_to(venv)
     assert got["emilia_only"] == ["emilia-yodas/en", "emilia/en"]
+    assert got["native"] == bool(native), "the installed wheel uses the C loop it carries"
 
     # the console script and a recipe's --help, from the empty folder
     usage = _run([str(venv / "bin" / "sodadata"), "yodas2", "--help"], empty, env)
