@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hour_only:
         _hour_only()
         return 0
-    from bench.report import table, write_section
+    from bench.report import publish, table
 
     reps = 5 if args.quick else 9
     started, load0 = time.strftime("%Y-%m-%d %H:%M"), load()
@@ -303,10 +303,8 @@ Emilia's mix. The two "malloc thresholds" rows rerun the hour in a fresh process
 worker's encoder sets (against the loop's time from the plain process, identity checked there): in a plain process
 glibc may hand the hour's megabyte arrays back to the kernel and fault them in again on the next call.
 """
-    print(body)
-    if not args.quick:
-        write_section("codes", "The small things: codes <-> characters, Parquet and JSON writing (issue 8)", body)
-    return 0
+    return publish("codes", "The small things: codes <-> characters, Parquet and JSON writing (issue 8)", body,
+                   write=not args.quick)
 
 
 if __name__ == "__main__":

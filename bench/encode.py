@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
-    from bench.report import machine, table, write_section
+    from bench.report import machine, publish, table
     from sodadata.codec import CPU_CHUNK_SAMPLES, build_random_mimi
 
     logging.basicConfig(level=logging.ERROR)
@@ -455,10 +455,8 @@ random model is built whole and then drops its decoder, so its RSS shows less of
 checkpoint without one); the chunked path never holds a whole-piece 24 kHz activation (64 channels x 1.44 M
 samples = 369 MB each for 60 s).
 """
-    print(body)
-    if not args.quick:
-        write_section("encode", "Mimi encoding on CPU: paths, chunk size, dtype, memory, floor (issue 8)", body)
-    return 0
+    return publish("encode", "Mimi encoding on CPU: paths, chunk size, dtype, memory, floor (issue 8)", body,
+                   write=not args.quick)
 
 
 if __name__ == "__main__":

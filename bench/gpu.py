@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from bench.report import table, write_section
+    from bench.report import publish, table
 
     started, load0 = time.strftime("%Y-%m-%d %H:%M"), load()
     cores = os.cpu_count() or 1
@@ -303,10 +303,8 @@ Best: {", ".join(f"{d} {v[0]:,.0f} at {v[1]:g} s" for d, v in sweep['best'].item
 audio ({100 * e2e['pipeline_rate'] / e2e['raw_rate']:.0f} %); decoding took {100 * e2e['decode_share']:.0f} % of
 the tasks' time in thread-seconds (overlapped).
 {common}"""
-    print(body)
-    if not args.quick:
-        write_section("gpu", "Mimi encoding on GPU: dtype, batch size, agreement, feeding (issue 8)", body)
-    return 0
+    return publish("gpu", "Mimi encoding on GPU: dtype, batch size, agreement, feeding (issue 8)", body,
+                   write=not args.quick)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.path.insert(0, str(REPO))  # run as a script (python bench/memory.py), bench/ is not on the path
-    from bench.report import table, write_section
+    from bench.report import publish, table
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "current video's WAV bytes, 600 s of decoded utterances waiting for the encoder (57.6 MB) and 32 prefetched "
         "utterances; a shard of many short videos saturates that bound, it does not grow past it."
     )
-    print(body)
-    if not args.no_write:
-        write_section("memory", "Memory of a Yodas2 task vs videos per shard", body)
-    return 0
+    return publish("memory", "Memory of a Yodas2 task vs videos per shard", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[:0] = [str(REPO), str(REPO / "tests")]  # run as a script: the repo's bench/ and tests/ helpers
     from fixtures_nemotron import write_large_file
 
-    from bench.report import table, write_section
+    from bench.report import publish, table
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="nemotron-mem-") as tmp:
@@ -139,19 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("%s", rows[-1])
             path.unlink()
     headers = ["decompressed MB", "compressed MB", "records", "what", "heap peak MiB", "RSS added MiB", "seconds"]
-    body = table(headers, rows)
-    print(body)
-    if not args.no_write:
-        note = (
-            "One task in a fresh process per cell. *heap peak*: tracemalloc (Python objects: records, row strings, "
-            "decompressed chunks; 8 MiB of it is the local file's read buffer); *RSS added*: peak RSS minus RSS "
-            "after imports (includes Arrow's buffers; a second run without tracemalloc). The recipe's own memory "
-            "is flat in the file size. The task's grows until the Parquet writer's row-group bound (ShardWriter, "
-            "64 MiB of row text by default) is reached, then stays there; what still grows is the pipeline's set "
-            "of ids seen in the shard (duplicate check), ~100 bytes a record: ~25 MB for a real 250k-record file."
-        )
-        write_section("nemotron_memory", "Nemotron-CC: peak memory of one task vs file size", body + "\n\n" + note)
-    return 0
+    note = (
+        "One task in a fresh process per cell. *heap peak*: tracemalloc (Python objects: records, row strings, "
+        "decompressed chunks; 8 MiB of it is the local file's read buffer); *RSS added*: peak RSS minus RSS "
+        "after imports (includes Arrow's buffers; a second run without tracemalloc). The recipe's own memory "
+        "is flat in the file size. The task's grows until the Parquet writer's row-group bound (ShardWriter, "
+        "64 MiB of row text by default) is reached, then stays there; what still grows is the pipeline's set "
+        "of ids seen in the shard (duplicate check), ~100 bytes a record: ~25 MB for a real 250k-record file."
+    )
+    return publish("nemotron_memory", "Nemotron-CC: peak memory of one task vs file size",
+                   table(headers, rows) + "\n\n" + note, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("distributed", "sodadata", "bench"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    from bench.report import table, write_section
+    from bench.report import publish, table
 
     if args.quick:
         args.reps, args.tars_per_subset, args.docs, args.utts = 1, 1, 2, 2
@@ -458,10 +458,8 @@ largest-first shard order, whole run of
   about {300_000 / (24 * cpu2):,.0f} core-days (e.g. {300_000 / (24 * cpu2) / 100 / 16:.1f} days on 100 machines of
   16 cores, at this CPU's per-core speed and this efficiency).
 """
-    print(body)
-    if not args.quick:
-        write_section("pipeline", "End to end: Emilia recipe, raw encoder, Dask layouts, real scheduler (issue 8)", body)
-    return 0
+    return publish("pipeline", "End to end: Emilia recipe, raw encoder, Dask layouts, real scheduler (issue 8)", body,
+                   write=not args.quick)
 
 
 if __name__ == "__main__":

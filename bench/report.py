@@ -77,3 +77,12 @@ def write_section(name: str, title: str, body: str, path: Path = BENCHMARKS_MD, 
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def publish(name: str, title: str, body: str, write: bool, command: str | None = None) -> int:
+    """How every script ends: print its section's body and, when ``write``, make it the script's section of
+    BENCHMARKS.md (:func:`write_section`). Returns 0, the script's exit status."""
+    print(body)
+    if write:
+        write_section(name, title, body, command=command)
+    return 0

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from fixtures import speechlike
 
-    from bench.report import table, write_section
+    from bench.report import publish, table
     from sodadata.audio import RESAMPLE_QUALITY
     from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi
 
@@ -258,11 +258,8 @@ real time: the resampler costs well under 1 % of encoding (about 10x real time p
 prefetch thread, so quality, not speed, decides; the SciPy polyphase filters (and torchaudio's design) are both
 slower and leakier than soxr's HQ/VHQ.
 """
-    print(body)
-    if not args.quick:
-        write_section("resample", "Resampler: soxr qualities vs polyphase (torchaudio's filter), speed, quality, "
-                      "Mimi codes (issues 2, 8)", body)
-    return 0
+    return publish("resample", "Resampler: soxr qualities vs polyphase (torchaudio's filter), speed, quality, "
+                   "Mimi codes (issues 2, 8)", body, write=not args.quick)
 
 
 if __name__ == "__main__":

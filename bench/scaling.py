@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("distributed", "sodadata", "bench"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    from bench.report import table, write_section
+    from bench.report import publish, table
 
     started, loads = time.strftime("%Y-%m-%d %H:%M"), [load()]
     work = Path(tempfile.mkdtemp(prefix="sodadata-bench-scaling-"))
@@ -104,10 +104,7 @@ samples a second on each worker's event loop, under the GIL) was the largest of 
 LocalCluster turns it off and the runner warns when workers of a cluster started elsewhere still run it.
 Each repetition's ratio compares runs a few minutes apart on a shared machine, hence the spread.
 """
-    print(body)
-    if not args.quick:
-        write_section("scaling", "Process scaling: 2 workers against 1, repeated (issue 8)", body)
-    return 0
+    return publish("scaling", "Process scaling: 2 workers against 1, repeated (issue 8)", body, write=not args.quick)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from bench.report import table, write_section  # noqa: E402
+from bench.report import publish, table  # noqa: E402
 from sodadata.mixture import MixtureConfig  # noqa: E402
 from sodadata.packing import MixtureStream  # noqa: E402
 from sodadata.tokenizer import RowEncoder, build_tokenizer, train_small_base  # noqa: E402
@@ -158,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "not Llama-3's 128k-token BPE; text tokens are few but take most of the time (BPE), so the text share of "
         "real data matters more than its size.",
     ])
-    print(body)
-    if not args.no_write:
-        write_section("stream", "Mixture stream throughput (issue 4)", body)
-    return 0
+    return publish("stream", "Mixture stream throughput (issue 4)", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import jax  # noqa: E402
 
-from bench.report import table, write_section  # noqa: E402
+from bench.report import publish, table, write_section  # noqa: E402
 from train.config import DEFAULTS, MODELS, MeshConfig, TrainConfig  # noqa: E402
 from train.data import open_stream  # noqa: E402
 from train.trainer import train  # noqa: E402
@@ -202,12 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         f"running; figures on a shared machine are lower bounds). The 135m figure needs a GPU or TPU: none was "
         f"lent to this run, so it is unmeasured; `python bench/train.py` measures it where JAX sees one."
     )
-    print(body)
-    print()
-    print(notes)
-    if not args.no_write:
-        write_section("train", "Training throughput (issue 5)", body + "\n\n" + notes)
-    return 0
+    return publish("train", "Training throughput (issue 5)", body + "\n\n" + notes, write=not args.no_write)
 
 
 if __name__ == "__main__":
