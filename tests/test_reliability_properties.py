@@ -1,5 +1,5 @@
 """Property tests (hypothesis): the character mapping, the document formatter and the validator's parser, the
-transcript guard, and the two stream readers the campaign fixed (zstd block splitting, tar end detection)."""
+transcript guard, and the two stream readers the campaign fixed (zstd frames and pieces, tar end detection)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import tarfile
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -138,10 +139,14 @@ def test_a_transcript_holding_a_marker_or_an_audio_character_is_never_written_as
 @SETTINGS
 @given(st.lists(st.tuples(st.sampled_from(["zeros", "text", "random"]), st.integers(0, 300_000),
                           st.booleans(), st.booleans(), st.integers(1, 19)), min_size=1, max_size=4),
-       st.sampled_from([1, 5, 4096, 1 << 20]), st.sampled_from([1, 7, 65536]), st.integers(0, 2**32 - 1))
-def test_zstd_block_splitting_gives_every_byte_and_bounded_pieces(frames, read_bytes, feed_bytes, seed):
+       st.sampled_from([1, 5, 4096, 1 << 20]), st.sampled_from([7, 4096, 65536]), st.integers(0, 2**32 - 1),
+       st.floats(0, 1))
+def test_zstd_frames_give_every_byte_in_bounded_pieces_and_a_cut_inside_a_frame_fails(
+    frames, read_bytes, chunk_bytes, seed, where
+):
     rng = np.random.default_rng(seed)
     blob, expected = b"", b""
+    ends = {0: b""}  # offset of each frame's end -> the data of the frames up to it
     for kind, size, checksum, content_size, level in frames:
         data = (b"\0" * size if kind == "zeros" else (b"common crawl text %d\n" % size) * (size // 20)
                 if kind == "text" else rng.bytes(size))
@@ -154,9 +159,16 @@ def test_zstd_block_splitting_gives_every_byte_and_bounded_pieces(frames, read_b
                 w.write(data)
             blob += out.getvalue()
         expected += data
-    got = list(decompressed_chunks(io.BytesIO(blob), read_bytes, feed_bytes))
+        ends[len(blob)] = expected
+    got = list(decompressed_chunks(io.BytesIO(blob), read_bytes, chunk_bytes))
     assert b"".join(got) == expected
-    assert max((len(c) for c in got), default=0) <= 128 * 1024  # one zstd block at most, whatever the ratio
+    assert max((len(c) for c in got), default=0) <= chunk_bytes  # whatever the compression ratio
+    cut = int(where * len(blob))
+    if cut in ends and cut > 0:  # between two frames: valid zstd (the file's size tells, in the recipe)
+        assert b"".join(decompressed_chunks(io.BytesIO(blob[:cut]), read_bytes, chunk_bytes)) == ends[cut]
+    else:
+        with pytest.raises(ShardError, match="truncated" if cut else "empty file"):
+            b"".join(decompressed_chunks(io.BytesIO(blob[:cut]), read_bytes, chunk_bytes))
 
 
 def _tar(sizes: list[int]) -> tuple[bytes, int]:

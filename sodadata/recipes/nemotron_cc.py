@@ -15,10 +15,11 @@ One task per listed file of the chosen partition, one output shard per file
 paths list is the source of truth: a local mirror is a directory with the same relative paths (the list
 included); its SHA-256 is recorded as the shard's ``revision`` and can be pinned with ``--paths-sha256``.
 
-Each file is streamed: compressed blocks -> a zstd decompressor restarted at every frame end -> a splitter on
-``b"\\n"`` only (``str.splitlines`` and text-mode files would also split on U+2028, U+0085, ``\\r`` …, which occur
-inside texts). Neither the compressed nor the decompressed file is ever held whole; a line longer than
-``--max-line-bytes`` is rejected (``line_too_long``) while it is skipped, without being held either.
+Each file is streamed: compressed blocks -> ``zstandard``'s stream reader across frames (the frame headers
+followed on the way in, to catch a file cut inside a frame) -> a splitter on ``b"\\n"`` only (``str.splitlines``
+and text-mode files would also split on U+2028, U+0085, ``\\r`` …, which occur inside texts). Neither the
+compressed nor the decompressed file is ever held whole; a line longer than ``--max-line-bytes`` is rejected
+(``line_too_long``) while it is skipped, without being held either.
 
 Each line becomes one row ``<|begin_of_text|>{text}<|end_of_text|>`` with id ``warc_record_id``; every other key,
 known or not, goes to the row's ``metadata`` JSON. Lines that cannot be a row are rejected with a reason:
@@ -70,10 +71,10 @@ log = logging.getLogger("sodadata.recipes.nemotron_cc")  # not __name__: "__main
 CATALOG = "nemotron_cc"
 SUFFIX = ".jsonl.zstd"
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
-# Compressed bytes read from the source at once, and fed to the decompressor at once. The second bounds what
-# one decompress call can return: ~5x for web text; even a pathological (all-RLE) input stays bounded.
+# Compressed bytes read from the source at once, and decompressed bytes returned at once (one zstd block's worth:
+# what is held of the decompressed stream, whatever the compression ratio).
 READ_BYTES = 1024 * 1024
-FEED_BYTES = 64 * 1024
+CHUNK_BYTES = 128 * 1024
 _HEAD_BYTES = 4096  # kept of an over-long line, to name it in its reject
 _PARTITION_VALUE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ID_IN_LINE_RE = re.compile(rb'"warc_record_id"\s*:\s*"([^"\\]{1,500})"')
@@ -321,45 +322,25 @@ def _local_size(url: str) -> int | None:
 # --- streaming a .jsonl.zstd ---------------------------------------------------------------------------------
 
 
-def decompressed_chunks(fileobj: BinaryIO, read_bytes: int = READ_BYTES, feed_bytes: int = FEED_BYTES) -> Iterator[bytes]:
-    """The decompressed bytes of a file of one or more zstd frames, piece by piece.
+def decompressed_chunks(fileobj: BinaryIO, read_bytes: int = READ_BYTES, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The decompressed bytes of a file of one or more zstd frames, at most ``chunk_bytes`` at a time.
 
-    A decompressor object per frame, so the end of every frame is seen: input that ends inside a frame is a
-    truncated file (``ShardError``); ``stream_reader`` would return the partial data without a word.
+    ``zstandard``'s stream reader decompresses across frames (skippable ones too) and returns at most what it is
+    asked for, whatever the compression ratio: a zstd block of 4 bytes expands to 128 KiB, so 32 KiB of input can
+    be a GiB. It says nothing when the input ends inside a frame (it returns what it has), so the compressed bytes
+    reach it through a :class:`ZstdFrameEnds`: input that ends inside a frame is a truncated file (``ShardError``).
+    bench/zstd_frames.py measures the readers.
     """
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    blocks = ZstdBlockSplitter()
-    frames = 0
-    in_frame = False  # bytes of a frame not yet finished have been fed
-    offset = 0
-    while True:
-        block = fileobj.read(read_bytes)
-        if not block:
-            break
-        start = 0
-        for piece in blocks.pieces(memoryview(block), feed_bytes):
-            data, start = piece, start + len(piece)
-            while data:
-                try:
-                    out = dobj.decompress(data)
-                except zstandard.ZstdError as exc:
-                    raise ShardError(f"not valid zstd near compressed byte {offset + start}: {exc}") from exc
-                in_frame = True
-                if out:
-                    yield out
-                if dobj.eof:  # frame complete; what follows it starts the next frame
-                    frames += 1
-                    data = dobj.unused_data
-                    dobj = dctx.decompressobj()
-                    in_frame = False
-                else:
-                    data = b""
-        offset += len(block)
-    if in_frame:
-        raise ShardError(f"truncated: the stream ends inside zstd frame {frames + 1} after {offset} compressed bytes")
-    if frames == 0:
-        raise ShardError("empty file: no zstd frame")
+    frames = ZstdFrameEnds(fileobj)
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        frames, read_size=read_bytes, read_across_frames=True, closefd=False
+    )
+    try:
+        while chunk := reader.read(chunk_bytes):
+            yield chunk
+    except zstandard.ZstdError as exc:
+        raise ShardError(f"not valid zstd near compressed byte {frames.bytes_read}: {exc}") from exc
+    frames.check_end()
 
 
 _ZSTD_MAGIC = 0xFD2FB528
@@ -367,49 +348,65 @@ _FCS_BYTES = (0, 2, 4, 8)  # by Frame_Content_Size_flag; flag 0 means 1 byte whe
 _DICT_ID_BYTES = (0, 1, 2, 4)
 
 
-class ZstdBlockSplitter:
-    """Cuts a zstd stream into pieces that end at block boundaries (RFC 8878 frame and block headers).
+class ZstdFrameEnds:
+    """A read-only stream over zstd data that follows its frame and block headers (RFC 8878) as they pass, to tell
+    a stream that ends at the end of a frame from one cut inside a frame (:meth:`check_end`).
 
-    ``decompressobj().decompress(data)`` returns everything ``data`` expands to at once, and a zstd block of 4
-    bytes (an RLE block) expands to 128 KiB: 64 KiB of such blocks would be 2 GiB in one call. Fed one block at a
-    time, a call returns at most one block (128 KiB), so memory is bounded whatever the compression ratio
-    (a decompression bomb is just a long stream of small pieces). Only headers are parsed; anything that does
-    not parse is passed on whole, for the decompressor to reject.
+    Headers only: block bodies are skipped unread. Anything that does not parse (not zstd, a reserved block type)
+    stops the walk; the decompressor rejects it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self.fileobj = fileobj
+        self.bytes_read = 0
+        self.frames = 0  # frames complete, skippable ones included
         self._state = "magic"
         self._need = 4  # header bytes to collect in this state
         self._hdr = bytearray()
-        self._skip = 0  # body bytes to pass in this state
+        self._skip = 0  # bytes to pass before collecting (a block body, header fields not needed, a checksum)
         self._checksum = False
 
-    def pieces(self, data: memoryview, max_piece: int) -> Iterator[memoryview]:
-        start = pos = 0
-        n = len(data)
-        # Each state first passes `_skip` bytes (a body, or header fields not needed), then collects `_need`.
-        while pos < n and self._state != "opaque":
+    def read(self, size: int = -1) -> bytes:
+        data = self.fileobj.read(size)
+        self.bytes_read += len(data)
+        self._walk(memoryview(data))
+        return data
+
+    def check_end(self) -> None:
+        """Raise ``ShardError`` unless the data read so far ends at the end of a frame."""
+        if self._state == "opaque":
+            raise ShardError(f"not valid zstd: no frame or block header where one was due, before byte {self.bytes_read}")
+        if self._state != "magic" or self._hdr:
+            raise ShardError(
+                f"truncated: the stream ends inside zstd frame {self.frames + 1} after {self.bytes_read} compressed bytes"
+            )
+        if self.frames == 0:
+            raise ShardError("empty file: no zstd frame")
+
+    def _walk(self, data: memoryview) -> None:
+        pos, n = 0, len(data)
+        # Each state first passes `_skip` bytes, then collects `_need` header bytes, then moves on; a state that
+        # needs neither (an empty block body) moves on at once, even at the end of the data.
+        while self._state != "opaque":
             if self._skip:
                 take = min(self._skip, n - pos)
                 pos += take
                 self._skip -= take
                 if self._skip:
-                    break
+                    return
             if len(self._hdr) < self._need:
                 take = min(self._need - len(self._hdr), n - pos)
                 self._hdr += data[pos : pos + take]
                 pos += take
                 if len(self._hdr) < self._need:
-                    break
-            if self._advance():  # a block ends here
-                yield from _slices(data[start:pos], max_piece)
-                start = pos
-        yield from _slices(data[start:], max_piece)
+                    return
+            self._advance()
 
-    def _advance(self) -> bool:
-        """Move past a complete header or body; True when that completed a block."""
+    def _advance(self) -> None:
+        """Move past a complete header or body."""
         hdr, state = bytes(self._hdr), self._state
         self._hdr.clear()
+        self._need = 0
         if state == "magic":
             magic = int.from_bytes(hdr, "little")
             if magic == _ZSTD_MAGIC:
@@ -426,31 +423,22 @@ class ZstdBlockSplitter:
             self._state, self._need = "block", 3
             self._skip = (0 if single else 1) + _DICT_ID_BYTES[d & 3] + fcs  # window descriptor, dict id, size
         elif state == "skippable":
-            self._state, self._need = "magic", 4
-            self._skip = int.from_bytes(hdr, "little")
+            self._state, self._skip = "frame_end", int.from_bytes(hdr, "little")
         elif state == "block":
             h = int.from_bytes(hdr, "little")
             last, btype, size = h & 1, (h >> 1) & 3, h >> 3
-            if btype == 3:
+            if btype == 3:  # reserved
                 self._state = "opaque"
-                return False
-            self._skip = 1 if btype == 1 else size
-            self._state = "block_body_last" if last else "block_body"
-            self._need = 0
-        elif state in ("block_body", "block_body_last"):
-            if state == "block_body":
-                self._state, self._need = "block", 3
-            elif self._checksum:
-                self._state, self._need, self._skip = "magic", 4, 4
-            else:
-                self._state, self._need = "magic", 4
-            return True
-        return False
-
-
-def _slices(data: memoryview, size: int) -> Iterator[memoryview]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
+                return
+            self._skip = 1 if btype == 1 else size  # an RLE block's body is one byte
+            self._state = "last_block_body" if last else "block_body"
+        elif state == "block_body":
+            self._state, self._need = "block", 3
+        elif state == "last_block_body":
+            self._state, self._skip = "frame_end", 4 if self._checksum else 0
+        elif state == "frame_end":
+            self.frames += 1
+            self._state, self._need = "magic", 4
 
 
 @dataclass(frozen=True)
