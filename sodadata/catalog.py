@@ -26,12 +26,14 @@ def load_catalog(corpus: str) -> dict:
 def resolve_source_root(corpus: str, source: str | None, revision: str | None) -> tuple[str, str | None]:
     """(source root, commit) for a recipe: ``--source`` or the catalog's Hub repo; for the Hub, the revision
     (``--revision``, else one in the URL, else the catalog's) resolved to a commit once, on the driver, so every
-    task reads the same files. Local and HTTP sources have no commit (None)."""
+    task reads the same files. Local, HTTP and object-store sources have no commit (None); an object store is
+    checked here (backend, credentials, reachable), before any work."""
     from sodadata import sources
 
     catalog = load_catalog(corpus)
     root = source or sources.hf_url(catalog["repo"])
     if not sources.is_hf(root):
+        sources.check_source(root)
         return root, None
     _, repo, rev_in_url, _ = sources.parse_hf_url(root)
     commit = sources.resolve_hf_revision(repo, revision or rev_in_url or catalog["revision"])

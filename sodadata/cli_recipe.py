@@ -31,7 +31,7 @@ def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argpa
     parser = OneLineParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", required=True, help="output directory (local or shared filesystem)")
+    parser.add_argument("--out", required=True, help="output directory: a local path (shared by the workers) or an object-store URL (s3://, gs://, az://)")
     parser.add_argument("--limit-shards", type=int, default=None, metavar="N", help="process only the first N source shards")
     parser.add_argument(
         "--allow-missing", action="store_true",

@@ -72,6 +72,14 @@ def is_remote(loc: str | os.PathLike) -> bool:
     return scheme(loc) not in (None, "file")
 
 
+def fresh(loc: Location) -> Location:
+    """``loc`` with what its filesystem remembers of it forgotten (s3fs caches listings and sizes per process: files
+    another process wrote since, a Dask worker's shards, would read as absent or short)."""
+    if isinstance(loc, UPath) and is_remote(loc):
+        loc.fs.invalidate_cache(loc.path)
+    return loc
+
+
 def display(loc: str | os.PathLike) -> str:
     """``loc`` as it may be printed, logged or recorded: a URL without user info or token-like query values."""
     text = str(loc)
@@ -169,4 +177,4 @@ def check_location(url: str | os.PathLike, *, write: bool) -> None:
         raise ConfigError(f"{display(text)} does not exist")
 
 
-__all__ = ["Location", "as_location", "check_location", "display", "is_remote", "scheme"]
+__all__ = ["Location", "as_location", "check_location", "display", "fresh", "is_remote", "scheme"]

@@ -19,7 +19,6 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -41,12 +40,14 @@ from sodadata.document import (
     invalid_unicode,
     storable,
 )
+from sodadata.locations import display
 from sodadata.recipe import ConfigError, RawUtterance, Recipe, Reject, ShardTask, TextRecord
 from sodadata.shards import (
     RECORD_VERSION,
     REJECT_SCHEMA,
     ShardPaths,
     ShardWriter,
+    shard_file_names,
     withdraw_record,
     write_json_atomic,
 )
@@ -155,7 +156,7 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
     """
     if config.made_by is None:  # a direct call (tests, benchmarks); the runner prepares it once for all tasks
         config = made_by.prepare(recipe, config)
-    paths = ShardPaths(Path(config.out), task.component, task.stem)
+    paths = ShardPaths(config.out, task.component, task.stem)
     paths.remove_stale_temps()  # partial files of a killed earlier attempt would otherwise stay on disk forever
     t0 = time.perf_counter()
     counts = TaskCounts()
@@ -180,6 +181,8 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
             withdraw_record(paths)
             w.commit()
         writer.commit()
+        parquet_name, rejects_name = shard_file_names(task.stem)
+        files = {parquet_name: writer.size, rejects_name: w.size}
         counts.timings["write"] += time.perf_counter() - tw
     except BaseException:
         writer.abort()
@@ -190,13 +193,15 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
         "shard": task.stem,
         "split": task.split,
         "unit": recipe.unit,
-        "source": {"inputs": [{"url": f.url, "size": f.size} for f in task.inputs], "revision": task.revision},
+        "source": {"inputs": [{"url": display(f.url), "size": f.size} for f in task.inputs],
+                   "revision": task.revision},
         "rows": extra["rows"],
         "documents": extra["documents"],
         "read": counts.read,
         "written": counts.written,
         "rejected": counts.rejected,
         "rejects": dict(sorted(counts.rejects.items())),
+        "files": files,  # the sizes of the files beside it: what makes the shard finished (shards.py)
         "audio_seconds": round(extra["audio_seconds"], 4),
         "audio_tokens": extra["audio_tokens"],
         "text_chars": extra["text_chars"],

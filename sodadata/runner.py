@@ -2,7 +2,9 @@
 
 A LocalCluster by default (``--workers`` processes x ``--threads-per-worker`` threads); any running cluster with
 ``--scheduler tcp://host:port``. Each worker process loads the codec once (``sodadata.codec.get_encoder``).
-A killed run resumes where it stopped: a shard counts as finished once its JSON record exists. A finished shard
+A killed run resumes where it stopped: a shard counts as finished once its JSON record exists and names the files
+beside it as they are (``sodadata.shards``). ``--out`` may be a local path or an object-store URL (SPEC §6): tasks
+get only that string, and each worker reaches the store with the credentials of its own environment. A finished shard
 made otherwise (another codec, dtype, text rule ...: its record's ``made_by``) stops the run before any work, unless
 ``redo_mismatched`` asks for such shards to be rebuilt.
 """
@@ -24,10 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sodadata import completeness, made_by
-from sodadata.locations import as_location, check_location, is_remote
+from sodadata.locations import Location, as_location, check_location, display, is_remote
 from sodadata.pipeline import PipelineConfig, run_task
 from sodadata.recipe import Completeness, ConfigError, Recipe, ShardError, ShardTask
-from sodadata.shards import ShardPaths, read_record, write_json_atomic
+from sodadata.shards import ShardPaths, write_json_atomic
 from sodadata.sources import redact_secrets
 
 log = logging.getLogger(__name__)
@@ -112,9 +114,9 @@ class RunResult:
 def execute_task(recipe: Recipe, task: ShardTask, config: PipelineConfig, redo: bool = False) -> dict:
     """What a worker runs. Skips a shard finished meanwhile by this run's settings (e.g. by a task that outlived a
     lost worker). ``redo``: the driver found this shard made otherwise and was told to rebuild it."""
-    paths = ShardPaths(Path(config.out), task.component, task.stem)
-    if paths.is_finished():
-        record = read_record(paths.record)
+    paths = ShardPaths(config.out, task.component, task.stem)
+    record = paths.finished_record()
+    if record is not None:
         if record.get("made_by") == config.made_by:
             return record
         if not redo:  # written meanwhile by another run with other settings: never add to it
@@ -172,7 +174,7 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     # Once, here on the driver and before any work (listing included): the codec's identity (a Hub revision resolved
     # to a commit, a local model's weights hashed) and the rest of made_by, which every task then records unchanged.
     pipeline = made_by.prepare(recipe, pipeline)
-    out = Path(pipeline.out)
+    out = as_location(pipeline.out)
     tasks = recipe.tasks()
     report = recipe.completeness(tasks, full=limit_shards is None)
     completeness.check(report, allow_missing)
@@ -189,11 +191,10 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     redo: set[str] = set()
     mismatched: dict[str, list[dict | None]] = defaultdict(list)
     for task in tasks:
-        paths = ShardPaths(out, task.component, task.stem)
-        if not paths.is_finished():
+        record = ShardPaths(out, task.component, task.stem).finished_record()
+        if record is None:
             pending.append(task)
             continue
-        record = read_record(paths.record)
         if record.get("made_by") == pipeline.made_by:
             result.records[task.name] = record
             result.skipped += 1
@@ -207,7 +208,8 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
              f" ({len(redo)} of them made otherwise: rebuilt)" if redo else "")
     pending = largest_first(pending)
     if pending:
-        check_writable(out)
+        if not is_remote(out):  # a store was probed by check_run_options
+            check_writable(out)
         if runner.serial:
             _run_serial(recipe, pending, pipeline, runner, result, redo)
         else:
@@ -492,22 +494,23 @@ def failure_line(result: RunResult) -> str:
     )
 
 
-def _write_run_summary(out: Path, recipe, pipeline, runner, result: RunResult) -> None:
+def _write_run_summary(out: Location, recipe, pipeline, runner, result: RunResult) -> None:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     try:
         _write_summary_file(out / "_runs" / f"{stamp}.json", recipe, pipeline, runner, result)
     except OSError as exc:
         # The shards and their records are the truth; the summary is a convenience. On a full disk it must not
         # turn a run's clear per-shard report into a traceback.
-        log.error("could not write the run summary %s: %s", out / "_runs" / f"{stamp}.json", exc)
+        log.error("could not write the run summary %s: %s", display(out / "_runs" / f"{stamp}.json"),
+                  redact_secrets(str(exc)))
 
 
-def _write_summary_file(path: Path, recipe, pipeline, runner, result: RunResult) -> None:
+def _write_summary_file(path: Location, recipe, pipeline, runner, result: RunResult) -> None:
     write_json_atomic(
         path,
         {
             "recipe": recipe.describe(),
-            "pipeline": {"out": str(pipeline.out), "codec": pipeline.codec.describe() if pipeline.codec else None,
+            "pipeline": {"out": display(pipeline.out), "codec": pipeline.codec.describe() if pipeline.codec else None,
                          "made_by": pipeline.made_by},
             "runner": asdict(runner),
             "tasks": result.tasks,

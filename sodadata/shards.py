@@ -6,8 +6,13 @@ Layout of an output directory::
     <out>/<component>/<stem>.json             the shard's record; its presence marks the shard finished
     <out>/<component>/rejects/<stem>.parquet  rejected inputs (REJECT_SCHEMA), one row each, with reason
 
-A shard is visible under its final name only once complete: it is written to a hidden temporary name in the
-same directory and renamed. The record is written last, so a shard without a record is redone by a rerun.
+The record is written last and names the sizes of the files beside it (``"files": {"<stem>.parquet": 123,
+"rejects/<stem>.parquet": 45}``): a shard is finished only when its record exists and those files have those
+sizes (:func:`record_matches_files`). On a local disk each file is written to a hidden temporary name in the same
+directory, fsynced and renamed, so a file is visible under its final name only once complete. An object store
+has no rename (SPEC §6): each file is uploaded under its final name (an upload becomes visible only whole, when
+committed) and the record last; a killed attempt leaves at most files whose sizes no record names, which a rerun
+overwrites and no reader reads.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sodadata.locations import Location, as_location, display, fresh, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -63,38 +70,96 @@ def check_component(component: str) -> str:
     return component
 
 
+REJECTS_DIRNAME = "rejects"
+
+
+def shard_file_names(stem: str) -> tuple[str, str]:
+    """The names, relative to the component folder, of a shard's rows and rejects (the keys of a record's
+    ``files``)."""
+    return f"{stem}.parquet", f"{REJECTS_DIRNAME}/{stem}.parquet"
+
+
+def _stat_size(loc: Location) -> int | None:
+    try:
+        return fresh(loc).stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def record_matches_files(record: dict, component_dir: Location,
+                         size_of: Callable[[Location], int | None] = _stat_size) -> bool:
+    """Whether the files a record names beside it have the sizes it names: what makes a shard finished.
+
+    A record without ``files`` (written before it existed) counts on a local disk, where temp+rename made each file
+    whole and the record came last, if its Parquet file is there; on an object store it does not (nothing there
+    says the files are the ones it was written for). ``size_of`` answers from a listing where the caller has one.
+    """
+    files = record.get("files")
+    stem = record.get("shard")
+    if not isinstance(files, dict):
+        if is_remote(component_dir) or not isinstance(stem, str):
+            return False
+        return size_of(component_dir / shard_file_names(stem)[0]) is not None
+    if not files:
+        return False
+    for name, size in files.items():
+        if not isinstance(name, str) or ".." in name.split("/") or name.startswith("/"):
+            return False
+        if size_of(component_dir / name) != size:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class ShardPaths:
-    out: Path
+    out: Location | str
     component: str
     stem: str
 
     @property
-    def dir(self) -> Path:
-        return Path(self.out) / self.component
+    def dir(self) -> Location:
+        return as_location(self.out) / self.component
 
     @property
-    def parquet(self) -> Path:
-        return self.dir / f"{self.stem}.parquet"
+    def parquet(self) -> Location:
+        return self.dir / shard_file_names(self.stem)[0]
 
     @property
-    def record(self) -> Path:
+    def record(self) -> Location:
         return self.dir / f"{self.stem}.json"
 
     @property
-    def rejects(self) -> Path:
-        return self.dir / "rejects" / f"{self.stem}.parquet"
+    def rejects(self) -> Location:
+        return self.dir / shard_file_names(self.stem)[1]
+
+    def finished_record(self) -> dict | None:
+        """The shard's record if the shard is finished (its record exists and names the files beside it as they
+        are, :func:`record_matches_files`), else None: a shard to (re)make."""
+        try:
+            record = read_record(self.record)
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("%s: record does not read (%s); the shard is made again", display(self.record),
+                        type(exc).__name__)
+            return None
+        if not isinstance(record, dict) or not record_matches_files(record, self.dir):
+            return None
+        return record
 
     def is_finished(self) -> bool:
-        return self.record.exists() and self.parquet.exists()
+        return self.finished_record() is not None
 
     def remove_stale_temps(self) -> int:
         """Delete temporary files left by earlier attempts at this shard (a killed process leaves its partial
         file behind, hidden; a Yodas partial can be hundreds of MB). Returns how many were removed.
 
         Only this shard's names are touched. The one writer that could still own such a file is a task on a lost
-        Dask worker that is still running: its commit then fails, and this attempt's result stands.
+        Dask worker that is still running: its commit then fails, and this attempt's result stands. An object store
+        has no temporary names (an upload never committed is not an object), so nothing is removed there.
         """
+        if is_remote(self.dir):
+            return 0
         removed = 0
         for final in (self.parquet, self.rejects, self.record):
             if not final.parent.is_dir():
@@ -150,30 +215,41 @@ def _supports_cdc() -> bool:
 class ShardWriter:
     """Writes one Parquet file atomically; row groups are flushed by byte size.
 
-    Use as a context manager: ``commit()`` renames the finished file into place; leaving the block with an
-    exception removes the temporary file, so nothing partial is ever visible.
+    Use as a context manager: ``commit()`` puts the finished file in place (local: renames the temporary file;
+    object store: completes the upload under the final name); leaving the block with an exception removes the
+    temporary file or abandons the upload, so nothing partial is ever visible. ``size`` is the committed file's
+    size in bytes (for the record's ``files``).
     """
 
-    def __init__(self, path: Path, schema: pa.Schema = ROW_SCHEMA, row_group_bytes: int = ROW_GROUP_BYTES) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Location | str, schema: pa.Schema = ROW_SCHEMA,
+                 row_group_bytes: int = ROW_GROUP_BYTES) -> None:
+        self.path = as_location(path)
         self.schema = schema
         self.row_group_bytes = row_group_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = _temp_name(self.path)
+        self.remote = is_remote(self.path)
+        self.size: int | None = None
         opts = parquet_writer_options()
         if schema is not ROW_SCHEMA:
             opts.pop("write_statistics")
-        # The file is opened here, not by ParquetWriter: when the disk is full, ParquetWriter.close() raises while
-        # writing the footer and never closes a file it opened itself, so each failed shard kept a descriptor to
-        # its deleted temp file (space not freed, descriptors exhausted on a long run).
-        self._sink = pa.OSFile(str(self.tmp), "wb")
+        if self.remote:
+            # Streamed under the final name without committing: the store shows the object only at commit()
+            # (S3: a multipart upload completed), and discard() abandons it.
+            self.tmp = None
+            self._upload = self.path.fs.open(self.path.path, "wb", autocommit=False)
+            self._sink = pa.PythonFile(self._upload, mode="w")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = _temp_name(self.path)
+            # The file is opened here, not by ParquetWriter: when the disk is full, ParquetWriter.close() raises
+            # while writing the footer and never closes a file it opened itself, so each failed shard kept a
+            # descriptor to its deleted temp file (space not freed, descriptors exhausted on a long run).
+            self._sink = pa.OSFile(str(self.tmp), "wb")
         try:
             self._writer = pq.ParquetWriter(self._sink, schema, **opts)
         except BaseException:
             # Opening writes the magic bytes: on a full disk it fails after creating the file, and no context
             # manager exists yet to abort. Without this, every retry on a full disk left an empty temp file.
-            self._sink.close()
-            self.tmp.unlink(missing_ok=True)
+            self._discard_sink()
             raise
         self._buffer: list[dict] = []
         self._buffer_bytes = 0
@@ -200,14 +276,18 @@ class ShardWriter:
         self._buffer = []
         self._buffer_bytes = 0
 
-    def commit(self) -> Path:
+    def commit(self) -> Location:
         self.flush()
         self._writer.close()
+        self.size = self._sink.tell()
         self._sink.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-        _fsync_dir(self.path.parent)
+        if self.remote:
+            self._upload.commit()
+        else:
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.path)
+            _fsync_dir(self.path.parent)
         self.committed = True
         return self.path
 
@@ -215,12 +295,22 @@ class ShardWriter:
         try:
             self._writer.close()
         except Exception as exc:  # the writer may already be broken (disk full): clean up, say so, go on
-            log.warning("closing the partial %s failed while aborting (%s); removing it", self.tmp.name, exc)
+            log.warning("closing the partial %s failed while aborting (%s); removing it", self.path.name, exc)
         finally:
+            self._discard_sink()
+
+    def _discard_sink(self) -> None:
+        if self.remote:
+            self._upload.discard()  # S3: the multipart upload is aborted; nothing was ever visible
             try:
-                self._sink.close()
-            except OSError:
-                pass  # unflushed bytes of a file that is deleted next
+                self._upload.closed = True  # so that closing cannot commit what was buffered
+            except AttributeError:
+                pass  # a file type whose close() never commits (fsspec's MemoryFile)
+            return
+        try:
+            self._sink.close()
+        except OSError:
+            pass  # unflushed bytes of a file that is deleted next
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
@@ -231,8 +321,13 @@ class ShardWriter:
             self.abort()
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    path = Path(path)
+def write_json_atomic(path: Location | str, obj: dict) -> None:
+    """Write ``obj`` as JSON whole or not at all: a local file by temp+fsync+rename, an object by one upload."""
+    path = as_location(path)
+    if is_remote(path):
+        data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+        path.fs.pipe_file(path.path, data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     try:
@@ -253,15 +348,19 @@ def withdraw_record(paths: ShardPaths) -> bool:
     The record marks the shard finished, so between this and the new record the shard reads as unfinished: a
     reader or a rerun never pairs the old record with new rows, nor the new record with old rows.
     """
-    try:
+    if is_remote(paths.record):
+        if not paths.record.exists():  # deleting a missing object is no error on a store: ask first
+            return False
         paths.record.unlink()
-    except FileNotFoundError:
-        return False
-    _fsync_dir(paths.record.parent)
+    else:
+        try:
+            paths.record.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(paths.record.parent)
     log.info("%s/%s: old record withdrawn; replacing the shard", paths.component, paths.stem)
     return True
 
 
-def read_record(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_record(path: Location | str) -> dict:
+    return json.loads(fresh(as_location(path)).read_text(encoding="utf-8"))

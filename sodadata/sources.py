@@ -1,8 +1,10 @@
-"""Where source files come from: a local path, the Hugging Face Hub (``hf://``), or plain HTTP(S).
+"""Where source files come from: a local path, the Hugging Face Hub (``hf://``), plain HTTP(S), or an object store
+(``s3://``, ``gs://``, ``az://`` ... any fsspec URL, SPEC §6).
 
 Every recipe takes ``--source`` as any of these, so tests pass local paths to the very code that reads the Hub.
-Hub reads go through ``HfFileSystem`` (streamed, pinned to a commit); HTTP through ``urllib`` (streamed).
-Tokens come from the environment / the HF login, never from URLs, and are never logged.
+Hub reads go through ``HfFileSystem`` (streamed, pinned to a commit); HTTP through ``urllib`` (streamed); object
+stores through fsspec (streamed, listed by glob; ``sodadata.locations`` checks them before any work). Tokens and
+keys come from the environment / the HF login, never from URLs, and are never logged.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+from sodadata import locations
 from sodadata.recipe import SourceFile
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,8 @@ _SECRET_PARAM_RE = re.compile(r"token|signature|sig|secret|passw|key|credential|
 
 
 def url_credentials(url: str) -> str | None:
-    """What in an http(s) URL would carry a secret (user info, a token-like query parameter), or ``None``."""
-    if not is_http(url):
+    """What in a URL would carry a secret (user info, a token-like query parameter), or ``None``."""
+    if is_hf(url) or locations.scheme(url) is None:
         return None  # hf:// cannot hold a token; a local path is a path
     try:
         parts = urllib.parse.urlsplit(url)
@@ -118,6 +121,30 @@ def is_http(url: str) -> bool:
     return url.startswith(("http://", "https://"))
 
 
+def is_store(url: str) -> bool:
+    """An object-store (any fsspec) URL read through fsspec: not a local path, ``file://``, ``hf://`` or http(s)."""
+    return locations.is_remote(url) and not is_hf(url) and not is_http(url)
+
+
+def _local(url: str) -> Path:
+    return Path(locations.as_location(url))
+
+
+def _store(url: str):
+    """(filesystem, path) of an object-store URL; credentials from the store's usual environment."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def check_source(url: str) -> None:
+    """Before any work: a source URL carries no credentials, and an object store's backend is installed and its
+    prefix readable (one :class:`~sodadata.recipe.ConfigError` line otherwise)."""
+    check_no_credentials(url)
+    if is_store(url):
+        locations.check_location(url, write=False)
+
+
 def hf_url(repo: str, path: str = "", revision: str | None = None, repo_type: str = "datasets") -> str:
     rev = f"@{revision}" if revision else ""
     return f"hf://{repo_type}/{repo}{rev}" + (f"/{path.lstrip('/')}" if path else "")
@@ -181,16 +208,46 @@ def list_files(base: str, pattern: str) -> list[SourceFile]:
         return found
     if is_http(base):
         raise ValueError(f"cannot list files over plain HTTP ({base}); give a file list or a local mirror")
-    root = Path(base).expanduser()
+    if is_store(base):
+        fs, root = _store(base)
+        root = root.rstrip("/")
+        found = []
+        for p, info in sorted(fs.glob(f"{root}/{pattern}", detail=True).items()):
+            if info.get("type") == "file":
+                found.append(SourceFile(url=f"{base.rstrip('/')}/{p[len(root):].lstrip('/')}", size=info.get("size")))
+        return found
+    root = _local(base)
     if not root.exists():
         raise FileNotFoundError(f"source {base!r} does not exist")
     return [SourceFile(url=str(p), size=p.stat().st_size) for p in sorted(root.glob(pattern)) if p.is_file()]
 
 
 def join(base: str, *parts: str) -> str:
-    if is_hf(base) or is_http(base):
+    if is_hf(base) or is_http(base) or is_store(base):
         return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
-    return str(Path(base).expanduser().joinpath(*parts))
+    return str(_local(base).joinpath(*parts))
+
+
+def file_size(url: str) -> int | None:
+    """The size of a local or object-store file, None when there is none."""
+    if is_store(url):
+        fs, path = _store(url)
+        try:
+            return fs.size(path)
+        except FileNotFoundError:
+            return None
+    path = _local(url)
+    return path.stat().st_size if path.is_file() else None
+
+
+def is_dir(url: str) -> bool:
+    """Whether ``url`` is a folder to list (the Hub and HTTP are taken at their word: their listing says)."""
+    if is_hf(url) or is_http(url):
+        return True
+    if is_store(url):
+        fs, path = _store(url)
+        return fs.isdir(path)
+    return _local(url).is_dir()
 
 
 def exists(url: str) -> bool:
@@ -205,17 +262,27 @@ def exists(url: str) -> bool:
             if exc.code == 404:
                 return False
             raise
-    return Path(url).expanduser().exists()
+    if is_store(url):
+        fs, path = _store(url)
+        return fs.exists(path)
+    return _local(url).exists()
 
 
 def open_binary(url: str) -> BinaryIO:
-    """A streaming binary file object for a local path, ``hf://`` or ``http(s)://`` URL. Close it when done."""
+    """A streaming binary file object for a local path, ``hf://``, ``http(s)://`` or object-store URL. Close it
+    when done."""
     check_no_credentials(url)
     if is_hf(url):
         return _hf_fs().open(_hf_fs_path(url), "rb", block_size=READ_BLOCK)
     if is_http(url):
         return _open_http(url)
-    path = Path(url).expanduser()
+    if is_store(url):
+        fs, path = _store(url)
+        try:
+            return fs.open(path, "rb", block_size=READ_BLOCK)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"source file {locations.display(url)} does not exist") from None
+    path = _local(url)
     if not path.is_file():
         raise FileNotFoundError(f"source file {url!r} does not exist")
     return open(path, "rb", buffering=READ_BLOCK)

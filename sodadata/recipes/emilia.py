@@ -31,7 +31,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog, resolve_source_root
@@ -67,7 +67,8 @@ class EmiliaRecipe(Recipe):
         parser.add_argument("--subset", default="both", choices=[*SUBSETS, "both"], help="which corpus (default both)")
         parser.add_argument(
             "--source", default=None,
-            help="dataset root holding Emilia/ and Emilia-YODAS/: a local path or hf:// URL "
+            help="dataset root holding Emilia/ and Emilia-YODAS/: a local path, hf:// URL or object-store URL "
+            "(s3://, gs://, az://) "
             "(default: the Hub repo in catalogs/emilia.yaml)",
         )
         parser.add_argument("--revision", default=None, help="Hub revision (default: catalog's, resolved to a commit)")
@@ -85,7 +86,7 @@ class EmiliaRecipe(Recipe):
         root, commit = self._root()
         lang = self.lang.upper()
         tasks = []
-        if not (sources.is_hf(root) or sources.is_http(root) or Path(root).expanduser().is_dir()):
+        if not sources.is_dir(root):
             raise FileNotFoundError(f"source {root!r} does not exist")
         for subset in self.subsets:
             sub = catalog["subsets"][subset]

@@ -54,7 +54,7 @@ import tarfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
@@ -125,32 +125,36 @@ class LibriSpeechRecipe(Recipe):
         return not self.is_archive
 
     def tasks(self) -> list[ShardTask]:
+        sources.check_source(self.url)
         if self.is_archive:
             size = None
             if not sources.is_http(self.url):
-                path = Path(self.url).expanduser()
-                if not path.is_file():
+                size = sources.file_size(self.url)
+                if size is None:
                     raise FileNotFoundError(f"source archive {self.url!r} does not exist")
-                size = path.stat().st_size
             return [ShardTask(component=self.component, stem=self.split, split=self.split,
                               inputs=(SourceFile(self.url, size),))]
-        root = Path(self.url).expanduser() / TOP / self.split
-        if sources.is_hf(self.url) or not root.is_dir():
+        root = self._split_root()
+        if sources.is_hf(self.url) or not sources.is_dir(root):
             raise FileNotFoundError(
                 f"no {TOP}/{self.split}/ under {self.url!r}: give the local folder that holds {TOP}/ (an extracted "
                 f"{self.split}.tar.gz), the .tar.gz itself or its URL"
             )
         by_speaker: dict[str, list[SourceFile]] = defaultdict(list)
-        for f in sources.list_files(str(root), "**/*"):
-            rel = Path(f.url).relative_to(root)
+        for f in sources.list_files(root, "**/*"):
+            rel = _relative_parts(f.url, root)
             # files directly in the split folder (no speaker folder) form a task of their own: all are rejects
-            by_speaker[rel.parts[0] if len(rel.parts) > 1 else "_unplaced"].append(f)
+            by_speaker[rel[0] if len(rel) > 1 else "_unplaced"].append(f)
         if not by_speaker:
             raise FileNotFoundError(f"{root} holds no files")
         log.info("librispeech %s: %d files in %d speaker folders -> one task per speaker", self.split,
                  sum(map(len, by_speaker.values())), len(by_speaker))
         return [ShardTask(component=self.component, stem=speaker, split=self.split, inputs=tuple(by_speaker[speaker]))
                 for speaker in sorted(by_speaker, key=_numeric_key)]
+
+    def _split_root(self) -> str:
+        """The split's folder (``<source>/LibriSpeech/<split>``): a local path or an object-store URL."""
+        return sources.join(self.url, TOP, self.split)
 
     def completeness(self, tasks: list[ShardTask], full: bool) -> Completeness:
         """A folder's full run has every speaker and every utterance (FLAC) the catalog counts for the split, unless
@@ -182,10 +186,10 @@ class LibriSpeechRecipe(Recipe):
             except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
                 raise ShardError(f"cannot read archive {src.url}: {type(exc).__name__}: {exc}") from exc
             return
-        root = Path(self.url).expanduser() / TOP / self.split
+        root = self._split_root()
         chapters: dict[tuple[str, ...], list[SourceFile]] = defaultdict(list)
         for f in task.inputs:
-            chapters[Path(f.url).relative_to(root).parts[:-1]].append(f)
+            chapters[_relative_parts(f.url, root)[:-1]].append(f)
         for folder in sorted(chapters, key=lambda p: tuple(_numeric_key(x) for x in p)):
             yield from self._read_chapter(folder, chapters[folder])
 
@@ -409,3 +413,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _relative_parts(url: str, root: str) -> tuple[str, ...]:
+    """The folders and name of a listed file below ``root`` (what ``sources.list_files`` under it gave)."""
+    return tuple(p for p in url[len(root.rstrip("/")):].split("/") if p)
