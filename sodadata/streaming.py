@@ -15,6 +15,12 @@ memory.
 A reader's position is five integers (epoch, shard, row group, row, token offset), so a restore re-reads one row
 group and re-tokenizes from one row: no replay from the start.
 
+On an object store (SPEC §6) a row group is a round trip or several: each reader reads the row group that follows
+the current one in a background thread while the current one is tokenized (:class:`_Prefetch`). The next row group
+is a function of the position alone, so the order, the windows and a saved position are the same as without it; a
+reader holds at most two row groups (the current one and the next). A local disk reads a row group in milliseconds
+and is read in the caller's thread, as before.
+
 Shards are identified by content, not by name (:meth:`ShardList.identities`): a shard's size and a digest of its
 record (``<stem>.json``, which a rebuilt shard rewrites) and of its Parquet footer (row groups, sizes and statistics
 of the data; or, where the filesystem's listing carries a content hash such as the Hub's LFS SHA-256, that hash).
@@ -26,9 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import PurePosixPath
@@ -40,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from sodadata.locations import EXTRAS, check_location, display, is_remote
 from sodadata.outputs import is_skipped
 from sodadata.tokenizer import RowEncoder
 
@@ -47,6 +57,7 @@ log = logging.getLogger(__name__)
 
 ENCODE_CHUNK_BYTES = 8 * 1024 * 1024  # text handed to the tokenizer per call: large enough to batch, bounded memory
 ENCODE_CHUNK_ROWS = 256
+PREFETCH_THREADS = 8  # row-group reads in flight per process (one per reader at most): I/O waits, not CPU
 _GLOB_CHARS = "*?["
 
 
@@ -149,7 +160,15 @@ class ShardList:
         path = self.paths[index]
         if isinstance(self.fs, LocalFileSystem):
             return pq.ParquetFile(path)  # Arrow's own reader: no Python file object in the way
-        return pq.ParquetFile(self.fs.open(path, "rb"))
+        # On a store each read is a request: no read-ahead cache (a row group's text column is one read, and nothing
+        # beyond it is wanted), and the footer is read once per shard, not at every epoch's reopening.
+        file = pq.ParquetFile(self.fs.open(path, "rb", cache_type="none"), metadata=self._metadata.get(index))
+        self._metadata[index] = file.metadata
+        return file
+
+    @cached_property
+    def _metadata(self) -> dict[int, pq.FileMetaData]:
+        return {}
 
 
 def list_shards(location: str) -> ShardList:
@@ -160,6 +179,8 @@ def list_shards(location: str) -> ShardList:
     record or not (published copies may not carry records), except hidden files and files in folders below the
     glob's fixed part that never hold shards (``rejects/``, ``_hub/``, ``_stats/``, hidden ones).
     """
+    if is_remote(location):
+        _check_store(location)
     fs, path = fsspec.core.url_to_fs(location)
     glob = any(ch in path for ch in _GLOB_CHARS)
     if glob:
@@ -181,9 +202,23 @@ def list_shards(location: str) -> ShardList:
     found = sorted((p for p in entries if not any(is_skipped(d) for d in p[fixed:].split("/")[:-1])
                     and not p.rsplit("/", 1)[-1].startswith(".")), key=lambda p: (p.rsplit("/", 1)[-1], p))
     if not found:
-        raise FileNotFoundError(f"no finished Parquet shards at {location}")
+        raise FileNotFoundError(f"no finished Parquet shards at {display(location)}")
     return ShardList(fs=fs, paths=tuple(found), location=location, infos=tuple(entries[p] for p in found),
                      with_records=not glob)
+
+
+def _check_store(location: str) -> None:
+    """One line before any read when an object store's backend is missing, its credentials are refused or it cannot
+    be reached (:func:`sodadata.locations.check_location`). Other fsspec URLs (``hf://``, ``memory://``) say what
+    is wrong when listed."""
+    from sodadata.locations import scheme
+
+    kind = scheme(location)
+    if kind not in EXTRAS:
+        return
+    first_glob = min([location.index(ch) for ch in _GLOB_CHARS if ch in location], default=len(location))
+    prefix = location[:first_glob].rsplit("/", 1)[0] if first_glob < len(location) else location
+    check_location(prefix, write=False)
 
 
 def _content_hash(info: dict) -> str | None:
@@ -230,6 +265,54 @@ def permutation(n: int, *key: int) -> np.ndarray:
     return np.argsort(bits, kind="stable")
 
 
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _forget_executor() -> None:
+    # a forked child (a DataLoader worker) has none of its parent's threads: it starts its own pool
+    global _EXECUTOR, _EXECUTOR_LOCK
+    _EXECUTOR, _EXECUTOR_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_executor)
+
+
+class _Prefetch:
+    """One reader's next row group, read in the process's shared prefetch threads (module doc): at most one read
+    in flight and one row group waiting. While a read is in flight only its thread touches the reader's open file;
+    :meth:`take` waits for it before the reader reads anything itself."""
+
+    def __init__(self) -> None:
+        self._future: Future | None = None
+        self._ready: tuple[tuple[int, int, int], tuple[pa.Array, np.ndarray]] | None = None
+
+    def start(self, read_next, key: tuple[int, int, int]) -> None:
+        """Read what follows ``key`` (``read_next(key)``), unless it is already read or being read."""
+        global _EXECUTOR
+        if self._future is not None or self._ready is not None:
+            return
+        with _EXECUTOR_LOCK:
+            if _EXECUTOR is None:
+                _EXECUTOR = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="sodadata-prefetch")
+            self._future = _EXECUTOR.submit(read_next, key)
+
+    def take(self, key: tuple[int, int, int]) -> tuple[pa.Array, np.ndarray] | None:
+        """The row group ``key`` if it was read ahead, else None (the reader reads it); a failed read raises here.
+        Keys are in reading order: one read ahead past ``key`` (the next shard's first row group, while the reader
+        is still finding its current shard's end) is kept for later."""
+        if self._future is not None:
+            future, self._future = self._future, None
+            self._ready = future.result()
+        if self._ready is None or self._ready[0] < key:
+            self._ready = None
+            return None
+        if self._ready[0] > key:
+            return None
+        group, self._ready = self._ready[1], None
+        return group
+
+
 @dataclass
 class ReaderPosition:
     epoch: int = 0
@@ -273,14 +356,14 @@ class ComponentReader:
                 raise ValueError(f"the shards of {name} changed since this state was saved (names or contents); "
                                  "cannot resume exactly")
             self.position = ReaderPosition(**{k: position[k] for k in ("epoch", "shard", "row_group", "row", "offset")})
-        self._shares_epoch = -1
-        self._shares: list[LaneShare] = []
+        self._shares: dict[int, list[LaneShare]] = {}  # per epoch (the current one and the next)
         self._file: pq.ParquetFile | None = None
         self._file_at: tuple[int, int] = (-1, -1)  # (epoch, shard position) of the open file
         self._group_order: np.ndarray | None = None
         self._texts: pa.Array | None = None  # the current row group's text column
         self._row_order: np.ndarray | None = None  # this lane's rows of it, in reading order
         self._encoded: dict[int, np.ndarray] = {}  # row position -> token ids, for the current chunk
+        self._prefetch = _Prefetch() if is_remote(shards.location) else None
 
     @property
     def epoch(self) -> int:
@@ -290,34 +373,63 @@ class ComponentReader:
         return {**asdict(self.position), "shards": self.shards.fingerprint()}
 
     def _epoch_shares(self, epoch: int) -> list[LaneShare]:
-        if epoch != self._shares_epoch:
+        shares = self._shares.get(epoch)
+        if shares is None:  # the prefetch thread may be one epoch ahead: a small dict, replaced whole (atomic)
             n = len(self.shards.paths)
-            self._shares = lane_shares(n, self.lanes, self.lane, permutation(n, *self._key, epoch))
-            self._shares_epoch = epoch
-        return self._shares
+            shares = lane_shares(n, self.lanes, self.lane, permutation(n, *self._key, epoch))
+            self._shares = {**{e: v for e, v in self._shares.items() if e >= epoch - 1}, epoch: shares}
+        return shares
 
     def _load_group(self) -> bool:
         """Make the row group at the current position readable; False if the current shard is exhausted."""
         pos = self.position
-        shares = self._epoch_shares(pos.epoch)
-        if pos.shard >= len(shares):
+        key = (pos.epoch, pos.shard, pos.row_group)
+        if self._texts is not None:
+            return True
+        group = self._prefetch.take(key) if self._prefetch is not None else None
+        if group is None:
+            group = self._read_group(key)
+        if group is None:
             return False
-        share = shares[pos.shard]
-        if self._file_at != (pos.epoch, pos.shard):
-            self._file = self.shards.open(share.shard)
-            self._file_at = (pos.epoch, pos.shard)
-            self._group_order = permutation(self._file.num_row_groups, *self._key, pos.epoch, share.shard)
-            self._texts = None
-        if pos.row_group >= len(self._group_order):
-            return False
-        if self._texts is None:
-            group = int(self._group_order[pos.row_group])
-            table = self._file.read_row_group(group, columns=[self.text_key])
-            self._texts = table.column(self.text_key).combine_chunks()
-            order = permutation(len(self._texts), *self._key, pos.epoch, share.shard, group)
-            self._row_order = order[share.part::share.parts]
-            self._encoded = {}
+        self._texts, self._row_order = group
+        self._encoded = {}
+        if self._prefetch is not None:
+            self._prefetch.start(self._next_group, key)
         return True
+
+    def _read_group(self, key: tuple[int, int, int]) -> tuple[pa.Array, np.ndarray] | None:
+        """The text column of row group ``key`` = (epoch, shard position, row group position) and this lane's rows
+        of it in reading order; None past the end of the shard or of the epoch's shares. Opens the shard's file when
+        ``key`` is in another shard than the open one. Only one thread at a time calls it (:class:`_Prefetch`)."""
+        epoch, shard_pos, group_pos = key
+        shares = self._epoch_shares(epoch)
+        if shard_pos >= len(shares):
+            return None
+        share = shares[shard_pos]
+        if self._file_at != (epoch, shard_pos):
+            self._file = self.shards.open(share.shard)
+            self._file_at = (epoch, shard_pos)
+            self._group_order = permutation(self._file.num_row_groups, *self._key, epoch, share.shard)
+        if group_pos >= len(self._group_order):
+            return None
+        group = int(self._group_order[group_pos])
+        texts = self._file.read_row_group(group, columns=[self.text_key]).column(self.text_key).combine_chunks()
+        order = permutation(len(texts), *self._key, epoch, share.shard, group)
+        return texts, order[share.part::share.parts]
+
+    def _next_group(self, key: tuple[int, int, int]) -> tuple[tuple[int, int, int], tuple[pa.Array, np.ndarray]] | None:
+        """The first row group after ``key`` in reading order and its key: the next row group of the shard, else
+        the next shard's first, else the next epoch's first, as :meth:`pieces` moves (empty shards are passed)."""
+        epoch, shard_pos, group_pos = key[0], key[1], key[2] + 1
+        for _ in range(2 * len(self.shards.paths) + 2):
+            group = self._read_group((epoch, shard_pos, group_pos))
+            if group is not None:
+                return (epoch, shard_pos, group_pos), group
+            if shard_pos + 1 < len(self._epoch_shares(epoch)):
+                shard_pos, group_pos = shard_pos + 1, 0
+            else:
+                epoch, shard_pos, group_pos = epoch + 1, 0, 0
+        return None  # only empty shards within reach: the reader's own loop meets them as before
 
     def _advance_group(self) -> None:
         self.position.row_group += 1
