@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from sodadata.locations import EXTRAS, check_location, display, is_remote
+from sodadata.locations import EXTRAS, check_location, display, is_remote, scheme
 from sodadata.outputs import is_skipped
 from sodadata.tokenizer import RowEncoder
 
@@ -180,7 +180,7 @@ def list_shards(location: str) -> ShardList:
     glob's fixed part that never hold shards (``rejects/``, ``_hub/``, ``_stats/``, hidden ones).
     """
     if is_remote(location):
-        _check_store(location)
+        check_readable(location)
     fs, path = fsspec.core.url_to_fs(location)
     glob = any(ch in path for ch in _GLOB_CHARS)
     if glob:
@@ -207,14 +207,12 @@ def list_shards(location: str) -> ShardList:
                      with_records=not glob)
 
 
-def _check_store(location: str) -> None:
-    """One line before any read when an object store's backend is missing, its credentials are refused or it cannot
-    be reached (:func:`sodadata.locations.check_location`). Other fsspec URLs (``hf://``, ``memory://``) say what
-    is wrong when listed."""
-    from sodadata.locations import scheme
-
-    kind = scheme(location)
-    if kind not in EXTRAS:
+def check_readable(location: str) -> None:
+    """One :class:`~sodadata.recipe.ConfigError` line, before any read, when ``location`` (a folder or a glob) is on
+    an object store whose backend is missing, whose credentials are refused, that cannot be reached or that has
+    nothing there (:func:`sodadata.locations.check_location` on the glob's fixed part). Local paths and other
+    fsspec URLs (``hf://``, ``memory://``) say what is wrong when listed."""
+    if scheme(location) not in EXTRAS:
         return
     first_glob = min([location.index(ch) for ch in _GLOB_CHARS if ch in location], default=len(location))
     prefix = location[:first_glob].rsplit("/", 1)[0] if first_glob < len(location) else location

@@ -133,6 +133,16 @@ def _main(a: argparse.Namespace) -> int:
     if a.steps < 1:
         log.error("--steps must be at least 1")
         return 2
+    from sodadata.recipe import ConfigError
+    from sodadata.streaming import check_readable
+
+    try:  # a bucket's missing backend, refused credentials or absent prefix: one line before JAX starts
+        for location in (a.data, a.eval):
+            if location:
+                check_readable(location)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
     import jax
 
     if a.distributed:

@@ -1,0 +1,92 @@
+"""Readers of a bucket (issue 15, SPEC §6): the mixture stream and ``train --data`` read ``s3://`` on moto's S3
+server (tests/object_store.py) and give what they give from the local disk; a ``gs://`` URL without gcsfs is one
+line before any work; the store's secret appears nowhere in what they print."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from object_store import SECRET
+from synthetic import WORDS, make_output_dir
+from test_mixture import COMPONENTS, assert_same, soda, take
+from test_train import records, train_cli, work  # noqa: F401  (work: the fixture train_cli runs on)
+from tokenizers import Tokenizer
+
+from sodadata.packing import MixtureStream
+from sodadata.recipe import ConfigError
+from sodadata.streaming import list_shards
+from sodadata.tokenizer import build_tokenizer, train_small_base
+
+
+def upload(store, local: Path, prefix: str) -> str:
+    fs = store.fs()
+    for p in sorted(local.rglob("*")):
+        if p.is_file():
+            fs.put_file(str(p), f"{store.bucket}/{prefix}/{p.relative_to(local).as_posix()}")
+    return store.url(prefix)
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:  # test_mixture's
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]).capitalize() + "." for i in range(len(WORDS))] * 4
+    return build_tokenizer(train_small_base(corpus, vocab_size=500))
+
+
+def test_the_stream_from_a_bucket_is_the_stream_from_disk_and_resumes(s3_store, tmp_path: Path, tok) -> None:
+    data = tmp_path / "data"
+    make_output_dir(data, components=COMPONENTS, seed=7)
+    url = upload(s3_store, data, "soda")
+    local = soda(data, seq_len=100)
+    remote = dataclasses.replace(local, root=url)
+    stream = MixtureStream(remote, tok)
+    assert [r._prefetch is not None for lane in [stream._lane(0)] for r in lane.readers] == [True] * 4
+    full_local = take(MixtureStream(local, tok), 8, 40)
+    first = take(stream, 8, 17)
+    assert_same(first, full_local[:17])
+    # a position saved while the next row groups were being read ahead resumes exactly, from the bucket
+    state = json.loads(json.dumps(stream.state_dict()))
+    resumed = MixtureStream(remote, tok)
+    resumed.load_state_dict(state)
+    assert_same(take(resumed, 8, 23), full_local[17:])
+    assert_same(take(stream, 8, 23), full_local[17:])
+
+
+def test_a_location_with_nothing_there_or_no_backend_is_one_line(s3_store) -> None:
+    with pytest.raises(ConfigError, match=r"^s3://sodadata-test/nowhere does not exist$"):
+        list_shards(s3_store.url("nowhere"))
+    with pytest.raises(ConfigError, match=r"^gs://b/soda: the gs:// backend is not installed: pip install "
+                                          r"'sodadata\[gcs\]'$"):
+        list_shards("gs://b/soda/*/*.parquet")
+
+
+@pytest.mark.slow
+def test_train_reads_its_data_from_a_bucket(s3_store, work, tmp_path: Path) -> None:  # noqa: F811
+    """Two steps of ``python -m train --data s3://...`` see the batches two steps from the local shards see."""
+    url = upload(s3_store, work["data"], "train-data")
+    batches = {}
+    for name, data in (("local", str(work["data"])), ("bucket", url)):
+        metrics = tmp_path / f"{name}.jsonl"
+        proc = train_cli(work, "--steps", "2", "--metrics", str(metrics), "--data", data, devices=1)
+        assert SECRET not in proc.stdout + proc.stderr + metrics.read_text()
+        batches[name] = [(r["step"], r["batch_sha1"], r["loss"]) for r in records(metrics)[1]]
+    assert batches["bucket"] == batches["local"] and len(batches["local"]) == 2
+
+
+def test_train_with_a_gs_url_and_no_gcsfs_is_one_line_before_jax(work) -> None:  # noqa: F811
+    proc = train_cli(work, "--steps", "1", "--data", "gs://bucket/soda", check=False, devices=1)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "gs://bucket/soda: the gs:// backend is not installed: pip install 'sodadata[gcs]'"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not Path("gs:").exists()
+
+
+def test_no_local_folder_named_after_the_url(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError):
+        list_shards("gs://bucket/soda")
+    assert list(tmp_path.iterdir()) == []
+
