@@ -193,6 +193,13 @@ def list_shards(location: str) -> ShardList:
         names = {e.rstrip("/").rsplit("/", 1)[-1] for e in listed}
         entries = {e: info for e, info in listed.items()
                    if e.endswith(".parquet") and e[: -len(".parquet")].rsplit("/", 1)[-1] + ".json" in names}
+        if is_remote(location):
+            # No rename on a store: a record beside a Parquet object says nothing until the sizes it names match
+            # (SPEC §6; a killed attempt's upload beside an older record is never read). outputs decides that.
+            from sodadata.outputs import find_shards
+
+            finished = {s.parquet.path for s in find_shards(location).shards}
+            entries = {e: info for e, info in entries.items() if e in finished}
     # Below the fixed part of the location, folders that never hold shards (``_hub`` staged copies, ``_stats``,
     # ``rejects``, hidden ones: sodadata.outputs.is_skipped) are not searched; hidden files are not shards either.
     first_glob = min([path.index(ch) for ch in _GLOB_CHARS if ch in path], default=len(path))

@@ -25,7 +25,14 @@ from sodadata.document import (
     format_text_row,
 )
 from sodadata.made_by import FORMAT_VERSION
-from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
+from sodadata.shards import (
+    RECORD_VERSION,
+    REJECT_SCHEMA,
+    ShardPaths,
+    ShardWriter,
+    shard_file_names,
+    write_json_atomic,
+)
 
 WORDS = "the a speech model learns from audio and text tokens of many hours in open data sets".split()
 
@@ -144,6 +151,8 @@ def make_output_dir(out: Path, components=SODA_LIKE, seed: int = 0, rejects_per_
                 "codec": None if spec.text_only else {"codec": "synthetic"}, "sodadata_version": "test",
                 "made_by": json.loads(json.dumps(TEXT_MADE_BY if spec.text_only else SPEECH_MADE_BY)),
                 "elapsed_seconds": 0.0, "timings": {}, "finished_at": "2026-01-01T00:00:00Z",
+                # the sizes of the files beside it, as the shard writer records them (finished on a store too)
+                "files": {name: (paths.dir / name).stat().st_size for name in shard_file_names(stem)},
             }
             write_json_atomic(paths.record, record)
             exp["shards"] += 1
