@@ -66,7 +66,9 @@ from sodadata.document import (
     TEXT_ONLY,
     parse_row,
 )
+from sodadata.locations import Location, as_location, check_location, display, is_remote
 from sodadata.outputs import FinishedShard, find_shards, is_skipped, made_by_problems
+from sodadata.recipe import ConfigError
 from sodadata.shards import RECORD_VERSION, REJECT_SCHEMA, ROW_SCHEMA
 from sodadata.sources import url_credentials
 
@@ -164,7 +166,7 @@ class Validator:
 
     def __init__(self, out: Path, max_errors: int = DEFAULT_MAX_ERRORS, batch_bytes: int = DEFAULT_BATCH_BYTES,
                  stream=None) -> None:
-        self.out = Path(out)
+        self.out = as_location(out)
         self.max_errors = max_errors
         self.batch_bytes = batch_bytes
         self.stream = stream if stream is not None else sys.stdout
@@ -246,13 +248,15 @@ class Validator:
         if top and any(r in root.parents for r in self.roots):
             yield root
         for p in sorted(root.iterdir()):
-            if p.is_dir() and not is_skipped(p.name) and not p.is_symlink():
+            if p.is_dir() and not is_skipped(p.name) and (is_remote(p) or not p.is_symlink()):
                 yield p
                 yield from self._dirs(p, top=False)
 
     def _place(self, directory: Path) -> tuple[Path, str]:
         """(output root, component) of a shard folder: under the deepest root above it, else under OUT_DIR."""
         root = next((r for r in self.roots if r in directory.parents), self.out)
+        if is_remote(root):  # a URL's relative_to loses the name: the path strings are exact
+            return root, str(directory)[len(str(root).rstrip("/")) + 1:]
         return root, directory.relative_to(root).as_posix()
 
     # one shard
@@ -266,7 +270,7 @@ class Validator:
         if record is not None:
             self._made[(root, component)].append(FinishedShard(root, component, record_path, record))
         try:
-            pf = pq.ParquetFile(parquet)
+            pf = _parquet_file(parquet)
         except Exception as exc:  # any reader error means the shard is unusable; say which
             self.add(Violation("schema", rel, f"cannot open as Parquet: {type(exc).__name__}: {exc}"))
             return
@@ -387,7 +391,7 @@ class Validator:
                                f"({', '.join(doc + ROW_SUFFIX[f] for f in missing)})", row=r0, id=doc + ROW_SUFFIX[fmt]))
         totals.documents += len(pending)
         self.report.rows += row
-        self._shard_files.append(Path(rel))
+        self._shard_files.append(as_location(rel))
         self._id_hashes[root].append(np.asarray(hashes, dtype=np.uint64))
         self._id_shards[root].append(np.full(len(hashes), len(self._shard_files) - 1, dtype=np.uint32))
         return totals
@@ -516,7 +520,7 @@ class Validator:
                                                "rejects)"))
             return
         try:
-            pf = pq.ParquetFile(path)
+            pf = _parquet_file(path)
         except Exception as exc:  # any reader error means the list is unusable
             self.add(Violation("rejects", rel, f"cannot open as Parquet: {type(exc).__name__}: {exc}"))
             return
@@ -570,7 +574,7 @@ class Validator:
         involved = sorted({int(shards[order[i]]) for i in dup} | {int(shards[order[i + 1]]) for i in dup})
         where: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for s in involved:
-            ids = pq.read_table(self._shard_files[s], columns=["id"]).column("id").to_pylist()
+            ids = _parquet_file(self._shard_files[s]).read(columns=["id"]).column("id").to_pylist()
             for row, rid in enumerate(ids):
                 where[rid].append((s, row))
         for rid, places in sorted(where.items()):
@@ -617,7 +621,12 @@ def format_summary(report: Report, elapsed: float, out: Path | None = None) -> s
     return "\n".join(lines)
 
 
-def validate(out: Path, max_errors: int = DEFAULT_MAX_ERRORS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+def _parquet_file(loc: Location) -> pq.ParquetFile:
+    """A shard's Parquet file, local or on a store (read through its filesystem: Arrow does not take a UPath)."""
+    return pq.ParquetFile(loc.open("rb") if is_remote(loc) else loc)
+
+
+def validate(out: Location | str, max_errors: int = DEFAULT_MAX_ERRORS, batch_bytes: int = DEFAULT_BATCH_BYTES,
              stream=None) -> Report:
     """Check ``out``; print one line per violation to ``stream`` (stdout); return the report."""
     return Validator(out, max_errors=max_errors, batch_bytes=batch_bytes, stream=stream).run()
@@ -626,20 +635,27 @@ def validate(out: Path, max_errors: int = DEFAULT_MAX_ERRORS, batch_bytes: int =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sodadata validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, metavar="OUT_DIR", help="output directory of one or more recipe runs")
+    parser.add_argument("out", metavar="OUT_DIR", help="output directory of one or more recipe runs (a local path or "
+                        "a URL: s3://, gs://, az://)")
     parser.add_argument("--max-errors", type=int, default=DEFAULT_MAX_ERRORS, metavar="N",
                         help=f"stop after reporting N violations (default {DEFAULT_MAX_ERRORS}; 0: report all)")
     parser.add_argument("--batch-mb", type=float, default=DEFAULT_BATCH_BYTES / 2**20, metavar="MB",
                         help="rows read at a time, in uncompressed MB (default %(default)s; a single row larger "
                         "than this is read alone)")
     args = parser.parse_args(argv)
+    try:
+        check_location(args.out, write=False)
+        args.out = as_location(args.out)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not args.out.is_dir():
-        print(f"error: {args.out} is not a directory", file=sys.stderr)
+        print(f"error: {display(args.out)} is not a directory", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     report = validate(args.out, max_errors=args.max_errors, batch_bytes=int(args.batch_mb * 2**20))
     if report.shards == 0 and not report.violations:
-        print(f"error: no shards under {args.out} (expected <component>/<stem>.parquet with its .json record)",
+        print(f"error: no shards under {display(args.out)} (expected <component>/<stem>.parquet with its .json record)",
               file=sys.stderr)
         return 2
     print(format_summary(report, time.perf_counter() - t0, args.out))

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from object_store import SECRET
 from synthetic import WORDS, make_output_dir
 from test_mixture import COMPONENTS, assert_same, soda, take
-from test_train import records, train_cli, work  # noqa: F401  (work: the fixture train_cli runs on)
+from test_train import REPO, records, train_cli, work  # noqa: F401  (work: the fixture train_cli runs on)
 from tokenizers import Tokenizer
 
 from sodadata.packing import MixtureStream
@@ -90,3 +93,35 @@ def test_no_local_folder_named_after_the_url(tmp_path: Path, monkeypatch) -> Non
         list_shards("gs://bucket/soda")
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_validate_reads_a_bucket(s3_store, tmp_path: Path) -> None:
+    """``sodadata validate s3://...`` checks the shards in the bucket as it checks them on disk: clean, then the
+    violation of a damaged row named by its URL; a bucket prefix with nothing there is one line."""
+    from test_validate import COMPONENTS as VALIDATE_COMPONENTS
+    from test_validate import SHARD, rewrite, set_text
+
+    out = tmp_path / "out"
+    make_output_dir(out, components=VALIDATE_COMPONENTS, seed=11)
+    url = upload(s3_store, out, "clean")
+    done = _cli("validate", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1].endswith(": clean")
+    rewrite(out, SHARD, lambda rows: set_text(rows, 0, rows[0]["text"][:-1]))
+    url = upload(s3_store, out, "damaged")
+    done = _cli("validate", url)
+    assert done.returncode == 1
+    assert f"{url}/{SHARD}.parquet" in done.stdout
+    missing = _cli("validate", s3_store.url("nowhere"))
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {s3_store.url('nowhere')} does not exist"
+    gs = _cli("validate", "gs://bucket/out")
+    assert gs.returncode == 2 and gs.stderr.strip().splitlines() == [
+        "error: gs://bucket/out: the gs:// backend is not installed: pip install 'sodadata[gcs]'"]
+    for proc in (done, missing, gs):
+        assert SECRET not in proc.stdout + proc.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``sodadata ARGS`` in a subprocess, with the store's environment the fixture set."""
+    return subprocess.run([sys.executable, "-m", "sodadata.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
