@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -56,8 +58,10 @@ from sodadata.document import (
     TEXT_ONLY,
     TEXT_START,
 )
+from sodadata.locations import Location, as_location, check_location, is_remote
 from sodadata.mixture import MIXTURE_DIR, read_recipe, resolve_recipe_path
 from sodadata.outputs import Found, OutputError, made_by_problems, one_root
+from sodadata.recipe import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +99,16 @@ class StatsError(Exception):
 
 @dataclass(frozen=True)
 class StatsConfig:
-    out: Path
-    output: Path | None = None  # default: out/_stats
+    out: Location | str
+    output: Location | str | None = None  # default: out/_stats (a URL when out is one)
     tokenizer: str | Path | None = None  # directory holding tokenizer.json (or the file itself, or a Hub id)
     recipe: Path | None = None  # default: recipes/soda.yaml, else the SPEC §4 weights
     components: tuple[str, ...] = ()  # empty: every component found
     utterance_shards: int | None = None  # shards per component read for utterance durations; None all, 0 none
 
     @property
-    def output_dir(self) -> Path:
-        return Path(self.output) if self.output is not None else Path(self.out) / STATS_DIRNAME
+    def output_dir(self) -> Location:
+        return as_location(self.output) if self.output is not None else as_location(self.out) / STATS_DIRNAME
 
 
 @dataclass
@@ -210,13 +214,15 @@ class CorpusStats:
 # ---------------------------------------------------------------- inputs
 
 
-def fingerprint(records: Sequence[tuple[str, Path, dict]], tokenizer: Path | None, utterance_shards: int | None) -> str:
+def fingerprint(records: Sequence[tuple[str, Location, dict]], tokenizer: Path | None,
+                utterance_shards: int | None) -> str:
     """Hash of the finished shards (name, record, file size and time) and of the options that change the numbers."""
     h = hashlib.sha256()
     for component, path, rec in sorted(records, key=lambda r: (r[0], str(r[1]))):
-        st = Path(path).with_suffix(".parquet").stat()  # a rewritten shard changes these even with an equal record
-        h.update(f"{component}\0{Path(path).name}\0{rec.get('finished_at')}\0{rec.get('rows')}\0"
-                 f"{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        st = as_location(path).with_suffix(".parquet").stat()  # a rewritten shard changes these, even with an equal
+        changed = getattr(st, "st_mtime_ns", None) or st.st_mtime  # record (a store's stat has seconds)
+        h.update(f"{component}\0{as_location(path).name}\0{rec.get('finished_at')}\0{rec.get('rows')}\0"
+                 f"{st.st_size}\0{changed}\n".encode())
     tok = str(Path(tokenizer).resolve()) if tokenizer is not None else None
     h.update(f"tokenizer={tok}\0utterance_shards={utterance_shards}".encode())
     return h.hexdigest()[:16]
@@ -329,12 +335,12 @@ def _summary(values: np.ndarray | None) -> dict | None:
 # ---------------------------------------------------------------- computation
 
 
-def component_stats(component: str, records: Sequence[tuple[Path, dict]], counter: _TokenCounter | None = None,
+def component_stats(component: str, records: Sequence[tuple[Location, dict]], counter: _TokenCounter | None = None,
                     utterance_shards: int | None = None) -> ComponentStats:
     """Numbers of one component from its shards' metadata columns and records (``text`` only where said)."""
-    shard_paths = [str(Path(p).with_suffix(".parquet")) for p, _ in records]
+    shard_paths = [as_location(p).with_suffix(".parquet") for p, _ in records]
     meta = (
-        pl.scan_parquet(shard_paths)
+        _scan_shards(shard_paths, ["format", "n_utterances", "audio_seconds", "n_audio_tokens"])
         .select(
             pl.col("format"),
             pl.col("n_utterances").cast(pl.Int64),
@@ -408,7 +414,7 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
     for i in to_read:
         want_utts = i in utt_idx
         columns = ["format", "text", "n_audio_tokens"]
-        for batch in pq.ParquetFile(shard_paths[i]).iter_batches(batch_size=TEXT_BATCH_ROWS, columns=columns):
+        for batch in _parquet_file(shard_paths[i]).iter_batches(batch_size=TEXT_BATCH_ROWS, columns=columns):
             if counter is not None:
                 t, a, _ = counter.count(batch.column("text").to_pylist())
                 text_tokens += int(t.sum())
@@ -454,7 +460,21 @@ def component_stats(component: str, records: Sequence[tuple[Path, dict]], counte
     )
 
 
-def group_records(out: Path | Found, components: Iterable[str] = (), command: str = "stats"
+def _parquet_file(loc: Location) -> pq.ParquetFile:
+    """A shard's Parquet file, local or on a store (read through its filesystem: Arrow does not take a UPath)."""
+    return pq.ParquetFile(loc.open("rb") if is_remote(loc) else loc)
+
+
+def _scan_shards(paths: Sequence[Location], columns: list[str]) -> pl.LazyFrame:
+    """Some columns of every shard: Polars' own scan on a local disk; on a store each file's columns through its
+    filesystem (Polars' object-store client would need the credentials handed to it)."""
+    if not any(is_remote(p) for p in paths):
+        return pl.scan_parquet([str(p) for p in paths]).select(columns)
+    tables = [_parquet_file(p).read(columns=columns) for p in paths]
+    return pl.from_arrow(pa.concat_tables(tables)).lazy()
+
+
+def group_records(out: Location | str | Found, components: Iterable[str] = (), command: str = "stats"
                   ) -> dict[str, list[tuple[Path, dict]]]:
     """Finished shards of the output root ``out`` by component (all, or those named), in path order.
 
@@ -463,7 +483,7 @@ def group_records(out: Path | Found, components: Iterable[str] = (), command: st
     Components whose shards differ in ``made_by`` or lack it get one warning each.
     """
     try:
-        found = out if isinstance(out, Found) else one_root(Path(out), command)
+        found = out if isinstance(out, Found) else one_root(out, command)
         grouped = found.by_component(components)
     except OutputError as exc:
         raise StatsError(str(exc)) from None
@@ -594,13 +614,23 @@ def render_markdown(stats: CorpusStats, image_prefix: str = "", heading_level: i
     return "\n".join(md)
 
 
-def write_plots(stats: CorpusStats, output: Path) -> dict[str, Path]:
+def _save_png(fig, path: Location) -> None:
+    if not is_remote(path):
+        fig.savefig(path, dpi=100)
+        return
+    buffer = io.BytesIO()  # matplotlib writes files and file objects, not URLs
+    fig.savefig(buffer, format="png", dpi=100)
+    path.write_bytes(buffer.getvalue())
+
+
+def write_plots(stats: CorpusStats, output: Location) -> dict[str, Location]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
     import matplotlib.pyplot as plt
 
-    output.mkdir(parents=True, exist_ok=True)
+    if not is_remote(output):
+        output.mkdir(parents=True, exist_ok=True)
     speech = [c for c in stats.components if c.is_speech]
     paths = {}
 
@@ -623,7 +653,7 @@ def write_plots(stats: CorpusStats, output: Path) -> dict[str, Path]:
         fig.suptitle(title)
         fig.tight_layout()
         path = output / PLOTS[kind]
-        fig.savefig(path, dpi=100)
+        _save_png(fig, path)
         plt.close(fig)
         paths[kind] = path
 
@@ -647,7 +677,7 @@ def write_plots(stats: CorpusStats, output: Path) -> dict[str, Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths["share"] = output / PLOTS["share"]
-    fig.savefig(paths["share"], dpi=100)
+    _save_png(fig, paths["share"])
     plt.close(fig)
     return paths
 
@@ -659,10 +689,12 @@ def _bins(values: np.ndarray, log: bool) -> np.ndarray | int:
     return 40 if hi > lo else 1
 
 
-def write_report(stats: CorpusStats, output: Path) -> dict[str, Path]:
-    """Write stats.md, stats.json and the PNGs to ``output``; return their paths."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+def write_report(stats: CorpusStats, output: Location | str) -> dict[str, Location]:
+    """Write stats.md, stats.json and the PNGs to ``output`` (a folder, or a prefix on a store); return their
+    paths."""
+    output = as_location(output)
+    if not is_remote(output):  # a store has no folders to make
+        output.mkdir(parents=True, exist_ok=True)
     paths = write_plots(stats, output)
     paths["markdown"] = output / STATS_MD
     paths["markdown"].write_text(render_markdown(stats), encoding="utf-8")
@@ -671,9 +703,9 @@ def write_report(stats: CorpusStats, output: Path) -> dict[str, Path]:
     return paths
 
 
-def read_report(output: Path) -> CorpusStats | None:
+def read_report(output: Location | str) -> CorpusStats | None:
     """The stats saved in ``output`` (stats.json), or None if there are none or they are unreadable."""
-    path = Path(output) / STATS_JSON
+    path = as_location(output) / STATS_JSON
     try:
         return CorpusStats.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
@@ -685,9 +717,10 @@ def read_report(output: Path) -> CorpusStats | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sodadata stats", description=__doc__.split("\n\n")[0])
-    p.add_argument("out", type=Path, help="output directory of the recipes (holds <component>/<stem>.parquet)")
-    p.add_argument("--output", type=Path, default=None, help="where to write stats.md/json and PNGs "
-                   "(default OUT/_stats)")
+    p.add_argument("out", help="output directory of the recipes (holds <component>/<stem>.parquet): a local path "
+                   "or a URL (s3://, gs://, az://)")
+    p.add_argument("--output", default=None, help="where to write stats.md/json and PNGs (default OUT/_stats, "
+                   "in the bucket when OUT is one)")
     p.add_argument("--tokenizer", default=None,  # a str: Path() would drop the trailing "/" that marks a folder
                    help="folder with tokenizer.json (`sodadata tokenizer build`): exact text tokens; reads all text")
     p.add_argument("--recipe", type=Path, default=None,
@@ -708,11 +741,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # A folder holding one output root below it (the README's out/ holding out/sample) means that root, and
         # the report goes to its _stats/ unless --output says otherwise; several roots: name them, stop.
+        check_location(args.out, write=False)
+        if args.output is not None:
+            check_location(args.output, write=True)
         found = one_root(args.out, "stats")
         config = StatsConfig(out=found.path, output=args.output, tokenizer=args.tokenizer, recipe=args.recipe,
                              components=tuple(args.component), utterance_shards=args.utterance_shards)
         stats = compute_stats(config, found)
-    except (StatsError, OutputError) as exc:
+    except (StatsError, OutputError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
     paths = write_report(stats, config.output_dir)

@@ -125,3 +125,36 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     """``sodadata ARGS`` in a subprocess, with the store's environment the fixture set."""
     return subprocess.run([sys.executable, "-m", "sodadata.cli", *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+
+
+def test_stats_reads_a_bucket_and_writes_its_report_there(s3_store, tmp_path: Path) -> None:
+    """``sodadata stats s3://.../out`` gives the numbers stats gives on the local copy, and writes OUT/_stats/ in
+    the bucket (stats.json, stats.md, the PNGs); nothing local is made; the secret is in none of it."""
+    out = tmp_path / "out"
+    make_output_dir(out, components=COMPONENTS, seed=7)
+    url = upload(s3_store, out, "stats-out")
+    local = _cli("stats", str(out), "--output", str(tmp_path / "local-stats"))
+    assert local.returncode == 0, local.stderr
+    work_dir = tmp_path / "cwd"
+    work_dir.mkdir()
+    remote = subprocess.run([sys.executable, "-m", "sodadata.cli", "stats", url], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300, cwd=work_dir)
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout  # the printed table: the same numbers
+    fs = s3_store.fs()
+    written = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_store.bucket}/stats-out/_stats"))
+    assert written == sorted(p.name for p in (tmp_path / "local-stats").iterdir())
+    saved = json.loads(fs.cat_file(f"{s3_store.bucket}/stats-out/_stats/stats.json"))
+    expected = json.loads((tmp_path / "local-stats" / "stats.json").read_text())["components"]
+    for got, want in zip(saved["components"], expected, strict=True):  # float sums in another order
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            numeric = isinstance(value, float) or (isinstance(value, dict) and key.endswith("_summary"))
+            assert got[key] == (pytest.approx(value, rel=1e-9) if numeric else value), key
+    assert list(work_dir.iterdir()) == []
+    for name in written:
+        assert SECRET.encode() not in fs.cat_file(f"{s3_store.bucket}/stats-out/_stats/{name}")
+    assert SECRET not in remote.stdout + remote.stderr
+    gs = _cli("stats", "gs://bucket/out")
+    assert gs.returncode == 2 and gs.stderr.strip().splitlines()[-1].endswith(
+        "gs://bucket/out: the gs:// backend is not installed: pip install 'sodadata[gcs]'")
