@@ -73,8 +73,13 @@ def _sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
 
 
-def make_output_dir(out: Path, components=SODA_LIKE, seed: int = 0, rejects_per_shard: int = 1) -> dict:
-    """Write finished shards for ``components`` under ``out``; return the expected counts per component."""
+def make_output_dir(out: Path, components=SODA_LIKE, seed: int = 0, rejects_per_shard: int = 1,
+                    record_files: bool = False) -> dict:
+    """Write finished shards for ``components`` under ``out``; return the expected counts per component.
+
+    ``record_files``: each record names the sizes of the files beside it, as the shard writer's records do (what
+    makes a shard finished on an object store, SPEC §6); without it the records are those of an output made before
+    that (finished on a local disk only), which tests that edit shards in place rely on."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     expected: dict[str, dict] = {}
@@ -151,9 +156,9 @@ def make_output_dir(out: Path, components=SODA_LIKE, seed: int = 0, rejects_per_
                 "codec": None if spec.text_only else {"codec": "synthetic"}, "sodadata_version": "test",
                 "made_by": json.loads(json.dumps(TEXT_MADE_BY if spec.text_only else SPEECH_MADE_BY)),
                 "elapsed_seconds": 0.0, "timings": {}, "finished_at": "2026-01-01T00:00:00Z",
-                # the sizes of the files beside it, as the shard writer records them (finished on a store too)
-                "files": {name: (paths.dir / name).stat().st_size for name in shard_file_names(stem)},
             }
+            if record_files:
+                record["files"] = {name: (paths.dir / name).stat().st_size for name in shard_file_names(stem)}
             write_json_atomic(paths.record, record)
             exp["shards"] += 1
             exp["documents"] += n_docs

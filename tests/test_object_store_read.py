@@ -40,7 +40,7 @@ def tok() -> Tokenizer:  # test_mixture's
 
 def test_the_stream_from_a_bucket_is_the_stream_from_disk_and_resumes(s3_store, tmp_path: Path, tok) -> None:
     data = tmp_path / "data"
-    make_output_dir(data, components=COMPONENTS, seed=7)
+    make_output_dir(data, components=COMPONENTS, seed=7, record_files=True)
     url = upload(s3_store, data, "soda")
     local = soda(data, seq_len=100)
     remote = dataclasses.replace(local, root=url)
@@ -68,9 +68,13 @@ def test_a_location_with_nothing_there_or_no_backend_is_one_line(s3_store) -> No
 @pytest.mark.slow
 def test_train_reads_its_data_from_a_bucket(s3_store, work, tmp_path: Path) -> None:  # noqa: F811
     """Two steps of ``python -m train --data s3://...`` see the batches two steps from the local shards see."""
-    url = upload(s3_store, work["data"], "train-data")
+    from test_train import COMPONENTS as TRAIN_COMPONENTS
+
+    local = tmp_path / "data"
+    make_output_dir(local, TRAIN_COMPONENTS, seed=3, record_files=True)
+    url = upload(s3_store, local, "train-data")
     batches = {}
-    for name, data in (("local", str(work["data"])), ("bucket", url)):
+    for name, data in (("local", str(local)), ("bucket", url)):
         metrics = tmp_path / f"{name}.jsonl"
         proc = train_cli(work, "--steps", "2", "--metrics", str(metrics), "--data", data, devices=1)
         assert SECRET not in proc.stdout + proc.stderr + metrics.read_text()
@@ -102,7 +106,7 @@ def test_validate_reads_a_bucket(s3_store, tmp_path: Path) -> None:
     from test_validate import SHARD, rewrite, set_text
 
     out = tmp_path / "out"
-    make_output_dir(out, components=VALIDATE_COMPONENTS, seed=11)
+    make_output_dir(out, components=VALIDATE_COMPONENTS, seed=11, record_files=True)
     url = upload(s3_store, out, "clean")
     done = _cli("validate", url)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -131,7 +135,7 @@ def test_stats_reads_a_bucket_and_writes_its_report_there(s3_store, tmp_path: Pa
     """``sodadata stats s3://.../out`` gives the numbers stats gives on the local copy, and writes OUT/_stats/ in
     the bucket (stats.json, stats.md, the PNGs); nothing local is made; the secret is in none of it."""
     out = tmp_path / "out"
-    make_output_dir(out, components=COMPONENTS, seed=7)
+    make_output_dir(out, components=COMPONENTS, seed=7, record_files=True)
     url = upload(s3_store, out, "stats-out")
     local = _cli("stats", str(out), "--output", str(tmp_path / "local-stats"))
     assert local.returncode == 0, local.stderr
