@@ -1,5 +1,4 @@
-"""Object stores against a local disk (issue 15, SPEC §6): the mixture stream's tokens/s read from a bucket, and
-what uploading a task's Parquet + record costs.
+"""Object stores against a local disk (issue 15, SPEC §6): the mixture stream's tokens/s read from a bucket.
 
 The store is moto's S3 server (``moto.server.ThreadedMotoServer``) on 127.0.0.1, started here in a child process
 of its own so that its request handling does not share this process's interpreter lock with the stream; it is
@@ -11,7 +10,8 @@ copies), not what a cloud region's network adds.
   16) over bench/stream.py's generated SODA-like shards, from the local disk and from the bucket (the same files),
   repetitions interleaved, min / median / max; and from the bucket with the row-group prefetch switched off, to
   show what overlapping reads with tokenizing buys.
-* **The write path**: each shard's Parquet and record uploaded to the bucket, timed against the task that made it.
+
+Not measured here yet: the write path (a recipe's uploads of Parquet + record as a share of a task's time).
 
     python bench/object_store.py           # about 4 minutes on 2 cores; writes its section of BENCHMARKS.md
     python bench/object_store.py --quick   # a minute: smaller data, shorter measurements, prints only
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(body)
     if not (args.quick or args.no_write):
-        write_section("object_store", "Object stores: the stream from a bucket, uploads (issue 15)", body)
+        write_section("object_store", "Object stores: the mixture stream from a bucket (issue 15)", body)
     return 0
 
 
