@@ -193,9 +193,10 @@ def list_shards(location: str) -> ShardList:
         names = {e.rstrip("/").rsplit("/", 1)[-1] for e in listed}
         entries = {e: info for e, info in listed.items()
                    if e.endswith(".parquet") and e[: -len(".parquet")].rsplit("/", 1)[-1] + ".json" in names}
-        if is_remote(location):
-            # No rename on a store: a record beside a Parquet object says nothing until the sizes it names match
-            # (SPEC §6; a killed attempt's upload beside an older record is never read). outputs decides that.
+        if scheme(location) in EXTRAS:
+            # No rename on an object store: a record beside a Parquet object says nothing until the sizes it names
+            # match (SPEC §6; a killed attempt's upload beside an older record is never read). outputs decides that.
+            # (memory:// and the like keep the local rule: a record beside the shard.)
             from sodadata.outputs import find_shards
 
             finished = {s.parquet.path for s in find_shards(location).shards}
