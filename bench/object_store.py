@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from bench._common import REPO, load
-from bench.report import table, write_section
+from bench.report import publish, table
 
 log = logging.getLogger("bench.object_store")
 BUCKET = "sodadata-bench"
@@ -147,11 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         "Loopback has no network latency: on a cloud store each row group is a round trip of tens of "
         "milliseconds, which the prefetch hides as long as reading a row group takes less time than tokenizing one.",
     ])
-    print(body)
-    if not (args.quick or args.no_write):
-        write_section("object_store", "Object stores: the mixture stream from a bucket (issue 15)", body)
-    return 0
-
+    return publish("object_store", "Object stores: the mixture stream from a bucket (issue 15)", body,
+                   write=not (args.quick or args.no_write))
 
 if __name__ == "__main__":
     sys.exit(main())
