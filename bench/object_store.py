@@ -150,5 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     return publish("object_store", "Object stores: the mixture stream from a bucket (issue 15)", body,
                    write=not (args.quick or args.no_write))
 
+
 if __name__ == "__main__":
     sys.exit(main())
