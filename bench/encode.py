@@ -328,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.malloc_probe:
         seconds, reps, disable = json.loads(args.malloc_probe)
         if disable:
-            import sodadata.codec
+            import sodadata.malloc_tuning
 
-            sodadata.codec._MALLOC_TUNED = True  # as if already done: the fix is skipped
+            sodadata.malloc_tuning._MALLOC_TUNED = True  # as if already done: the fix is skipped
         print(json.dumps(malloc_probe(seconds, reps)))
         return 0
     if args.memory_probe:

@@ -275,7 +275,7 @@ def test_a_hub_codec_is_pinned_to_the_commit_its_revision_names(monkeypatch):
         asked.append((repo, revision, repo_type))
         return commit
 
-    monkeypatch.setattr("sodadata.codec.resolve_hf_revision", resolve)
+    monkeypatch.setattr("sodadata.codec_loading.resolve_hf_revision", resolve)
     config = prepare(EmiliaRecipe(source=str(SAMPLE)),
                      PipelineConfig(out="unused", codec=CodecConfig(codec="kyutai/mimi", device="cuda:3", dtype="bfloat16")))
     assert asked == [("kyutai/mimi", None, "model")]
@@ -290,7 +290,7 @@ def test_offline_a_hub_codec_resolves_from_the_local_cache_or_says_what_to_do(mo
     def unreachable(repo, revision, repo_type="dataset"):
         raise RuntimeError("cannot reach model 'kyutai/mimi' on the Hugging Face Hub (ConnectError)")
 
-    monkeypatch.setattr("sodadata.codec.resolve_hf_revision", unreachable)
+    monkeypatch.setattr("sodadata.codec_loading.resolve_hf_revision", unreachable)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(RuntimeError, match="not in the local Hugging Face cache"):
         codec_identity(CodecConfig(codec="kyutai/mimi"))
