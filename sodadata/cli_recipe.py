@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from sodadata.codec import DEFAULT_CODEC, DTYPES, NOT_REAL_WARNING, CodecConfig, check_codec
@@ -41,8 +40,12 @@ def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argpa
     recipe_cls.add_arguments(parser)
 
     run = parser.add_argument_group("running")
-    run.add_argument("--workers", type=int, default=1, help="LocalCluster worker processes (default 1)")
-    run.add_argument("--threads-per-worker", type=int, default=1, help="tasks run at once per worker (default 1)")
+    run.add_argument(
+        "--workers", type=int, default=None,
+        help="LocalCluster worker processes (default: one per usable core on CPU, one per GPU on CUDA, at most one "
+        "per shard to do)",
+    )
+    run.add_argument("--threads-per-worker", type=int, default=None, help="tasks run at once per worker (default 1)")
     run.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="use a running Dask scheduler instead of a LocalCluster")
     run.add_argument("--retries", type=int, default=2, help="retries of a failed shard before it is reported (default 2)")
     run.add_argument("--serial", action="store_true", help="run shards one by one in this process, without Dask (debugging)")
@@ -67,7 +70,11 @@ def build_parser(recipe_cls: type[Recipe], prog: str, description: str) -> argpa
         codec.add_argument("--dtype", default="float32", choices=DTYPES, help="model dtype (default float32; tf32 = float32 with TF32 matmuls on GPU)")
         codec.add_argument("--batch-size", type=int, default=None, help="utterances per encoder batch (default: 1 on CPU, 64 on GPU)")
         codec.add_argument("--max-batch-seconds", type=float, default=None, help="padded audio seconds per batch (default: 120 CPU, 1920 GPU)")
-        codec.add_argument("--torch-threads", type=int, default=None, help="torch threads per task (default: cores / (workers x threads))")
+        codec.add_argument(
+            "--torch-threads", type=int, default=None,
+            help="torch threads per task (default: cores / (workers x threads per worker); with --scheduler, the "
+            "workers' own)",
+        )
         codec.add_argument("--max-utterance-seconds", type=float, default=600.0, help="reject longer utterances (default 600)")
         rows = parser.add_argument_group("rows (SPEC §1-2; recorded in each shard's made_by)")
         # read as strings and checked in main(): a bad value is one line, not argparse's usage block
@@ -104,12 +111,10 @@ def main(recipe_cls: type[Recipe], argv: list[str] | None, prog: str, descriptio
         recipe = recipe_cls.from_args(args)
         codec = None
         if recipe_cls.kind == "speech":
-            threads = args.torch_threads
-            if threads is None and not args.scheduler:
-                threads = max(1, (os.cpu_count() or 1) // (args.workers * args.threads_per_worker))
+            # threads None: the runner chooses them with the workers, once it knows the shards to do (worker_layout)
             codec = CodecConfig(
                 codec=args.codec, revision=args.codec_revision, device=args.device, dtype=args.dtype,
-                batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, threads=threads,
+                batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds, threads=args.torch_threads,
                 num_codebooks=codebooks,
             )
         pipeline = PipelineConfig(

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from sodadata.codec_loading import (
 )
 from sodadata.codec_random import build_random_mimi, tiny_random_config
 from sodadata.codes import CODEBOOK_SIZE, NUM_CODEBOOKS, SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_samples
+from sodadata.engine_check import EngineCheck, check_key
 from sodadata.malloc_tuning import undo_fixed_malloc_trim_threshold
 from sodadata.padding_repair import PaddingRepairer
 
@@ -58,7 +59,8 @@ class EncodeStats:
     items: int = 0
     audio_seconds: float = 0.0
     padded_seconds: float = 0.0
-    encode_seconds: float = 0.0
+    encode_seconds: float = 0.0  # everything the encoder did, the engine check included
+    check_seconds: float = 0.0  # of encode_seconds: the chunked engine's check (reference runs, cache, probe)
     by_batch_size: dict = field(default_factory=dict)
     engine: str = ""  # "chunked" or "reference": the path the last batch took
 
@@ -81,7 +83,8 @@ class MimiEncoder:
             fast = ChunkedEncoder(self.model, self._repair, config.effective_chunk_samples())
             self._fast = fast if fast.supported else None
         self.verify = True  # False only in benchmarks that time the chunked path alone
-        self._verified: set[int] = set()  # width classes of batches checked bit for bit against the reference
+        self._verified: set[int] = set()  # width classes known good: checked here, or found in the check's cache
+        self.check: EngineCheck | None = None  # built on the first chunked batch (it needs the thread count then)
         self.stats = EncodeStats()
         self._lock = threading.Lock()  # one forward at a time per model: threads share the weights, not the hooks
 
@@ -179,37 +182,111 @@ class MimiEncoder:
         fast = self._fast
         valid = torch.tensor(lengths, device=self.device) if padded else None
         self._repair.lengths = None  # the chunked path masks the SEANet itself; the hooks only for downsampling
+        if self.verify and self._check_says_differs():
+            self._repair.lengths = valid  # as _encode_batch set them for the reference path
+            return self._encode_reference(inputs, lengths)
         latents = fast.latents(inputs, valid)
         # oneDNN picks kernels (and how threads split the work) by shape, for the reference's whole-piece calls
         # as for our chunks. So the first batch of each width class (< 1 chunk, 1, < 4, < 8 ...: seven classes up
         # to a 60 s piece) is also run through the reference, and its latents must match bit for bit, or we stop
-        # using the chunked path. Cost: at most seven reference encodes per process.
+        # using the chunked path; once per machine, model and software (sodadata.engine_check caches the verdicts).
         width_class = (inputs.shape[-1] // fast.chunk).bit_length()
         if width_class not in self._verified and self.verify:
-            self._repair.lengths = valid
+            t0 = time.perf_counter()
             try:
-                reference = self.model.encoder(inputs).latents
+                latents = self._check_width_class(width_class, inputs, valid, latents)
             finally:
-                self._repair.lengths = None
-            self._verified.add(width_class)
-            if not torch.equal(reference, latents):
-                # INFO: nothing is wrong and there is nothing to do; the codes are MimiModel.encode's either way
-                # (the tiny test model always takes this path, see sodadata.chunked_engine).
-                log.info(
-                    "the chunked CPU encoder's latents differ from MimiModel.encode's on this machine (max %.3g); "
-                    "using MimiModel.encode from now on (slower, same codes)", float((reference - latents).abs().max()),
-                )
-                self._fast = None
-                latents = reference
+                self.stats.check_seconds += time.perf_counter() - t0
         return self.model.quantizer.encode(latents, self.config.num_codebooks).transpose(0, 1)
+
+    def _engine_check(self) -> EngineCheck:
+        import torch
+
+        if self.check is None:
+            def probe_latents(engine):
+                def run(wave):
+                    x = torch.from_numpy(wave)[None, None].to(self.device, self.dtype)
+                    return engine(x)
+                return run
+
+            fast = self._fast
+            self.check = EngineCheck(check_key(self.model, self.config, fast.chunk, torch.get_num_threads()),
+                                     chunked=probe_latents(fast.latents),
+                                     reference=probe_latents(lambda x: self.model.encoder(x).latents))
+        return self.check
+
+    def _check_says_differs(self) -> bool:
+        """The cache knows the chunked engine differs here: use the reference from the start (trusted as it is: the
+        reference is MimiModel.encode)."""
+        if self.check is not None and self.check.source is not None:
+            return False  # read already, and acted on then
+        t0 = time.perf_counter()
+        try:
+            differs = self._engine_check().any_differs()
+        finally:
+            self.stats.check_seconds += time.perf_counter() - t0
+        if differs:
+            log.info("the chunked CPU encoder's latents differ from MimiModel.encode's on this machine (cached check "
+                     "%s); using MimiModel.encode (slower, same codes)", self.check.path)
+            self._fast = None
+        return differs
+
+    def _check_width_class(self, width_class: int, inputs, valid, latents):
+        """The first batch of a width class: the cached verdict if there is one, else the reference's latents
+        compared bit for bit (and the verdict recorded). Returns the latents to quantize."""
+        import torch
+
+        check = self._engine_check()
+        known = check.verdict(width_class)
+        if known:
+            self._verified.add(width_class)
+            return latents
+        self._repair.lengths = valid
+        try:
+            reference = self.model.encoder(inputs).latents
+        finally:
+            self._repair.lengths = None
+        self._verified.add(width_class)
+        equal = torch.equal(reference, latents)
+        check.record(width_class, equal)
+        if not equal:
+            # INFO: nothing is wrong and there is nothing to do; the codes are MimiModel.encode's either way
+            # (the tiny test model always takes this path, see sodadata.chunked_engine).
+            log.info(
+                "the chunked CPU encoder's latents differ from MimiModel.encode's on this machine (max %.3g); "
+                "using MimiModel.encode from now on (slower, same codes)", float((reference - latents).abs().max()),
+            )
+            self._fast = None
+            return reference
+        return latents
 
 
 _ENCODERS: dict[CodecConfig, MimiEncoder] = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
+def own_gpu(config: CodecConfig) -> CodecConfig:
+    """``--device cuda`` in worker ``k`` of a LocalCluster (one worker per GPU: sodadata.worker_layout) runs on
+    GPU ``k`` (modulo the GPUs it sees); anywhere else, and for ``cuda:N``, the device as given."""
+    if config.device != "cuda":
+        return config
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not in a Dask worker
+        return config
+    if not isinstance(name, int):  # a worker started by `dask worker`: its own CUDA_VISIBLE_DEVICES decides
+        return config
+    import torch
+
+    count = torch.cuda.device_count()
+    return replace(config, device=f"cuda:{name % count}") if count > 1 else config
+
+
 def get_encoder(config: CodecConfig) -> MimiEncoder:
     """The process-wide encoder for ``config``: loaded once per worker process, shared by its threads."""
+    config = own_gpu(config)
     with _ENCODERS_LOCK:
         enc = _ENCODERS.get(config)
         if enc is None:

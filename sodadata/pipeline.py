@@ -415,8 +415,10 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
     Otherwise (Emilia: a document's utterances may be anywhere in the tar) codes are kept until the end of
     the task and documents are written sorted by id. Either order is deterministic.
     """
-    encoder = get_encoder(config.codec)
-    enc_before = encoder.stats.encode_seconds
+    t_load = time.perf_counter()
+    encoder = get_encoder(config.codec)  # loads the codec in the first task of a worker process only
+    counts.timings["model_load"] += time.perf_counter() - t_load
+    enc_before, check_before = encoder.stats.encode_seconds, encoder.stats.check_seconds
     contiguous = bool(getattr(recipe, "contiguous_documents", False))
     metadata: dict[str, dict] = {}
     folds: dict[str, tuple[int, int]] = {}  # utterance id -> (folded, dropped), for those the text rule changed
@@ -452,7 +454,9 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
                 counts.timings["write"] += time.perf_counter() - tw
             docs[u.doc_id].append(u)
             counts.written += 1
-        counts.timings["encode"] += encoder.stats.encode_seconds - enc_before
+        checked = encoder.stats.check_seconds - check_before  # the chunked engine's check (once per machine)
+        counts.timings["engine_check"] += checked
+        counts.timings["encode"] += encoder.stats.encode_seconds - enc_before - checked
         tw = time.perf_counter()
         for doc_id in sorted(docs):
             out.write(doc_id, docs.pop(doc_id))

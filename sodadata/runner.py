@@ -1,6 +1,7 @@
 """Run a recipe's tasks with Dask: one task per source shard, finished shards skipped, retries, progress, summary.
 
-A LocalCluster by default (``--workers`` processes x ``--threads-per-worker`` threads); any running cluster with
+A LocalCluster by default, laid out for the machine and the shards to do (``sodadata.worker_layout``: on CPU one
+worker per core with one torch thread; ``--workers``, ``--threads-per-worker`` override); any running cluster with
 ``--scheduler tcp://host:port``. Each worker process loads the codec once (``sodadata.codec.get_encoder``).
 A killed run resumes where it stopped: a shard counts as finished once its JSON record exists and names the files
 beside it as they are (``sodadata.shards``). ``--out`` may be a local path or an object-store URL (SPEC §6): tasks
@@ -22,7 +23,7 @@ import threading
 import time
 import traceback
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sodadata import completeness, made_by
@@ -31,6 +32,7 @@ from sodadata.pipeline import PipelineConfig, run_task
 from sodadata.recipe import Completeness, ConfigError, Recipe, ShardError, ShardTask
 from sodadata.shards import ShardPaths, write_json_atomic
 from sodadata.sources import redact_secrets
+from sodadata.worker_layout import Layout, choose_layout
 
 log = logging.getLogger(__name__)
 WORKER_SATURATION = 1.0
@@ -49,8 +51,8 @@ CLUSTER_CONFIG = {
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    workers: int = 1
-    threads_per_worker: int = 1
+    workers: int | None = None  # None: sodadata.worker_layout chooses (one per core on CPU, per GPU on CUDA)
+    threads_per_worker: int | None = None  # tasks at once per worker; None: 1
     scheduler: str | None = None  # tcp://host:port of a running dask scheduler
     retries: int = 2
     serial: bool = False  # run in this process without Dask (debugging, profiling)
@@ -63,7 +65,7 @@ class RunnerConfig:
         # without workers and wait for it forever.
         for option, value, least in (("--workers", self.workers, 1), ("--threads-per-worker", self.threads_per_worker, 1),
                                      ("--retries", self.retries, 0)):
-            if value < least:
+            if value is not None and value < least:
                 raise ValueError(f"{option} must be at least {least}, got {value}")
         _check_memory_limit(self.memory_limit)
 
@@ -101,6 +103,9 @@ class RunResult:
     done: int
     failures: list[TaskFailure] = field(default_factory=list)
     redone: int = 0  # of `done`: shards that existed, made otherwise, and were rebuilt (--redo-mismatched)
+    layout: Layout | None = None  # what ran the shards (None: nothing to do)
+    cluster_start_seconds: float | None = None  # starting the LocalCluster (None: none started)
+    startup: dict = field(default_factory=dict)  # start-up costs of the shards done now (startup_seconds)
     records: dict[str, dict] = field(default_factory=dict)  # task name -> record (finished before or now)
     elapsed_seconds: float = 0.0
     # what the source lacks (run anyway with --allow-missing), and what it was compared with
@@ -210,13 +215,29 @@ def run_recipe(recipe: Recipe, pipeline: PipelineConfig, runner: RunnerConfig, l
     if pending:
         if not is_remote(out):  # a store was probed by check_run_options
             check_writable(out)
+        layout = result.layout = run_layout(runner, pipeline, len(pending))
+        if layout.torch_threads is not None and pipeline.codec is not None:
+            pipeline = replace(pipeline, codec=replace(pipeline.codec, threads=layout.torch_threads))
+        if not layout.external:
+            runner = replace(runner, workers=layout.workers, threads_per_worker=layout.threads_per_worker)
         if runner.serial:
             _run_serial(recipe, pending, pipeline, runner, result, redo)
         else:
             _run_dask(recipe, pending, pipeline, runner, result, redo)
+        result.startup = startup_seconds(result, [t.name for t in pending])
+        log.info("start-up: %s", describe_startup(result.startup))
     result.elapsed_seconds = time.perf_counter() - t0
     _write_run_summary(out, recipe, pipeline, runner, result)
     return result
+
+
+def run_layout(runner: RunnerConfig, pipeline: PipelineConfig, shards: int) -> Layout:
+    """The layout for ``shards`` shards to do: what the user set (``runner``, ``pipeline.codec.threads``), the rest
+    chosen for this machine (:func:`sodadata.worker_layout.choose_layout`)."""
+    codec = pipeline.codec
+    return choose_layout(shards, device=codec.device if codec else "", workers=runner.workers,
+                         threads_per_worker=runner.threads_per_worker, torch_threads=codec.threads if codec else None,
+                         serial=runner.serial, external=bool(runner.scheduler) and not runner.serial)
 
 
 def check_run_options(pipeline: PipelineConfig, limit_shards: int | None) -> None:
@@ -339,8 +360,8 @@ def start_local_cluster(runner: RunnerConfig, config: dict = CLUSTER_CONFIG):
     # the nannies hand the config set here to the worker processes they start
     with dask.config.set(config), _sigint_ignored():
         return LocalCluster(
-            n_workers=runner.workers,
-            threads_per_worker=runner.threads_per_worker,
+            n_workers=runner.workers or 1,  # run_recipe resolves None (worker_layout); a direct caller gets 1 x 1
+            threads_per_worker=runner.threads_per_worker or 1,
             processes=True,
             memory_limit=runner.memory_limit,
             # A free port: the scheduler serves HTTP with or without bokeh (the dashboard), and on its default
@@ -386,11 +407,13 @@ def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
         log.info("connected to %s (%d workers)", runner.scheduler, len(client.scheduler_info().get("workers", {})))
         _check_cluster_settings(client)
     else:
+        t0 = time.perf_counter()
         cluster = start_local_cluster(runner)
         client = Client(cluster)
+        result.cluster_start_seconds = time.perf_counter() - t0
         log.info(
-            "LocalCluster: %d workers x %d threads%s", runner.workers, runner.threads_per_worker,
-            f", dashboard {client.dashboard_link}" if importlib.util.find_spec("bokeh")
+            "LocalCluster: %d workers x %d threads, started in %.1f s%s", runner.workers, runner.threads_per_worker,
+            result.cluster_start_seconds, f", dashboard {client.dashboard_link}" if importlib.util.find_spec("bokeh")
             else " (pip install bokeh for the dashboard)",
         )
     hours = [0.0]
@@ -437,6 +460,28 @@ def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
             dask_log.setLevel(level)
 
 
+def startup_seconds(result: RunResult, done: list[str]) -> dict:
+    """What the run spent on other things than its shards' work: starting the cluster, and in the shards ``done``
+    loading the codec (the first shard of each worker process) and the chunked engine's check (once per machine,
+    model and software: sodadata.engine_check). Seconds: the sum over the shards and the most one shard spent."""
+    out: dict = {"cluster_start": None if result.cluster_start_seconds is None
+                 else round(result.cluster_start_seconds, 3)}
+    records = [result.records[name] for name in done if name in result.records]
+    for key in ("model_load", "engine_check"):
+        spent = [rec.get("timings", {}).get(key, 0.0) for rec in records]
+        out[key] = {"sum": round(sum(spent), 3), "max": round(max(spent, default=0.0), 3)}
+    return out
+
+
+def describe_startup(startup: dict) -> str:
+    parts = [] if startup.get("cluster_start") is None else [f"cluster {startup['cluster_start']:.1f} s"]
+    for key, name in (("model_load", "codec load"), ("engine_check", "chunked engine check")):
+        spent = startup.get(key) or {}
+        if spent.get("sum"):
+            parts.append(f"{name} {spent['sum']:.1f} s in all, {spent['max']:.1f} s at most in a shard")
+    return ", ".join(parts) or "nothing to start"
+
+
 def summary_rows(records: dict[str, dict]) -> list[dict]:
     """Per component: shards, documents, rows, hours, tokens, read/written/rejected, characters the text rule folded
     and dropped, rejects by reason."""
@@ -466,7 +511,8 @@ def format_summary(result: RunResult) -> str:
     lines = [
         f"shards: {result.tasks} in this run, {result.skipped} already finished, {result.done} done now"
         + (f" ({result.redone} of them redone: made otherwise before)" if result.redone else "")
-        + f", {len(result.failures)} failed ({result.elapsed_seconds:.1f} s)"
+        + f", {len(result.failures)} failed ({result.elapsed_seconds:.1f} s"
+        + (f"; {result.layout.describe()})" if result.layout else ")")
     ]
     if body:
         lines.append("  ".join(str(h).rjust(w) for h, w in zip(headers, widths)))
@@ -513,6 +559,8 @@ def _write_summary_file(path: Location, recipe, pipeline, runner, result: RunRes
             "pipeline": {"out": display(pipeline.out), "codec": pipeline.codec.describe() if pipeline.codec else None,
                          "made_by": pipeline.made_by},
             "runner": asdict(runner),
+            "layout": result.layout.to_dict() if result.layout else None,
+            "startup": result.startup,
             "tasks": result.tasks,
             "skipped": result.skipped,
             "done": result.done,

@@ -69,3 +69,24 @@ def s3_store(monkeypatch):
     from object_store import s3_store as start
 
     yield from start(monkeypatch)
+
+
+# --- the chunked engine's check cache (sodadata.engine_check) -----------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_sodadata_cache(tmp_path_factory):
+    """No test writes to the user's ~/.cache: processes started by session- and module-scoped fixtures (Dask
+    clusters) inherit this folder; each test then gets its own (below)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SODADATA_CACHE", str(tmp_path_factory.mktemp("sodadata-cache-session")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def sodadata_cache(tmp_path_factory, monkeypatch) -> Path:
+    """This test's own cache of the chunked engine's check: no test sees the verdicts another one recorded (a test
+    that forces a mismatch records one), and the check runs in every test as it did before the cache."""
+    path = tmp_path_factory.mktemp("sodadata-cache")
+    monkeypatch.setenv("SODADATA_CACHE", str(path))
+    return path

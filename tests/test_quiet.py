@@ -106,12 +106,18 @@ def test_readme_demo_prints_the_banner_once_and_no_other_warning(tmp_path):
     assert err[0] == BANNER and BANNER not in err[1:], err
     assert all(re.fullmatch(rf"{CLOCK} INFO sodadata\.[a-z_.]+: .+", line) for line in err[1:]), err
     runner = [line for line in err if " sodadata.runner: " in line]
-    assert len(runner) == 2, err
+    assert len(runner) == 3, err
     assert re.search(r"INFO sodadata\.runner: 2 shards: 0 already finished \(skipped\), 2 to do$", runner[0]), err
-    assert re.search(r"INFO sodadata\.runner: LocalCluster: 1 workers x 1 threads", runner[1]), err
-    # the summary is the command's output
+    # the default layout: a worker per usable core, at most one per shard (sodadata.worker_layout)
+    cores = len(os.sched_getaffinity(0))
+    workers, threads = min(cores, 2), max(1, cores // min(cores, 2))
+    assert re.search(rf"INFO sodadata\.runner: LocalCluster: {workers} workers x 1 threads, started in", runner[1]), err
+    assert re.search(r"INFO sodadata\.runner: start-up: cluster \d+\.\d s, codec load", runner[2]), err
+    # the summary is the command's output, the layout it chose in its first line
     out = done.stdout.splitlines()
-    assert re.fullmatch(r"shards: 2 in this run, 0 already finished, 2 done now, 0 failed \(\d+\.\d s\)", out[0]), out
+    torch = f"{threads} torch thread{'s' if threads > 1 else ''}"
+    assert re.fullmatch(rf"shards: 2 in this run, 0 already finished, 2 done now, 0 failed \(\d+\.\d s; "
+                        rf"{workers} workers? x {torch}, cpu\)", out[0]), out
     assert [line.split()[0] for line in out[1:]] == ["component", "emilia-yodas/en", "emilia/en"], out
 
 
