@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     if args.quick:
         args.reps, args.sources = 1, "quick"
-    from bench.report import write_section
+    from bench.report import publish
     from sodadata.worker_layout import usable_cores
 
     cores = usable_cores()
@@ -354,11 +354,8 @@ encoder alone (1 torch thread, warm, a fixed minute of audio) in every process a
 
 {chr(10).join(s + chr(10) for s in sections)}
 """
-    print(body)
-    if not args.quick and args.codec == "full-random":
-        write_section("defaults", "The default command as a user meets it: end to end, start-up included (issue 17)",
-                      body)
-    return 0
+    return publish("defaults", "The default command as a user meets it: end to end, start-up included (issue 17)",
+                   body, write=not args.quick and args.codec == "full-random")
 
 
 if __name__ == "__main__":
