@@ -21,6 +21,7 @@ from sodadata.codes import SAMPLE_RATE
 # times real time (under 1 % of encoding, and in the prefetch thread).
 RESAMPLE_QUALITY = "VHQ"
 DEFAULT_MAX_SECONDS = 600.0  # an utterance; Yodas videos (whole recordings) pass their own limit
+_BYTESIO_ADDRESS_RE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")  # how libsndfile names a BytesIO
 
 
 class AudioError(ValueError):
@@ -57,6 +58,12 @@ def to_mono_24k(samples: np.ndarray, sample_rate: int, *, max_seconds: float | N
     return x
 
 
+def decoder_error_detail(exc: BaseException) -> str:
+    """A decoder's exception as a reject detail: its type and message, without the address libsndfile names the
+    ``BytesIO`` object by, so the same bad file gives the same detail in every run."""
+    return f"{type(exc).__name__}: {_BYTESIO_ADDRESS_RE.sub('<bytes>', str(exc))}"
+
+
 def decode_audio(data: bytes, *, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> np.ndarray:
     """Decode WAV/FLAC/OGG/MP3 bytes to mono 24 kHz float32, or raise :class:`AudioError` with a reason."""
     if not data:
@@ -70,7 +77,5 @@ def decode_audio(data: bytes, *, max_seconds: float | None = DEFAULT_MAX_SECONDS
     except AudioError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
-        # libsndfile names the BytesIO object by address: drop it so reject details are reproducible
-        msg = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "<bytes>", str(exc))
-        raise AudioError("undecodable_audio", f"{type(exc).__name__}: {msg}") from exc
+        raise AudioError("undecodable_audio", decoder_error_detail(exc)) from exc
     return to_mono_24k(samples, rate, max_seconds=max_seconds)

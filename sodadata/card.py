@@ -4,14 +4,16 @@ One Hub config per component. Hub config names cannot contain ``/``, so a compon
 with ``/`` replaced by ``_`` (``emilia/en`` -> ``emilia_en``, ``nemotron-cc/hq-actual`` ->
 ``nemotron-cc_hq-actual``).
 
-Licences and sources come from ``catalogs/<corpus>.yaml`` where a catalog names the component (a top-level
-``licence``/``repo``/``revision``, or a ``subsets`` entry whose ``component_prefix`` is the component's corpus
-part, as in ``catalogs/emilia.yaml``), and otherwise from ``KNOWN_SOURCES`` below. Revisions come from the
-shard records (``source.revision``: the commit the recipe resolved), falling back to the catalog's.
+Titles, licences and sources come from ``catalogs/<corpus>.yaml`` (:func:`sodadata.catalog.source_entry`: a
+top-level ``title``/``licence``/``licence_note``/``repo``/``revision``, or a ``subsets`` entry whose
+``component_prefix`` is the component's corpus part, as in ``catalogs/emilia.yaml``); a component no catalog
+names has an unknown licence. Revisions come from the shard records (``source.revision``: the commit the recipe
+resolved), falling back to the catalog's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from sodadata.catalog import CATALOG_DIR
+from sodadata.catalog import CATALOG_DIR, source_entry
 from sodadata.codec import RANDOM_CODECS
 from sodadata.published import STATS_DIR, data_glob
 from sodadata.stats import CorpusStats, render_markdown
@@ -34,45 +36,9 @@ class Licence:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class KnownSource:
-    title: str
-    repo: str | None  # Hub dataset repo, if the source is on the Hub
-    url: str
-    licence: Licence
-
-
 CC = "https://creativecommons.org/licenses"
-COMMON_CRAWL_TERMS = Licence(
-    "Common Crawl Terms of Use", "other", "https://commoncrawl.org/terms-of-use",
-    "Nemotron-CC is derived from Common Crawl and distributed under the Common Crawl terms of use.",
-)
-# Fallback when no catalog states a licence; keyed by the corpus part of the component name (before the '/').
-KNOWN_SOURCES: dict[str, KnownSource] = {
-    "emilia": KnownSource(
-        "Emilia", "amphion/Emilia-Dataset", "https://huggingface.co/datasets/amphion/Emilia-Dataset",
-        Licence("CC-BY-NC-4.0", "cc-by-nc-4.0", f"{CC}/by-nc/4.0/", "Non-commercial use only."),
-    ),
-    "emilia-yodas": KnownSource(
-        "Emilia-YODAS", "amphion/Emilia-Dataset", "https://huggingface.co/datasets/amphion/Emilia-Dataset",
-        Licence("CC-BY-4.0", "cc-by-4.0", f"{CC}/by/4.0/"),
-    ),
-    "yodas2": KnownSource(
-        "YODAS2", "espnet/yodas2", "https://huggingface.co/datasets/espnet/yodas2",
-        Licence("CC-BY-3.0", "cc-by-3.0", f"{CC}/by/3.0/"),
-    ),
-    "mls": KnownSource(
-        "Multilingual LibriSpeech (English)", "parler-tts/mls_eng", "https://huggingface.co/datasets/parler-tts/mls_eng",
-        Licence("CC-BY-4.0", "cc-by-4.0", f"{CC}/by/4.0/"),
-    ),
-    "librispeech": KnownSource(
-        "LibriSpeech", None, "https://www.openslr.org/12", Licence("CC-BY-4.0", "cc-by-4.0", f"{CC}/by/4.0/"),
-    ),
-    "nemotron-cc": KnownSource(
-        "Nemotron-CC (high quality, actual)", None,
-        "https://data.commoncrawl.org/contrib/Nemotron/Nemotron-CC/index.html", COMMON_CRAWL_TERMS,
-    ),
-}
+# The one licence named by words rather than a Hub identifier (the Hub has none for it: "other", with this link).
+COMMON_CRAWL_TERMS = Licence("Common Crawl Terms of Use", "other", "https://commoncrawl.org/terms-of-use")
 # Licence names a catalog may give -> Hub identifiers (anything else becomes "other" with a link).
 HUB_LICENCE_IDS = {
     "cc-by-nc-4.0", "cc-by-4.0", "cc-by-3.0", "cc-by-sa-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-3.0", "cc-by-sa-3.0",
@@ -120,50 +86,24 @@ def random_codec_of(record: dict) -> str | None:
     return name if name in RANDOM_CODECS else None
 
 
-def _licence_from_name(name: str, fallback: Licence | None) -> Licence:
-    if fallback is not None and fallback.name.lower() == name.lower():
-        return fallback
+def licence_named(name: str, note: str = "") -> Licence:
+    """The licence a catalog names (``CC-BY-4.0``; anything else is the Hub's "other"), with its link."""
     hub_id = name.lower().replace(" ", "-")
     if hub_id in HUB_LICENCE_IDS:
         major = hub_id.removeprefix("cc-").rsplit("-", 1)
         url = f"{CC}/{major[0]}/{major[1]}/" if hub_id.startswith("cc-") and len(major) == 2 else ""
-        return Licence(name, hub_id, url)
+        return Licence(name, hub_id, url, note)
     if "common crawl" in name.lower():
-        return COMMON_CRAWL_TERMS
-    return Licence(name, "other", fallback.url if fallback else "")
-
-
-def _catalog_entry(component: str, catalog_dir: Path) -> dict | None:
-    """Licence/repo/revision for ``component`` from the catalogs, or None if no catalog names it."""
-    corpus = component.split("/")[0]
-    if not Path(catalog_dir).is_dir():
-        return None
-    for path in sorted(Path(catalog_dir).glob("*.yaml")):
-        try:
-            with open(path, encoding="utf-8") as f:
-                cat = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        if not isinstance(cat, dict):
-            continue
-        for sub in (cat.get("subsets") or {}).values():
-            if isinstance(sub, dict) and sub.get("component_prefix") == corpus:
-                return {**{k: cat.get(k) for k in ("repo", "revision", "homepage", "licence")},
-                        **{k: v for k, v in sub.items() if v is not None}}
-        if cat.get("component_prefix", cat.get("corpus")) == corpus:
-            return cat
-    return None
+        return dataclasses.replace(COMMON_CRAWL_TERMS, note=note)
+    return Licence(name, "other", "", note)
 
 
 def source_info(component: str, records: Sequence[dict], catalog_dir: Path = CATALOG_DIR) -> SourceInfo:
-    corpus = component.split("/")[0]
-    known = KNOWN_SOURCES.get(corpus)
-    entry = _catalog_entry(component, catalog_dir) or {}
-    licence = known.licence if known else Licence("unknown: see the source", "other", "")
-    if entry.get("licence"):
-        licence = _licence_from_name(str(entry["licence"]), known.licence if known else None)
-    repo = entry.get("repo") or (known.repo if known else None)
-    url = entry.get("homepage") or (known.url if known else "") or (f"https://huggingface.co/datasets/{repo}" if repo else "")
+    entry = source_entry(component, catalog_dir) or {}
+    licence = (licence_named(str(entry["licence"]), str(entry.get("licence_note") or "")) if entry.get("licence")
+               else Licence("unknown: see the source", "other", ""))
+    repo = entry.get("repo")
+    url = entry.get("homepage") or (f"https://huggingface.co/datasets/{repo}" if repo else "")
     revisions = sorted({str(r["source"]["revision"]) for r in records
                         if isinstance(r.get("source"), dict) and r["source"].get("revision")})
     revision_from = "records"
@@ -176,7 +116,7 @@ def source_info(component: str, records: Sequence[dict], catalog_dir: Path = CAT
     if len(made) > 1:  # push refuses this (sodadata.hub.check_made_by); a card built anyway must not pick one
         raise ValueError(f"{component}: shards differ in made_by; the card states one per config")
     settings = sorted({str(c["codec"]) for r in records if isinstance(c := r.get("codec"), dict) and c.get("codec")})
-    return SourceInfo(component, known.title if known else corpus, repo, url, licence, revisions, revision_from,
+    return SourceInfo(component, str(entry.get("title") or component.split("/")[0]), repo, url, licence, revisions, revision_from,
                       made_by, ", ".join(settings) or None)
 
 

@@ -56,3 +56,32 @@ def component_sizes() -> dict[str, dict]:
                 raise ValueError(f"catalogs/{corpus}.yaml: sizes.{component} needs exactly one of hours, tokens")
             sizes[component] = {**size, "catalog": corpus}
     return sizes
+
+
+def source_entry(component: str, catalog_dir: Path = CATALOG_DIR) -> dict | None:
+    """What the catalogs say of the source of ``component`` (title, repo, revision, homepage, licence,
+    licence_note), or None when no catalog names it: a catalog whose ``component_prefix`` (or ``corpus``) is the
+    component's corpus part (before the ``/``), or a ``subsets`` entry with that prefix, which adds to and overrides
+    its catalog's top level (``catalogs/emilia.yaml``). What the dataset card credits and licenses a component by.
+
+    ``catalog_dir`` other than the package's: a folder of catalogs of one's own (``sodadata push --catalogs``); its
+    unreadable files are skipped.
+    """
+    corpus = component.split("/")[0]
+    if not Path(catalog_dir).is_dir():
+        return None
+    for path in sorted(Path(catalog_dir).glob("*.yaml")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                cat = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(cat, dict):
+            continue
+        for sub in (cat.get("subsets") or {}).values():
+            if isinstance(sub, dict) and sub.get("component_prefix") == corpus:
+                return {**{k: cat.get(k) for k in ("title", "repo", "revision", "homepage", "licence", "licence_note")},
+                        **{k: v for k, v in sub.items() if v is not None}}
+        if cat.get("component_prefix", cat.get("corpus")) == corpus:
+            return cat
+    return None

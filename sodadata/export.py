@@ -56,7 +56,6 @@ SODA_NAMES = {
 }
 SODA_MIXTURE_BLOCK_SIZE = 2048
 MODEL_TYPE = "qwen3"  # SODA's architecture (Levanter's Qwen3Config); the export only sets its window length
-_GLOB_CHARS = "*?["
 
 
 def _absolute(location: str) -> str:
@@ -71,13 +70,14 @@ def train_urls(mixture: MixtureConfig, component: SourceConfig, list_shards: boo
     whose record is missing (a task that failed after writing); ``list_shards`` gives exactly the finished
     shards the mixture stream reads.
     """
+    from sodadata.streaming import is_glob
+    from sodadata.streaming import list_shards as _list
+
     location = mixture.component_location(component)
     if list_shards:
-        from sodadata.streaming import list_shards as _list
-
         return [_absolute(u) for u in _list(location).urls()]
     location = _absolute(location)
-    if any(ch in location for ch in _GLOB_CHARS):
+    if is_glob(location):
         return [location]
     return [location.rstrip("/") + "/*.parquet"]
 

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 ENCODE_CHUNK_BYTES = 8 * 1024 * 1024  # text handed to the tokenizer per call: large enough to batch, bounded memory
 ENCODE_CHUNK_ROWS = 256
 PREFETCH_THREADS = 8  # row-group reads in flight per process (one per reader at most): I/O waits, not CPU
-_GLOB_CHARS = "*?["
+GLOB_CHARS = "*?["  # what makes a location a glob (fsspec's, as list_shards expands it)
 
 
 # Keys of an fsspec listing entry that hold a hash of the file's content (Hub LFS files, GCS, S3 single-part).
@@ -171,6 +171,11 @@ class ShardList:
         return {}
 
 
+def is_glob(location: str) -> bool:
+    """Whether ``location`` is a glob (holds ``*``, ``?`` or ``[``) rather than a folder of shards."""
+    return any(ch in location for ch in GLOB_CHARS)
+
+
 def list_shards(location: str) -> ShardList:
     """The Parquet shards at ``location``: a directory of finished shards, or a glob.
 
@@ -182,7 +187,7 @@ def list_shards(location: str) -> ShardList:
     if is_remote(location):
         check_readable(location)
     fs, path = fsspec.core.url_to_fs(location)
-    glob = any(ch in path for ch in _GLOB_CHARS)
+    glob = is_glob(path)
     if glob:
         entries = {p: info for p, info in fs.glob(path, detail=True).items() if p.endswith(".parquet")}
     else:
@@ -203,7 +208,7 @@ def list_shards(location: str) -> ShardList:
             entries = {e: info for e, info in entries.items() if e in finished}
     # Below the fixed part of the location, folders that never hold shards (``_hub`` staged copies, ``_stats``,
     # ``rejects``, hidden ones: sodadata.outputs.is_skipped) are not searched; hidden files are not shards either.
-    first_glob = min([path.index(ch) for ch in _GLOB_CHARS if ch in path], default=len(path))
+    first_glob = min([path.index(ch) for ch in GLOB_CHARS if ch in path], default=len(path))
     fixed = len(path[:first_glob].rsplit("/", 1)[0]) + 1 if glob else len(path.rstrip("/")) + 1
     # Ordered by file name (then path): a component's published copy, whose shards may sit in hashed bucket
     # folders (sodadata/published.py), gives the same list as its output directory, hence the same stream.
@@ -222,7 +227,7 @@ def check_readable(location: str) -> None:
     fsspec URLs (``hf://``, ``memory://``) say what is wrong when listed."""
     if scheme(location) not in EXTRAS:
         return
-    first_glob = min([location.index(ch) for ch in _GLOB_CHARS if ch in location], default=len(location))
+    first_glob = min([location.index(ch) for ch in GLOB_CHARS if ch in location], default=len(location))
     prefix = location[:first_glob].rsplit("/", 1)[0] if first_glob < len(location) else location
     check_location(prefix, write=False)
 

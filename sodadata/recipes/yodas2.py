@@ -57,6 +57,7 @@ from pathlib import PurePosixPath
 import soundfile as sf
 
 from sodadata import cli_recipe, sources
+from sodadata.audio import decoder_error_detail
 from sodadata.catalog import load_catalog, resolve_source_root
 from sodadata.completeness import catalog_scope, compare_counts
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
@@ -327,7 +328,7 @@ def _video_utterances(video: _Video, wav: bytes, video_seconds: float | None) ->
     try:
         snd = sf.SoundFile(io.BytesIO(wav))
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as exc:
-        detail = f"{video.id}.wav: {type(exc).__name__}: {_clean(exc)}"
+        detail = f"{video.id}.wav: {decoder_error_detail(exc)}"
         for cap in captions:
             yield Reject(cap.key, cap.error[0] if cap.error else "undecodable_audio", cap.error[1] if cap.error else detail)
         return
@@ -349,7 +350,7 @@ def _video_utterances(video: _Video, wav: bytes, video_seconds: float | None) ->
                 # float32, like decode_audio; a fresh array per utterance (see module docstring)
                 samples = snd.read(end - start, dtype="float32")
             except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-                yield Reject(cap.key, "undecodable_audio", f"{video.id}.wav at {start}: {type(exc).__name__}: {_clean(exc)}")
+                yield Reject(cap.key, "undecodable_audio", f"{video.id}.wav at {start}: {decoder_error_detail(exc)}")
                 continue
             if len(samples) != end - start:
                 yield Reject(cap.key, "undecodable_audio",
@@ -373,11 +374,6 @@ def _check_times(cap: _Caption, audio_seconds: float) -> Reject | None:
     if start >= audio_seconds or end > audio_seconds + END_TOLERANCE_SECONDS:
         return Reject(cap.key, "caption_past_end", f"caption {start:.2f}-{end:.2f} s, audio is {audio_seconds:.3f} s")
     return None
-
-
-def _clean(exc: BaseException) -> str:
-    # libsndfile names the BytesIO object by address: drop it so reject details are reproducible
-    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "<bytes>", str(exc))
 
 
 def main(argv: list[str] | None = None) -> int:
