@@ -226,8 +226,8 @@ def test_yodas2_rows_for_the_sa_and_s_ablations(tmp_path):
 
 
 def test_decode_uses_the_records_codebooks_and_reads_audio_only_rows(emilia_runs, tmp_path, capsys, caplog):
-    from sodadata.decode import get_decoder
     from sodadata.decode import main as decode_main
+    from sodadata.mimi_decoder import get_decoder
 
     rows = read_rows(emilia_runs["S"])
     rid = sorted(rows)[0]

@@ -17,16 +17,9 @@ from fixtures import make_emilia_source, speechlike
 import sodadata
 from sodadata import audio_to_str, audio_to_string, str_to_audio, string_to_audio
 from sodadata.audio import to_mono_24k
+from sodadata.audio_files import can_write, write_audio
 from sodadata.codec import CodecConfig, get_encoder, reference_encode
 from sodadata.codes import chars_to_codes, codes_to_chars, frames_for_samples
-from sodadata.decode import (
-    MimiDecoder,
-    Utterance,
-    can_write,
-    find_row,
-    get_decoder,
-    write_audio,
-)
 from sodadata.document import (
     AUDIO_END,
     AUDIO_FIRST,
@@ -37,13 +30,16 @@ from sodadata.document import (
     TEXT_FIRST,
     TEXT_START,
     EncodedUtterance,
+    Utterance,
     audio_spans,
     format_speech_row,
     format_text_row,
     parse_row,
 )
+from sodadata.mimi_decoder import MimiDecoder, get_decoder
 from sodadata.pipeline import PipelineConfig
 from sodadata.recipes.emilia import EmiliaRecipe
+from sodadata.row_lookup import find_row
 from sodadata.runner import RunnerConfig, run_recipe
 
 TINY = "tiny-random"

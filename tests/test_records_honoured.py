@@ -20,9 +20,9 @@ import soundfile as sf
 
 from sodadata.cli import main as cli
 from sodadata.codec import build_random_mimi, weights_sha256
-from sodadata.decode import find_rows
 from sodadata.outputs import find_shards
 from sodadata.recipes import emilia
+from sodadata.row_lookup import find_rows
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample" / "emilia"
