@@ -90,7 +90,8 @@ def _fold_table() -> dict[int, str]:
 # outside the range) and the 17 dropped; tests/test_text_rule.py checks it against unicodedata.
 FOLD_TABLE = _fold_table()
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_RANGE_RUN_RE = re.compile("[\ue000-\U00011fff]+")
+_AUDIO_CHAR_RE = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")  # one audio-range character
+_RANGE_RUN_RE = re.compile(_AUDIO_CHAR_RE.pattern + "+")
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,6 @@ STRUCTURE = "structure"
 AUDIO_SPAN = "audio_span"
 TRANSCRIPT = "transcript"
 _MARKER_RE = re.compile("|".join(re.escape(m) for m in MARKERS))
-_AUDIO_CHAR_RE = re.compile(f"[{chr(AUDIO_BASE)}-{chr(AUDIO_END_CODEPOINT - 1)}]")
 _CYCLE = {  # the markers of one utterance, in the order of each speech format
     TEXT_FIRST: (TEXT_START, TEXT_END, AUDIO_START, AUDIO_END),
     AUDIO_FIRST: (AUDIO_START, AUDIO_END, TEXT_START, TEXT_END),
