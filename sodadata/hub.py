@@ -1,6 +1,9 @@
 """``sodadata push OUT_DIR --repo ORG/NAME``: publish components of an output directory to the Hugging Face Hub.
 
-``OUT_DIR`` is one output root (or a folder holding exactly one below it: that root is used). Before anything is
+``OUT_DIR`` is one output root (or a folder holding exactly one below it: that root is used), a local path or a
+URL (``s3://``, ``gs://``, ``az://``: checked before any work, one line). From a bucket nothing of the output is
+copied to the local disk: the stage is ``OUT_DIR/_hub/…`` in the bucket, holding only the card, records, rejects
+and stats, and each shard is read from where it is when its commit is built, one file in memory at a time. Before anything is
 staged, the records are checked (:func:`check_made_by`): a random test codec (unless ``--allow-random-codec``; the
 card then warns at the top), a component whose shards differ in ``made_by`` (never), records without ``made_by``
 (unless ``--allow-unknown-made-by``) stop the push with one line per component. Then two steps:
@@ -62,8 +65,10 @@ import pyarrow.parquet as pq
 from sodadata import __version__
 from sodadata.card import SourceInfo, check_config_names, random_codec_of, render_card, source_info
 from sodadata.catalog import CATALOG_DIR
-from sodadata.outputs import FinishedShard, Found, missing_made_by, mixed_made_by, one_root
+from sodadata.locations import Location, as_location, check_location, display, is_remote
+from sodadata.outputs import FinishedShard, Found, OutputError, missing_made_by, mixed_made_by, one_root
 from sodadata.published import DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR, data_glob, shard_path
+from sodadata.recipe import ConfigError
 from sodadata.shards import REJECT_SCHEMA, parquet_writer_options
 from sodadata.stats import (
     PLOTS,
@@ -165,12 +170,12 @@ class CommitConfig:
 
 @dataclass(frozen=True)
 class PushConfig:
-    out: Path
+    out: Location | str
     repo: str
     private: bool = False
     revision: str | None = None
     dry_run: bool = False
-    stage_dir: Path | None = None  # default OUT/_hub/<org>--<name>
+    stage_dir: Location | str | None = None  # default OUT/_hub/<org>--<name> (in the bucket when OUT is one)
     components: tuple[str, ...] = ()
     tokenizer: str | Path | None = None
     recipe: Path | None = None
@@ -186,10 +191,10 @@ class PushConfig:
     allow_unknown_made_by: bool = False  # publish shards whose records have no made_by (made before format 2)
 
     @property
-    def stage(self) -> Path:
+    def stage(self) -> Location:
         if self.stage_dir is not None:
-            return Path(self.stage_dir)
-        return Path(self.out) / HUB_DIRNAME / self.repo.replace("/", "--")
+            return as_location(self.stage_dir)
+        return as_location(self.out) / HUB_DIRNAME / self.repo.replace("/", "--")
 
 
 # ---------------------------------------------------------------- staging
@@ -198,7 +203,7 @@ class PushConfig:
 @dataclass
 class StagedFile:
     path_in_repo: str
-    local: Path
+    location: Location  # the file uploaded: in the stage, or a shard in its bucket (read from there at upload)
     size: int
     kind: str  # "data", "records", "rejects", "stats" or "card"
     _sha256: str | None = field(default=None, repr=False)
@@ -207,7 +212,7 @@ class StagedFile:
     def sha256(self) -> str:
         if self._sha256 is None:
             h = hashlib.sha256()
-            with open(self.local, "rb") as f:
+            with self.location.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 22), b""):
                     h.update(block)
             self._sha256 = h.hexdigest()
@@ -217,7 +222,7 @@ class StagedFile:
         """The git blob id the Hub reports for a regular (non-LFS) file."""
         if self._git_sha1 is None:
             h = hashlib.sha1(f"blob {self.size}\0".encode())
-            with open(self.local, "rb") as f:
+            with self.location.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 22), b""):
                     h.update(block)
             self._git_sha1 = h.hexdigest()
@@ -226,7 +231,7 @@ class StagedFile:
 
 @dataclass
 class Staged:
-    root: Path
+    root: Location
     files: list[StagedFile]
     sources: list[SourceInfo]
     stats: CorpusStats
@@ -238,9 +243,14 @@ class Staged:
         return sum(f.size for f in self.files)
 
 
-def parquet_hub_problem(path: Path, max_row_group_bytes: int) -> str | None:
+def _open_parquet(loc: Location) -> pq.ParquetFile:
+    # Arrow takes a local path, not a UPath: a file on a store is read through its filesystem
+    return pq.ParquetFile(loc.open("rb") if is_remote(loc) else loc)
+
+
+def parquet_hub_problem(path: Location, max_row_group_bytes: int) -> str | None:
     """Why a shard is not fit to publish as is (row groups too large, no page index), or None."""
-    md = pq.ParquetFile(path).metadata
+    md = _open_parquet(path).metadata
     for i in range(md.num_row_groups):
         rg = md.row_group(i)
         if rg.total_byte_size > max_row_group_bytes:
@@ -262,36 +272,45 @@ def _row_bytes(batch: pa.RecordBatch) -> list[int]:
     return sizes.tolist()
 
 
-def rewrite_for_hub(src: Path, dst: Path, row_group_bytes: int = REWRITE_ROW_GROUP_BYTES) -> None:
-    """Copy a Parquet file with Hub-friendly options and row groups of at most ``row_group_bytes`` (real bytes;
-    a single larger row gets a group of its own)."""
-    pf = pq.ParquetFile(src)
+def _write_row_groups(pf: pq.ParquetFile, sink: Any, row_group_bytes: int) -> None:
     opts = parquet_writer_options()
     if "write_statistics" in opts:  # restrict statistics to the columns this file has
         opts["write_statistics"] = [c for c in opts["write_statistics"] if c in pf.schema_arrow.names]
+    with pq.ParquetWriter(sink, pf.schema_arrow, **opts) as writer:
+        pending: list[pa.RecordBatch] = []
+        pending_bytes = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_bytes
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending, schema=pf.schema_arrow),
+                                   row_group_size=sum(len(b) for b in pending))
+            pending, pending_bytes = [], 0
+
+        for batch in pf.iter_batches(batch_size=256):
+            start = 0
+            for i, size in enumerate(_row_bytes(batch)):
+                if pending_bytes + size > row_group_bytes and (pending or i > start):
+                    pending.append(batch.slice(start, i - start))
+                    flush()
+                    start = i
+                pending_bytes += size
+            pending.append(batch.slice(start))
+        flush()
+
+
+def rewrite_for_hub(src: Location, dst: Location, row_group_bytes: int = REWRITE_ROW_GROUP_BYTES) -> None:
+    """Copy a Parquet file with Hub-friendly options and row groups of at most ``row_group_bytes`` (real bytes;
+    a single larger row gets a group of its own). Locally under a temporary name then renamed; on a store uploaded
+    under its name (an upload is visible only once complete)."""
+    pf = _open_parquet(src)
+    if is_remote(dst):
+        with dst.open("wb") as sink:
+            _write_row_groups(pf, sink, row_group_bytes)
+        return
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
-        with pq.ParquetWriter(tmp, pf.schema_arrow, **opts) as writer:
-            pending: list[pa.RecordBatch] = []
-            pending_bytes = 0
-
-            def flush() -> None:
-                nonlocal pending, pending_bytes
-                if pending:
-                    writer.write_table(pa.Table.from_batches(pending, schema=pf.schema_arrow),
-                                       row_group_size=sum(len(b) for b in pending))
-                pending, pending_bytes = [], 0
-
-            for batch in pf.iter_batches(batch_size=256):
-                start = 0
-                for i, size in enumerate(_row_bytes(batch)):
-                    if pending_bytes + size > row_group_bytes and (pending or i > start):
-                        pending.append(batch.slice(start, i - start))
-                        flush()
-                        start = i
-                    pending_bytes += size
-                pending.append(batch.slice(start))
-            flush()
+        _write_row_groups(pf, tmp, row_group_bytes)
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
@@ -307,27 +326,51 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def _prepare_stage_dir(stage: Path, out: Path) -> dict:
+def _mkdirs(folder: Location) -> None:
+    if not is_remote(folder):  # a store has no folders to make
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_tree(folder: Location) -> None:
+    if is_remote(folder):
+        if folder.exists():
+            folder.fs.rm(folder.path, recursive=True)
+    elif folder.exists():
+        shutil.rmtree(folder)
+
+
+def _copy_tree(src: Location, dst: Location) -> None:
+    if not is_remote(src) and not is_remote(dst):
+        shutil.copytree(src, dst)
+        return
+    _mkdirs(dst)
+    for p in src.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())  # stats files: a few small files
+
+
+def _prepare_stage_dir(stage: Location, out: Location) -> dict:
     """Create the stage folder (refusing a non-empty folder we did not make); return the previous manifest."""
-    stage = Path(stage)
     manifest_path = _manifest_path(stage)
-    if stage.resolve() == Path(out).resolve():
-        raise PushError(f"--stage {stage} is the output directory itself: choose another folder")
+    same = str(stage).rstrip("/") == str(out).rstrip("/") if is_remote(stage) or is_remote(out) else \
+        Path(stage).resolve() == Path(out).resolve()
+    if same:
+        raise PushError(f"--stage {display(stage)} is the output directory itself: choose another folder")
     if stage.exists() and any(p.name != ".cache" for p in stage.iterdir()) and not manifest_path.exists():
-        raise PushError(f"{stage} exists and was not staged by sodadata: give --stage an empty or new folder")
-    stage.mkdir(parents=True, exist_ok=True)
+        raise PushError(f"{display(stage)} exists and was not staged by sodadata: give --stage an empty or new "
+                        "folder")
+    _mkdirs(stage)
     try:
         return json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
 
-def _manifest_path(stage: Path) -> Path:
+def _manifest_path(stage: Location) -> Location:
     # Beside the stage, not in it: the stage holds exactly what is uploaded.
-    return Path(stage).with_name(Path(stage).name + ".manifest.json")
+    return stage.with_name(stage.name + ".manifest.json")
 
 
-def _reusable_stats(candidates: Sequence[Path], fp: str, weights: dict[str, float]) -> Path | None:
+def _reusable_stats(candidates: Sequence[Location], fp: str, weights: dict[str, float]) -> Location | None:
     """A stats folder computed from the same shards, options and recipe weights, if there is one."""
     for d in candidates:
         st = read_report(d)
@@ -363,80 +406,74 @@ def check_made_by(grouped: dict[str, list[FinishedShard]], allow_random_codec: b
         raise PushError("\n".join(["refusing to push:", *lines]))
 
 
-def stage(config: PushConfig, found: Found | None = None) -> Staged:
-    """Build the folder that is uploaded; return its files. Rebuilt on every run: links are cheap.
+@dataclass
+class _StagedComponent:
+    files: list[StagedFile]
+    rewritten: dict[str, dict]  # path in repo -> what it was rewritten from (the manifest's entry)
 
-    ``config.out`` is one output root (``found``: its shards, if already looked up); the records are checked
-    first (:func:`check_made_by`), so nothing is staged from shards that may not be published.
-    """
-    out = Path(config.out)
-    found = found if found is not None else one_root(out, "push")
-    if found.problems:
-        raise PushError(f"{len(found.problems)} records under {out} cannot be read, so their shards would be left "
-                        f"out silently; fix them (`sodadata validate {out}`) first: {found.problems[0]}")
-    by_component = found.by_component(config.components)
-    check_made_by(by_component, config.allow_random_codec, config.allow_unknown_made_by)
-    grouped = {c: [(s.record_path, s.record) for s in shards] for c, shards in by_component.items()}
-    check_config_names(list(grouped))
-    root = config.stage
-    previous = _prepare_stage_dir(root, out)
-    max_rg = int(config.max_row_group_mb * 2**20)
+
+def _stage_shard(shard: FinishedShard, rel: str, root: Location, previous: dict, max_rg: int,
+                 rewritten: dict[str, dict]) -> StagedFile:
+    """One shard as published: itself (a hard link in a local stage; on a store the object where it is, uploaded
+    from there), or a copy rewritten for the Hub when its row groups are not fit."""
+    src = shard.parquet
+    dst = root / rel
+    problem = parquet_hub_problem(src, max_rg)
+    if problem is None:
+        if is_remote(src) or is_remote(root):
+            return StagedFile(rel, src, src.stat().st_size, "data")  # streamed from the bucket at upload: no copy
+        _mkdirs(dst.parent)
+        _link_or_copy(src, dst)
+        return StagedFile(rel, dst, dst.stat().st_size, "data")
+    st = src.stat()
+    key = {"source": str(src) if is_remote(src) else str(Path(src).resolve()), "size": st.st_size,
+           "mtime_ns": getattr(st, "st_mtime_ns", None)}
+    if previous.get("rewritten", {}).get(rel) == key and dst.exists():
+        log.debug("%s: reusing the rewritten copy from the last run", rel)
+    else:
+        log.info("rewriting %s for the Hub: %s", rel, problem)
+        _mkdirs(dst.parent)
+        rewrite_for_hub(src, dst, min(REWRITE_ROW_GROUP_BYTES, max_rg // 2))
+    rewritten[rel] = key
+    return StagedFile(rel, dst, dst.stat().st_size, "data")
+
+
+def _stage_component(component: str, shards: Sequence[FinishedShard], bucketed: bool, root: Location,
+                     previous: dict, max_rg: int) -> _StagedComponent:
+    """A component's shards, its records (one JSON Lines file) and its rejects (one Parquet file)."""
     files: list[StagedFile] = []
-    rewritten: list[str] = []
-    manifest: dict[str, dict] = {}
-    bucketed: dict[str, bool] = {}
-    sources: list[SourceInfo] = []
+    rewritten: dict[str, dict] = {}
+    reject_tables = []
+    jsonl = []
+    for shard in shards:
+        rel = shard_path(component, shard.stem, bucketed)
+        files.append(_stage_shard(shard, rel, root, previous, max_rg, rewritten))
+        jsonl.append(json.dumps(shard.record, ensure_ascii=False, sort_keys=False))
+        if shard.rejects.exists():
+            t = _open_parquet(shard.rejects).read().select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
+            reject_tables.append(t.append_column("shard", pa.array([shard.stem] * t.num_rows, pa.string())))
+    rec = root / RECORDS_DIR / component / "records.jsonl"
+    _mkdirs(rec.parent)
+    rec.write_text("\n".join(jsonl) + "\n", encoding="utf-8")
+    files.append(StagedFile(f"{RECORDS_DIR}/{component}/records.jsonl", rec, rec.stat().st_size, "records"))
+    if reject_tables:
+        rej = root / REJECTS_DIR / component / "rejects.parquet"
+        _mkdirs(rej.parent)
+        table = pa.concat_tables(reject_tables).cast(REJECTS_WITH_SHARD)
+        opts = parquet_writer_options()
+        opts.pop("write_statistics", None)
+        with rej.open("wb") as sink:
+            pq.write_table(table, sink, row_group_size=100_000, **opts)
+        files.append(StagedFile(f"{REJECTS_DIR}/{component}/rejects.parquet", rej, rej.stat().st_size, "rejects"))
+    return _StagedComponent(files, rewritten)
 
-    def add(rel: str, local: Path, kind: str) -> None:
-        files.append(StagedFile(rel, local, local.stat().st_size, kind))
 
-    for component, records in grouped.items():
-        bucketed[component] = len(records) > FOLDER_ENTRY_LIMIT
-        sources.append(source_info(component, [r for _, r in records], config.catalog_dir))
-        comp_dir = out / component
-        reject_tables = []
-        jsonl = []
-        for rec_path, rec in records:
-            src = rec_path.with_suffix(".parquet")
-            rel_stem = rec_path.relative_to(comp_dir).with_suffix("").as_posix()
-            rel = shard_path(component, rel_stem, bucketed[component])
-            dst = root / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            problem = parquet_hub_problem(src, max_rg)
-            if problem is None:
-                _link_or_copy(src, dst)
-            else:
-                st = src.stat()
-                key = {"source": str(src.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-                if previous.get("rewritten", {}).get(rel) == key and dst.exists():
-                    log.debug("%s: reusing the rewritten copy from the last run", rel)
-                else:
-                    log.info("rewriting %s for the Hub: %s", rel, problem)
-                    rewrite_for_hub(src, dst, min(REWRITE_ROW_GROUP_BYTES, max_rg // 2))
-                manifest[rel] = key
-                rewritten.append(rel)
-            add(rel, dst, "data")
-            jsonl.append(json.dumps(rec, ensure_ascii=False, sort_keys=False))
-            rej = rec_path.parent / "rejects" / f"{rec_path.stem}.parquet"
-            if rej.exists():
-                t = pq.read_table(rej).select(REJECT_SCHEMA.names).cast(REJECT_SCHEMA)
-                reject_tables.append(t.append_column("shard", pa.array([rel_stem] * t.num_rows, pa.string())))
-        rec_rel = f"{RECORDS_DIR}/{component}/records.jsonl"
-        (root / rec_rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rec_rel).write_text("\n".join(jsonl) + "\n", encoding="utf-8")
-        add(rec_rel, root / rec_rel, "records")
-        if reject_tables:
-            rej_rel = f"{REJECTS_DIR}/{component}/rejects.parquet"
-            (root / rej_rel).parent.mkdir(parents=True, exist_ok=True)
-            table = pa.concat_tables(reject_tables).cast(REJECTS_WITH_SHARD)
-            opts = parquet_writer_options()
-            opts.pop("write_statistics", None)
-            pq.write_table(table, root / rej_rel, row_group_size=100_000, **opts)
-            add(rej_rel, root / rej_rel, "rejects")
-
-    # Stats: reuse a report whose fingerprint matches these shards and options (from `sodadata stats` or from
-    # the last push attempt), since reading `text` for utterance durations or exact tokens can take hours.
-    all_records = [(c, p, r) for c, recs in grouped.items() for p, r in recs]
+def _stage_stats(config: PushConfig, out: Location, root: Location, found: Found,
+                 grouped: dict[str, list[FinishedShard]]) -> tuple[CorpusStats, list[StagedFile]]:
+    """The statistics shown in the card. A report whose fingerprint matches these shards and options (from
+    `sodadata stats` or the last push attempt) is reused: reading `text` for utterance durations or exact tokens
+    can take hours."""
+    all_records = [(c, s.record_path, s.record) for c, shards in grouped.items() for s in shards]
     fp = fingerprint(all_records, config.tokenizer, config.utterance_shards)
     stats_dir = root / STATS_DIR
     reusable = _reusable_stats([stats_dir, out / STATS_DIRNAME], fp, load_weights(config.recipe)[0])
@@ -444,25 +481,27 @@ def stage(config: PushConfig, found: Found | None = None) -> Staged:
         stats = compute_stats(StatsConfig(out=out, output=stats_dir, tokenizer=config.tokenizer, recipe=config.recipe,
                                           components=tuple(grouped), utterance_shards=config.utterance_shards),
                               found)
-        if stats_dir.exists():
-            shutil.rmtree(stats_dir)
+        _remove_tree(stats_dir)
         write_report(stats, stats_dir)
     else:
-        log.info("reusing the statistics in %s (same shards and options)", reusable)
-        if reusable != stats_dir:
-            if stats_dir.exists():
-                shutil.rmtree(stats_dir)
-            shutil.copytree(reusable, stats_dir)
+        log.info("reusing the statistics in %s (same shards and options)", display(reusable))
+        if str(reusable) != str(stats_dir):
+            _remove_tree(stats_dir)
+            _copy_tree(reusable, stats_dir)
         stats = read_report(stats_dir)
-    for p in sorted(stats_dir.iterdir()):
-        add(f"{STATS_DIR}/{p.name}", p, "stats")
+    files = [StagedFile(f"{STATS_DIR}/{p.name}", p, p.stat().st_size, "stats")
+             for p in sorted(stats_dir.iterdir(), key=lambda p: p.name)]
+    return stats, files
 
-    card = render_card(config.repo, sources, stats, bucketed, revision=config.revision, sodadata_version=__version__)
-    (root / CARD).write_text(card, encoding="utf-8")
-    add(CARD, root / CARD, "card")
 
-    # Remove what an earlier run staged but this one did not (a component dropped, a shard renamed).
-    wanted = {f.path_in_repo for f in files}
+def _remove_stale(root: Location, wanted: set[str]) -> None:
+    """Remove what an earlier run staged but this one did not (a component dropped, a shard renamed)."""
+    if is_remote(root):
+        base = root.path.rstrip("/") + "/"
+        for key in root.fs.find(root.path):
+            if key.startswith(base) and key[len(base):] not in wanted:
+                root.fs.rm_file(key)
+        return
     for p in sorted(root.rglob("*"), reverse=True):
         rel = p.relative_to(root).as_posix()
         if rel == ".cache" or rel.startswith(".cache/"):
@@ -471,11 +510,47 @@ def stage(config: PushConfig, found: Found | None = None) -> Staged:
             p.unlink()
         elif p.is_dir() and not any(p.iterdir()):
             p.rmdir()
+
+
+def stage(config: PushConfig, found: Found | None = None) -> Staged:
+    """Build the folder that is uploaded; return its files. Rebuilt on every run: links are cheap.
+
+    ``config.out`` is one output root (``found``: its shards, if already looked up); the records are checked
+    first (:func:`check_made_by`), so nothing is staged from shards that may not be published. When the output is
+    on a store the stage is too (``OUT/_hub/…`` in the bucket, by default): it holds the small files (card,
+    records, rejects, stats) and the shards stay where they are, each read from the bucket when it is uploaded.
+    """
+    out = as_location(config.out)
+    found = found if found is not None else one_root(out, "push")
+    if found.problems:
+        raise PushError(f"{len(found.problems)} records under {display(out)} cannot be read, so their shards would be "
+                        f"left out silently; fix them (`sodadata validate {display(out)}`) first: {found.problems[0]}")
+    grouped = found.by_component(config.components)
+    check_made_by(grouped, config.allow_random_codec, config.allow_unknown_made_by)
+    check_config_names(list(grouped))
+    root = config.stage
+    previous = _prepare_stage_dir(root, out)
+    max_rg = int(config.max_row_group_mb * 2**20)
+    files: list[StagedFile] = []
+    manifest: dict[str, dict] = {}
+    bucketed = {c: len(shards) > FOLDER_ENTRY_LIMIT for c, shards in grouped.items()}
+    sources = [source_info(c, [s.record for s in shards], config.catalog_dir) for c, shards in grouped.items()]
+    for component, shards in grouped.items():
+        staged = _stage_component(component, shards, bucketed[component], root, previous, max_rg)
+        files += staged.files
+        manifest.update(staged.rewritten)
+    stats, stats_files = _stage_stats(config, out, root, found, grouped)
+    files += stats_files
+    card = root / CARD
+    card.write_text(render_card(config.repo, sources, stats, bucketed, revision=config.revision,
+                                sodadata_version=__version__), encoding="utf-8")
+    files.append(StagedFile(CARD, card, card.stat().st_size, "card"))
+    _remove_stale(root, {f.path_in_repo for f in files})
     _manifest_path(root).write_text(json.dumps({"repo": config.repo, "rewritten": manifest}, indent=1) + "\n",
                                     encoding="utf-8")
     files.sort(key=lambda f: f.path_in_repo)
     globs = {c: data_glob(c, b) for c, b in bucketed.items()}
-    return Staged(root=root, files=files, sources=sources, stats=stats, globs=globs, rewritten=rewritten)
+    return Staged(root=root, files=files, sources=sources, stats=stats, globs=globs, rewritten=sorted(manifest))
 
 
 # ---------------------------------------------------------------- remote state and the commit plan
@@ -581,15 +656,30 @@ def call_with_retries(fn: Callable[[], Any], retry: RetryPolicy, what: str,
     raise AssertionError("unreachable")
 
 
+def _addition(api: Any, repo: str, revision: str | None, f: StagedFile) -> Any:
+    """The commit operation adding ``f``. A local file is handed over by path (the library streams it). A file on a
+    store is read into memory and pre-uploaded at once, one file at a time: the library then frees the content of
+    large (LFS/Xet) files and keeps only their hash for the commit, so a commit of many shards holds at most one
+    shard in memory, and nothing is copied to the local disk. (A file object would do without the bytes, but the
+    library sends file objects over plain HTTP, not Xet, so an interrupted upload would not deduplicate.)"""
+    from huggingface_hub import CommitOperationAdd
+
+    if not is_remote(f.location):
+        return CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.location))
+    op = CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.location.read_bytes())
+    api.preupload_lfs_files(repo, additions=[op], repo_type="dataset", revision=revision, free_memory=True)
+    return op
+
+
 def run_commits(api: Any, repo: str, revision: str | None, commits: Sequence[Commit], retry: RetryPolicy,
                 sleep: Callable[[float], None] = time.sleep) -> None:
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub import CommitOperationDelete
 
     for i, commit in enumerate(commits, 1):
         def make_and_send(commit: Commit = commit) -> Any:
             # Operations are built afresh per attempt: the library mutates them and refuses to reuse them.
             ops: list = [CommitOperationDelete(path_in_repo=p) for p in commit.deletes]
-            ops += [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=str(f.local)) for f in commit.files]
+            ops += [_addition(api, repo, revision, f) for f in commit.files]
             return api.create_commit(repo, operations=ops, commit_message=commit.message, repo_type="dataset",
                                      revision=revision)
 
@@ -655,12 +745,15 @@ def push(config: PushConfig, api: Any = None, sleep: Callable[[float], None] = t
         raise PushError(f"--repo {config.repo!r} must look like ORG/NAME")
     if config.method not in ("commits", "library"):
         raise PushError(f"--method must be 'commits' or 'library', not {config.method!r}")
+    if config.method == "library" and (is_remote(config.out) or is_remote(config.stage)):
+        raise PushError("--method library uploads a local folder; an output or stage on a store is pushed with "
+                        "--method commits (each shard read from the bucket as it is uploaded)")
     # One output root: the one given, or the one below it (the README's out/ holding out/sample, staged in
     # out/sample/_hub/); several: stop naming them.
-    found = one_root(Path(config.out), "push")
+    found = one_root(as_location(config.out), "push")
     config = replace(config, out=found.path)
     staged = stage(config, found)
-    log.info("staged %d files (%.2f GB) in %s%s", len(staged.files), staged.bytes / 1e9, staged.root,
+    log.info("staged %d files (%.2f GB) in %s%s", len(staged.files), staged.bytes / 1e9, display(staged.root),
              f"; {len(staged.rewritten)} shards rewritten for the Hub" if staged.rewritten else "")
     if config.dry_run:
         plan = plan_commits(staged.files, {}, config.commits)
@@ -710,13 +803,14 @@ def push(config: PushConfig, api: Any = None, sleep: Callable[[float], None] = t
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sodadata push", description="Publish an output directory to the Hugging Face "
                                 "Hub: one dataset config per component, a dataset card, records, rejects and stats.")
-    p.add_argument("out", type=Path, help="output directory of the recipes")
+    p.add_argument("out", help="output directory of the recipes: a local path or a URL (s3://, gs://, az://)")
     p.add_argument("--repo", required=True, help="dataset repository, ORG/NAME")
     p.add_argument("--private", action="store_true", help="create the repository private (an existing one is kept)")
     p.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
     p.add_argument("--dry-run", action="store_true", help="stage the folder that would be uploaded, send nothing")
     p.add_argument("--component", action="append", default=[], help="only this component (repeatable; default all)")
-    p.add_argument("--stage", type=Path, default=None, help="staging folder (default OUT/_hub/ORG--NAME)")
+    p.add_argument("--stage", default=None, help="staging folder, local or a URL (default OUT/_hub/ORG--NAME, in "
+                   "the bucket when OUT is one)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for exact text tokens in the stats")
     p.add_argument("--recipe", type=Path, default=None, help="mixture YAML for the stats' weights")
     p.add_argument("--utterance-shards", type=int, default=None, help="see `sodadata stats --help`")
@@ -757,8 +851,10 @@ def main(argv: list[str] | None = None) -> int:
         allow_unknown_made_by=args.allow_unknown_made_by,
     )
     try:
+        check_location(args.out, write=False)
+        check_location(config.stage, write=True)
         return push(config)
-    except (PushError, StatsError, ValueError) as exc:
+    except (PushError, StatsError, OutputError, ConfigError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     except Exception as exc:
