@@ -6,6 +6,7 @@ The catalogs are package data (``sodadata/catalogs/``), so an installed wheel ha
 
 from __future__ import annotations
 
+import argparse
 from functools import cache
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def load_catalog(corpus: str) -> dict:
         raise FileNotFoundError(f"no catalog for {corpus!r} at {path}")
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, corpus: str, holding: str) -> None:
+    """``--source`` and ``--revision`` of a recipe whose corpus is a Hub dataset: what :func:`resolve_source_root`
+    takes. ``holding``: what the dataset root holds (``data/*.parquet``), for the help."""
+    parser.add_argument(
+        "--source", default=None,
+        help=f"dataset root holding {holding}: a local path, hf:// URL or object-store URL "
+        f"(s3://, gs://, az://) (default: the Hub repo in catalogs/{corpus}.yaml)",
+    )
+    parser.add_argument("--revision", default=None, help="Hub revision (default: catalog's, resolved to a commit)")
 
 
 def resolve_source_root(corpus: str, source: str | None, revision: str | None) -> tuple[str, str | None]:

@@ -18,11 +18,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from sodadata import locations
-from sodadata.recipe import SourceFile
+from sodadata.recipe import ShardError, SourceFile
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +288,21 @@ def open_binary(url: str) -> BinaryIO:
     if not path.is_file():
         raise FileNotFoundError(f"source file {url!r} does not exist")
     return open(path, "rb", buffering=READ_BLOCK)
+
+
+@contextmanager
+def open_shard_source(url: str, faults: tuple[type[Exception], ...], what: str = "") -> Iterator[BinaryIO]:
+    """``url`` opened (:func:`open_binary`) as the source file of a recipe's task, whose faults fail the task: a
+    ``ShardError`` raised while it is read gets ``url`` in front of its message, and the ``faults`` of reading it
+    (``OSError``, ``tarfile.TarError`` ...) become a ``ShardError`` naming ``url`` and ``what`` it is (``"tar"``),
+    so that the run's report names the file."""
+    try:
+        with open_binary(url) as fileobj:
+            yield fileobj
+    except ShardError as exc:
+        raise ShardError(f"{url}: {exc}") from exc
+    except faults as exc:
+        raise ShardError(f"cannot read {what + ' ' if what else ''}{url}: {type(exc).__name__}: {exc}") from exc
 
 
 def _open_http(url: str) -> BinaryIO:

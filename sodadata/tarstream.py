@@ -6,17 +6,17 @@ disk then reads as a smaller, valid tar, and every member after the cut is lost 
 archive ends with an end-of-archive block of 512 zero bytes; :func:`check_end` looks at the block where
 iteration stopped and raises :class:`~sodadata.recipe.ShardError` unless it is that block.
 
-    reader = TailReader(fileobj)                     # or TailReader(gzip.GzipFile(fileobj=...)) for .tar.gz
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
-        for member in tar:
-            ...
-        check_end(tar, reader)
+    with CheckedTar(fileobj, gzipped=True) as tar:   # gzipped: a .tar.gz
+        for member in tar:                            # ends with check_end: ShardError if the tar did not end
+            data = tar.read(member)
 """
 
 from __future__ import annotations
 
 import collections
+import gzip
 import tarfile
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from sodadata.recipe import ShardError
@@ -73,3 +73,30 @@ def check_end(tar: tarfile.TarFile, reader: TailReader) -> None:
         )
     if block.count(0) != BLOCK:
         raise ShardError(f"corrupt tar: no valid member header at byte {offset}; the members from there on cannot be read")
+
+
+class CheckedTar:
+    """A tar read as a stream, never extracted: iterating gives its members in archive order (directories passed
+    over) and then checks that the archive ended (:func:`check_end`); :meth:`read` gives a member's data."""
+
+    def __init__(self, fileobj: BinaryIO, gzipped: bool = False) -> None:
+        # gzip decoded here rather than by tarfile ("r|gz") so that TailReader sees the tar bytes: check_end needs them
+        self._reader = TailReader(gzip.GzipFile(fileobj=fileobj, mode="rb") if gzipped else fileobj)
+        self._tar = tarfile.open(fileobj=self._reader, mode="r|")
+
+    def __enter__(self) -> CheckedTar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tar.close()
+
+    def __iter__(self) -> Iterator[tarfile.TarInfo]:
+        for member in self._tar:
+            if not member.isdir():
+                yield member
+        check_end(self._tar, self._reader)  # a tar cut at a member boundary would otherwise read as a smaller, valid tar
+
+    def read(self, member: tarfile.TarInfo) -> bytes:
+        """The data of a regular file member, the one iteration just gave (a stream cannot go back)."""
+        return self._tar.extractfile(member).read()
+

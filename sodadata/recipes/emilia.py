@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from sodadata import cli_recipe, sources
-from sodadata.catalog import load_catalog, resolve_source_root
+from sodadata.catalog import add_source_arguments, load_catalog, resolve_source_root
 from sodadata.completeness import catalog_scope, compare_counts
-from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask
-from sodadata.tarstream import TailReader, check_end
+from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardTask
+from sodadata.tarstream import CheckedTar
 
 SUBSETS = ("emilia", "emilia-yodas")
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
@@ -56,8 +56,6 @@ class EmiliaRecipe(Recipe):
     max_member_bytes: int = MAX_MEMBER_BYTES
 
     name = "emilia"
-    kind = "speech"
-    unit = "utterance"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -65,13 +63,7 @@ class EmiliaRecipe(Recipe):
         parser.add_argument("--lang", default="en", type=str.lower, choices=languages, metavar="LANG",
                             help=f"language folder ({', '.join(languages)}; default en)")
         parser.add_argument("--subset", default="both", choices=[*SUBSETS, "both"], help="which corpus (default both)")
-        parser.add_argument(
-            "--source", default=None,
-            help="dataset root holding Emilia/ and Emilia-YODAS/: a local path, hf:// URL or object-store URL "
-            "(s3://, gs://, az://) "
-            "(default: the Hub repo in catalogs/emilia.yaml)",
-        )
-        parser.add_argument("--revision", default=None, help="Hub revision (default: catalog's, resolved to a commit)")
+        add_source_arguments(parser, "emilia", "Emilia/ and Emilia-YODAS/")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EmiliaRecipe:
@@ -129,13 +121,9 @@ class EmiliaRecipe(Recipe):
 
     def read(self, task: ShardTask) -> Iterator[RawUtterance | Reject]:
         (src,) = task.inputs
-        try:
-            with sources.open_binary(src.url) as fileobj:
-                yield from _read_tar(fileobj, src.url, self.max_member_bytes)
-        except ShardError as exc:
-            raise ShardError(f"{src.url}: {exc}") from exc
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise ShardError(f"cannot read tar {src.url}: {type(exc).__name__}: {exc}") from exc
+        faults = (tarfile.TarError, EOFError, OSError)
+        with sources.open_shard_source(src.url, faults, "tar") as fileobj:
+            yield from _read_tar(fileobj, src.url, self.max_member_bytes)
 
     def row_params(self) -> dict:
         return {"max_member_bytes": self.max_member_bytes}  # larger members are rejected
@@ -158,11 +146,8 @@ def _member_key(name: str) -> tuple[str, str]:
 def _read_tar(fileobj, url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[RawUtterance | Reject]:
     pending: dict[str, dict[str, bytes]] = {}
     too_large: set[str] = set()  # keys already rejected for a member over the limit: their other member is skipped
-    reader = TailReader(fileobj)
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
+    with CheckedTar(fileobj) as tar:
         for member in tar:
-            if member.isdir():
-                continue
             key, ext = _member_key(member.name)
             if not member.isfile():
                 yield Reject(member.name, "tar_unsupported_member", "links and devices are not read")
@@ -179,7 +164,7 @@ def _read_tar(fileobj, url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> It
                 yield Reject(key, "member_too_large", f"{member.name}: {member.size} bytes > limit {max_member_bytes}")
                 continue
             kind = "json" if ext == ".json" else "audio"
-            data = tar.extractfile(member).read()
+            data = tar.read(member)
             slot = pending.setdefault(key, {})
             if kind in slot:
                 yield Reject(key, "duplicate_id", f"second {ext} member for this key in {PurePosixPath(url).name}")
@@ -188,7 +173,6 @@ def _read_tar(fileobj, url: str, max_member_bytes: int = MAX_MEMBER_BYTES) -> It
             if "json" in slot and "audio" in slot:
                 del pending[key]
                 yield _utterance(key, slot["json"], slot["audio"])
-        check_end(tar, reader)  # a tar cut at a member boundary would otherwise read as a smaller, valid tar
     for key in sorted(pending):
         missing = "missing_json" if "json" not in pending[key] else "missing_audio"
         yield Reject(key, missing, f"no {'.json' if missing == 'missing_json' else 'audio'} member with this key")

@@ -60,7 +60,7 @@ from sodadata import cli_recipe, sources
 from sodadata.catalog import load_catalog
 from sodadata.completeness import catalog_scope
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
-from sodadata.tarstream import TailReader, check_end
+from sodadata.tarstream import CheckedTar
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,6 @@ class LibriSpeechRecipe(Recipe):
     max_file_bytes: int = MAX_FILE_BYTES
 
     name = "librispeech"
-    kind = "speech"
-    unit = "utterance"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -178,13 +176,9 @@ class LibriSpeechRecipe(Recipe):
     def read(self, task: ShardTask) -> Iterator[RawUtterance | Reject]:
         if self.is_archive:
             (src,) = task.inputs
-            try:
-                with sources.open_binary(src.url) as fileobj:
-                    yield from _read_archive(fileobj, self.split, self.max_file_bytes)
-            except ShardError as exc:
-                raise ShardError(f"{src.url}: {exc}") from exc
-            except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-                raise ShardError(f"cannot read archive {src.url}: {type(exc).__name__}: {exc}") from exc
+            faults = (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile)
+            with sources.open_shard_source(src.url, faults, "archive") as fileobj:
+                yield from _read_archive(fileobj, self.split, self.max_file_bytes)
             return
         root = self._split_root()
         chapters: dict[tuple[str, ...], list[SourceFile]] = defaultdict(list)
@@ -359,12 +353,8 @@ def _read_archive(fileobj, split: str, max_file_bytes: int = MAX_FILE_BYTES) -> 
     other_splits: set[str] = set()
     seen_split = False
     waiting = 0  # bytes of FLACs waiting for their chapter's transcript, over all chapters
-    # gzip decoded here rather than by tarfile ("r|gz") so that TailReader sees the tar bytes: check_end needs them
-    reader = TailReader(gzip.GzipFile(fileobj=fileobj, mode="rb"))
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
+    with CheckedTar(fileobj, gzipped=True) as tar:
         for member in tar:
-            if member.isdir():
-                continue
             parts = PurePosixPath(member.name).parts
             if parts[:1] == (TOP,) and len(parts) == 2 and parts[1].upper().endswith(".TXT"):
                 continue  # the corpus's own BOOKS/CHAPTERS/LICENSE/README/SPEAKERS.TXT
@@ -383,14 +373,14 @@ def _read_archive(fileobj, split: str, max_file_bytes: int = MAX_FILE_BYTES) -> 
                 yield Reject(member.name, "tar_unsupported_member", "links and devices are not read")
             elif kind == "transcript":
                 before = chapter.waiting_bytes()
-                yield from chapter.add_transcript(tar.extractfile(member).read())
+                yield from chapter.add_transcript(tar.read(member))
                 waiting -= before - chapter.waiting_bytes()
             elif kind == "flac":
                 if member.size > max_file_bytes:
                     yield from chapter.add_flac(name, None, f"{member.size} bytes > limit {max_file_bytes}")
                     continue
                 before = chapter.waiting_bytes()
-                yield from chapter.add_flac(name, tar.extractfile(member).read())
+                yield from chapter.add_flac(name, tar.read(member))
                 waiting += chapter.waiting_bytes() - before
                 if waiting > max(MAX_WAITING_BYTES, max_file_bytes):
                     raise ShardError(
@@ -399,7 +389,6 @@ def _read_archive(fileobj, split: str, max_file_bytes: int = MAX_FILE_BYTES) -> 
                     )
             else:
                 yield Reject(member.name, "unexpected_file", kind)
-        check_end(tar, reader)  # a tar cut at a member boundary would otherwise read as a smaller, valid tar
     if not seen_split:
         found = f" (it holds {', '.join(sorted(other_splits))})" if other_splits else ""
         raise ShardError(f"the archive holds nothing under {TOP}/{split}/{found}: is it {split}.tar.gz?")

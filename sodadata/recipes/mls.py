@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sodadata import cli_recipe, sources
-from sodadata.catalog import load_catalog, resolve_source_root
+from sodadata.catalog import add_source_arguments, load_catalog, resolve_source_root
 from sodadata.completeness import catalog_scope
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
 
@@ -81,19 +81,12 @@ class MLSRecipe(Recipe):
     shard_hours: float = 10.0
 
     name = "mls"
-    kind = "speech"
-    unit = "utterance"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--lang", default="en", choices=["en"], help="language (only en: parler-tts/mls_eng)")
         parser.add_argument("--split", default="train", choices=SPLITS, help="which split (default train)")
-        parser.add_argument(
-            "--source", default=None,
-            help="dataset root holding data/*.parquet: a local path or hf:// URL (default: the Hub repo in "
-            "catalogs/mls.yaml)",
-        )
-        parser.add_argument("--revision", default=None, help="Hub revision (default: catalog's, resolved to a commit)")
+        add_source_arguments(parser, CORPUS, "data/*.parquet")
         parser.add_argument(
             "--shard-hours", type=float, default=10.0,
             help="audio hours per output shard (whole documents; default 10). Keep it when resuming.",

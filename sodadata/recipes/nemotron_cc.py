@@ -222,19 +222,15 @@ class NemotronCCRecipe(Recipe):
 
     def read(self, task: ShardTask) -> Iterator[TextRecord | Reject]:
         (src,) = task.inputs
-        try:
-            with sources.open_binary(src.url) as fileobj:
-                counted = _CountingReader(fileobj)
-                yield from read_records(counted, task.stem, self.max_line_bytes)
-                # A stream cut exactly between two frames decompresses cleanly: only its length tells.
-                expected = _expected_size(fileobj, src)
-                if expected is not None and counted.bytes_read != expected:
-                    why = "cut short" if counted.bytes_read < expected else "the file changed since it was listed"
-                    raise ShardError(f"read {counted.bytes_read} compressed bytes, expected {expected}: {why}")
-        except ShardError as exc:
-            raise ShardError(f"{src.url}: {exc}") from exc
-        except (zstandard.ZstdError, OSError, EOFError, http.client.HTTPException) as exc:
-            raise ShardError(f"cannot read {src.url}: {type(exc).__name__}: {exc}") from exc
+        faults = (zstandard.ZstdError, OSError, EOFError, http.client.HTTPException)
+        with sources.open_shard_source(src.url, faults) as fileobj:
+            counted = _CountingReader(fileobj)
+            yield from read_records(counted, task.stem, self.max_line_bytes)
+            # A stream cut exactly between two frames decompresses cleanly: only its length tells.
+            expected = _expected_size(fileobj, src)
+            if expected is not None and counted.bytes_read != expected:
+                why = "cut short" if counted.bytes_read < expected else "the file changed since it was listed"
+                raise ShardError(f"read {counted.bytes_read} compressed bytes, expected {expected}: {why}")
 
     def row_params(self) -> dict:
         return {"max_line_bytes": self.max_line_bytes}  # longer lines are rejected

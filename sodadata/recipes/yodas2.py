@@ -41,7 +41,6 @@ corpus from the Hub (network)::
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import json
 import logging
@@ -58,10 +57,10 @@ import soundfile as sf
 
 from sodadata import cli_recipe, sources
 from sodadata.audio import decoder_error_detail
-from sodadata.catalog import load_catalog, resolve_source_root
+from sodadata.catalog import add_source_arguments, load_catalog, resolve_source_root
 from sodadata.completeness import catalog_scope, compare_counts
 from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
-from sodadata.tarstream import TailReader, check_end
+from sodadata.tarstream import CheckedTar
 
 log = logging.getLogger("sodadata.recipes.yodas2")  # not __name__: "__main__" under python -m
 
@@ -83,8 +82,6 @@ class Yodas2Recipe(Recipe):
     max_wav_bytes: int = MAX_WAV_BYTES
 
     name = "yodas2"
-    kind = "speech"
-    unit = "utterance"
     contiguous_documents = True  # one video's utterances are yielded together, video after video
 
     @classmethod
@@ -94,12 +91,7 @@ class Yodas2Recipe(Recipe):
             "--subsets", default=None, metavar="en000,en100,...",
             help="comma-separated subsets (default: every subset of --lang in catalogs/yodas2.yaml: 38 for en)",
         )
-        parser.add_argument(
-            "--source", default=None,
-            help="dataset root holding data/<subset>/: a local path or hf:// URL "
-            "(default: the Hub repo in catalogs/yodas2.yaml)",
-        )
-        parser.add_argument("--revision", default=None, help="Hub revision (default: catalog's, resolved to a commit)")
+        add_source_arguments(parser, CORPUS, "data/<subset>/")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Yodas2Recipe:
@@ -191,13 +183,9 @@ class Yodas2Recipe(Recipe):
         durations = _read_durations(duration_url) if duration_url else {}
         if duration_url is None:
             log.warning("%s: no duration file; utterances carry no video_seconds", task.split)
-        try:
-            with sources.open_binary(audio_url) as fileobj:
-                yield from _read_tar(fileobj, videos, durations, self.max_wav_bytes)
-        except ShardError as exc:
-            raise ShardError(f"{audio_url}: {exc}") from exc
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise ShardError(f"cannot read tar {audio_url}: {type(exc).__name__}: {exc}") from exc
+        faults = (tarfile.TarError, EOFError, OSError, zlib.error)
+        with sources.open_shard_source(audio_url, faults, "tar") as fileobj:
+            yield from _read_tar(fileobj, videos, durations, self.max_wav_bytes)
 
     def row_params(self) -> dict:
         return {"max_wav_bytes": self.max_wav_bytes}  # larger videos are rejected
@@ -289,12 +277,8 @@ def _read_durations(url: str) -> dict[str, float]:
 def _read_tar(fileobj, videos: dict[str, _Video], durations: dict[str, float], max_wav_bytes: int = MAX_WAV_BYTES
               ) -> Iterator[RawUtterance | Reject]:
     done: set[str] = set()
-    # gzip decoded here rather than by tarfile ("r|gz") so that TailReader sees the tar bytes: check_end needs them
-    reader = TailReader(gzip.GzipFile(fileobj=fileobj, mode="rb"))
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
+    with CheckedTar(fileobj, gzipped=True) as tar:
         for member in tar:
-            if member.isdir():
-                continue
             base = PurePosixPath(member.name).name
             vid, dot, ext = base.rpartition(".")
             if not member.isfile() or not dot or ext.lower() != "wav":
@@ -313,10 +297,9 @@ def _read_tar(fileobj, videos: dict[str, _Video], durations: dict[str, float], m
                 for cap in video.captions:
                     yield Reject(cap.key, "video_too_large", f"{base}: {member.size} bytes > limit {max_wav_bytes}")
                 continue
-            data = tar.extractfile(member).read()
+            data = tar.read(member)
             yield from _video_utterances(video, data, durations.get(vid))
             del data  # before the next member is read: never two videos' audio at once
-        check_end(tar, reader)  # a tar cut at a member boundary would otherwise read as a smaller, valid tar
     for vid in sorted(set(videos) - done):
         for cap in videos[vid].captions:
             yield Reject(cap.key, "video_missing_from_tar", f"no {vid}.wav in the shard's tar")
