@@ -172,23 +172,25 @@ def _documents(hours: float, seed: int):
 
 def write_phase(docs: dict, out: Path) -> float:
     """What run_task does after encoding: rows, shard commit, rejects file, JSON record. Seconds."""
-    from sodadata.pipeline import _DocumentRows
+    from sodadata.document import DEFAULT_FORMATS
+    from sodadata.pipeline import TaskCounts, _DocumentRows, _UncommittedShard
     from sodadata.recipe import ShardTask, SourceFile
     from sodadata.shards import REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
 
     task = ShardTask("emilia/en", "EN-B000000", "Emilia-EN-B000000", (SourceFile("bench://x", 0),))
     paths = ShardPaths(out, task.component, task.stem)
     t0 = time.perf_counter()
-    writer = ShardWriter(paths.parquet)
-    rows = _DocumentRows(writer, task, {})
+    shard = _UncommittedShard(ShardWriter(paths.parquet))
+    rows = _DocumentRows(shard, task, {}, {}, TaskCounts(), DEFAULT_FORMATS)
     for doc_id in sorted(docs):
         rows.write(doc_id, docs[doc_id])
     with ShardWriter(paths.rejects, schema=REJECT_SCHEMA) as w:
         w.write_all([])
         w.commit()
-    writer.commit()
-    write_json_atomic(paths.record, {"rows": rows.rows, "documents": rows.documents, "audio_seconds": rows.audio_seconds,
-                                     "audio_tokens": rows.audio_tokens, "timings": {"write": 0.0}})
+    shard.writer.commit()
+    write_json_atomic(paths.record, {"rows": shard.rows, "documents": shard.documents,
+                                     "audio_seconds": shard.audio_seconds, "audio_tokens": shard.audio_tokens,
+                                     "timings": {"write": 0.0}})
     return time.perf_counter() - t0
 
 

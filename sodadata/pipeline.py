@@ -130,6 +130,26 @@ class _Rejects:
                           "source": storable(self.source)})
 
 
+@dataclass
+class _UncommittedShard:
+    """A task's rows, written (``writer``) but not yet committed, and their totals for the shard's record."""
+
+    writer: ShardWriter
+    rows: int = 0
+    documents: int = 0
+    audio_seconds: float = 0.0
+    audio_tokens: int = 0
+    text_chars: int = 0
+
+
+@dataclass
+class _Admitted:
+    """An item past the checks every recipe's items get (``_admitted``), with its text as the text rule keeps it."""
+
+    item: RawUtterance | TextRecord
+    verdict: TextVerdict
+
+
 def check_item(item: RawUtterance | TextRecord, transcript: bool) -> TextVerdict:
     """The text rule on an item's text, plus invalid Unicode anywhere else it carries into a shard (id, metadata).
 
@@ -144,6 +164,25 @@ def check_item(item: RawUtterance | TextRecord, transcript: bool) -> TextVerdict
         if bad is not None:
             return TextVerdict("", INVALID_UNICODE, bad)
     return apply_text_rule(item.text, transcript=transcript)
+
+
+def _admitted(items: Iterable, counts: TaskCounts, kind: str) -> Iterator[_Admitted | Reject]:
+    """Count every item a recipe of ``kind`` ("speech" or "text") yields; pass its rejects on; reject a second item
+    with an id already seen and a text the text rule refuses (:func:`check_item`); admit the rest."""
+    expected, transcript, noun = (RawUtterance, True, "item") if kind == "speech" else (TextRecord, False, "record")
+    seen: set[str] = set()
+    for item in items:
+        counts.read += 1
+        if isinstance(item, Reject):
+            yield item
+        elif not isinstance(item, expected):
+            raise TypeError(f"a {kind} recipe yielded {type(item).__name__}, expected {expected.__name__} or Reject")
+        elif item.id in seen:
+            yield Reject(item.id, "duplicate_id", f"an earlier {noun} of this shard has the same id")
+        else:
+            seen.add(item.id)
+            verdict = check_item(item, transcript=transcript)
+            yield _Admitted(item, verdict) if verdict.reason is None else Reject(item.id, verdict.reason, verdict.detail)
 
 
 def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
@@ -164,10 +203,10 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
     if recipe.kind == "speech":
         if config.codec is None:
             raise ConfigError(f"recipe {recipe.name} needs a codec")
-        extra = _run_speech(recipe, task, config, paths, counts, rejects)
+        shard = _run_speech(recipe, task, config, paths, counts, rejects)
     else:
-        extra = _run_text(recipe, task, paths, counts, rejects)
-    writer: ShardWriter = extra["shard_writer"]
+        shard = _run_text(recipe, task, paths, counts, rejects)
+    writer = shard.writer
     try:
         if counts.read != counts.written + counts.rejected:
             raise RuntimeError(
@@ -195,16 +234,16 @@ def run_task(recipe: Recipe, task: ShardTask, config: PipelineConfig) -> dict:
         "unit": recipe.unit,
         "source": {"inputs": [{"url": display(f.url), "size": f.size} for f in task.inputs],
                    "revision": task.revision},
-        "rows": extra["rows"],
-        "documents": extra["documents"],
+        "rows": shard.rows,
+        "documents": shard.documents,
         "read": counts.read,
         "written": counts.written,
         "rejected": counts.rejected,
         "rejects": dict(sorted(counts.rejects.items())),
         "files": files,  # the sizes of the files beside it: what makes the shard finished (shards.py)
-        "audio_seconds": round(extra["audio_seconds"], 4),
-        "audio_tokens": extra["audio_tokens"],
-        "text_chars": extra["text_chars"],
+        "audio_seconds": round(shard.audio_seconds, 4),
+        "audio_tokens": shard.audio_tokens,
+        "text_chars": shard.text_chars,
         "text_folded_chars": counts.folded_chars,
         "text_dropped_chars": counts.dropped_chars,
         "codec": config.codec.describe() if (config.codec and recipe.kind == "speech") else None,
@@ -245,50 +284,41 @@ def _decode(item: RawUtterance, max_seconds: float) -> tuple[np.ndarray | None, 
     return wave, None, time.perf_counter() - t
 
 
-def _checked(items: Iterable, counts: TaskCounts, rejects: _Rejects, max_seconds: float,
-             threads: int = 1) -> Iterator[_Decoded]:
-    """Count every item; turn bad ones into rejects; decode the rest to 24 kHz mono.
+def _decoded_in_order(admitted: Iterable[_Admitted | Reject], counts: TaskCounts, rejects: _Rejects,
+                      max_seconds: float, threads: int = 1) -> Iterator[_Decoded]:
+    """Decode the admitted utterances to 24 kHz mono; file every reject (the recipe's, the admission's, a failed
+    decode) in input order.
 
     With ``threads > 1`` decoding runs in a thread pool, a few items ahead; results (and rejects) are still
     taken strictly in input order, so the output is the same as with one thread.
     """
-    seen: set[str] = set()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="sodadata-decode") if threads > 1 else None
-    pending: deque = deque()  # in input order: ("reject", id, reason, detail) or ("audio", item, text, result)
+    pending: deque = deque()  # in input order: a Reject, or (admitted, the decode's result or its future)
 
     def finish(entry) -> Iterator[_Decoded]:
-        if entry[0] == "reject":
-            rejects.add(*entry[1:])
+        if isinstance(entry, Reject):
+            rejects.add(entry.id, entry.reason, entry.detail)
             return
-        _, item, verdict, result = entry
+        admitted, result = entry
         wave, error, seconds = result.result() if pool is not None else result
         counts.timings["read_decode"] += seconds
+        item = admitted.item
         if error is not None:
             rejects.add(item.id, error.reason, error.detail)
             return
         item.audio = b""  # the encoded bytes are no longer needed; keep memory to the decoded wave
-        yield _Decoded(item, verdict, wave)
+        yield _Decoded(item, admitted.verdict, wave)
 
     try:
-        for item in items:
-            counts.read += 1
-            if isinstance(item, Reject):
-                pending.append(("reject", item.id, item.reason, item.detail))
-            elif not isinstance(item, RawUtterance):
-                raise TypeError(f"a speech recipe yielded {type(item).__name__}, expected RawUtterance or Reject")
-            elif item.id in seen:
-                pending.append(("reject", item.id, "duplicate_id", "an earlier item of this shard has the same id"))
+        for entry in admitted:
+            if isinstance(entry, Reject):
+                pending.append(entry)
+            elif pool is not None:
+                pending.append((entry, pool.submit(_decode, entry.item, max_seconds)))
             else:
-                seen.add(item.id)
-                verdict = check_item(item, transcript=True)
-                if verdict.reason is not None:
-                    pending.append(("reject", item.id, verdict.reason, verdict.detail))
-                elif pool is not None:
-                    pending.append(("audio", item, verdict, pool.submit(_decode, item, max_seconds)))
-                else:
-                    pending.append(("audio", item, verdict, _decode(item, max_seconds)))
+                pending.append((entry, _decode(entry.item, max_seconds)))
             # one thread: everything is resolved at once; a pool: keep up to 2 x threads decodes in flight
-            while pending and (pool is None or pending[0][0] == "reject" or len(pending) > 2 * threads):
+            while pending and (pool is None or isinstance(pending[0], Reject) or len(pending) > 2 * threads):
                 yield from finish(pending.popleft())
         while pending:
             yield from finish(pending.popleft())
@@ -368,12 +398,10 @@ class _DocumentRows:
     """Turns finished documents into their rows, one per format, written as they come (ShardWriter bounds memory
     by bytes)."""
 
-    def __init__(self, writer: ShardWriter, task: ShardTask, metadata: dict[str, dict],
+    def __init__(self, shard: _UncommittedShard, task: ShardTask, metadata: dict[str, dict],
                  folds: dict[str, tuple[int, int]], counts: TaskCounts, formats: tuple[str, ...]) -> None:
-        self.writer, self.task, self.metadata, self.folds, self.counts = writer, task, metadata, folds, counts
+        self.shard, self.task, self.metadata, self.folds, self.counts = shard, task, metadata, folds, counts
         self.formats = formats
-        self.rows = self.documents = self.audio_tokens = self.text_chars = 0
-        self.audio_seconds = 0.0
 
     def write(self, doc_id: str, utts: list[EncodedUtterance]) -> None:
         utts = sorted(utts, key=lambda u: (u.order, u.id))
@@ -387,7 +415,7 @@ class _DocumentRows:
         meta_json = json.dumps(meta, ensure_ascii=False, sort_keys=True)
         for fmt in self.formats:
             text = format_speech_row(utts, fmt)
-            self.writer.write(
+            self.shard.writer.write(
                 {
                     "id": doc_id + ROW_SUFFIX[fmt],
                     "split": self.task.split,
@@ -400,14 +428,14 @@ class _DocumentRows:
                     "metadata": meta_json,
                 }
             )
-            self.rows += 1
-            self.audio_tokens += n_tokens
-            self.text_chars += len(text)
-        self.documents += 1
-        self.audio_seconds += seconds
+            self.shard.rows += 1
+            self.shard.audio_tokens += n_tokens
+            self.shard.text_chars += len(text)
+        self.shard.documents += 1
+        self.shard.audio_seconds += seconds
 
 
-def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
+def _run_speech(recipe, task, config, paths, counts, rejects) -> _UncommittedShard:
     """Encode every utterance; write documents as rows.
 
     Recipes whose documents arrive whole and in order (``contiguous_documents``, e.g. one Yodas video after
@@ -433,12 +461,12 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
                 folds[d.item.id] = (d.verdict.folded, d.verdict.dropped)
             yield d
 
-    writer = ShardWriter(paths.parquet)
-    out = _DocumentRows(writer, task, metadata, folds, counts, config.formats)
+    shard = _UncommittedShard(ShardWriter(paths.parquet))
+    out = _DocumentRows(shard, task, metadata, folds, counts, config.formats)
     try:
         decoded = prefetch(
-            _checked(recipe.read(task), counts, rejects, config.max_utterance_seconds,
-                     config.effective_decode_threads()),
+            _decoded_in_order(_admitted(recipe.read(task), counts, "speech"), counts, rejects,
+                              config.max_utterance_seconds, config.effective_decode_threads()),
             config.prefetch_items,
         )
         bucket_samples = int(config.effective_bucket_seconds() * SAMPLE_RATE)
@@ -462,47 +490,28 @@ def _run_speech(recipe, task, config, paths, counts, rejects) -> dict:
             out.write(doc_id, docs.pop(doc_id))
         counts.timings["write"] += time.perf_counter() - tw
     except BaseException:
-        writer.abort()
+        shard.writer.abort()
         raise
-    return {
-        "shard_writer": writer,
-        "rows": out.rows,
-        "documents": out.documents,
-        "audio_seconds": out.audio_seconds,
-        "audio_tokens": out.audio_tokens,
-        "text_chars": out.text_chars,
-    }
+    return shard
 
 
 # --- text ---------------------------------------------------------------------------------------------------
 
 
-def _run_text(recipe, task, paths, counts, rejects) -> dict:
-    writer = ShardWriter(paths.parquet)
-    seen: set[str] = set()
-    rows = text_chars = 0
+def _run_text(recipe, task, paths, counts, rejects) -> _UncommittedShard:
+    shard = _UncommittedShard(ShardWriter(paths.parquet))
     t = time.perf_counter()
     try:
-        for item in recipe.read(task):
-            counts.read += 1
-            if isinstance(item, Reject):
-                rejects.add(item.id, item.reason, item.detail)
+        for entry in _admitted(recipe.read(task), counts, "text"):
+            if isinstance(entry, Reject):
+                rejects.add(entry.id, entry.reason, entry.detail)
                 continue
-            if not isinstance(item, TextRecord):
-                raise TypeError(f"a text recipe yielded {type(item).__name__}, expected TextRecord or Reject")
-            if item.id in seen:
-                rejects.add(item.id, "duplicate_id", "an earlier record of this shard has the same id")
-                continue
-            seen.add(item.id)
+            item, verdict = entry.item, entry.verdict
             # Web text is kept as the source gives it (not stripped): only the text rule's folds change it.
-            verdict = check_item(item, transcript=False)
-            if verdict.reason is not None:
-                rejects.add(item.id, verdict.reason, verdict.detail)
-                continue
             counts.folded_chars += verdict.folded
             counts.dropped_chars += verdict.dropped
             row_text = format_text_row(verdict.text)
-            writer.write(
+            shard.writer.write(
                 {
                     "id": item.id,
                     "split": task.split,
@@ -516,17 +525,11 @@ def _run_text(recipe, task, paths, counts, rejects) -> dict:
                 }
             )
             counts.written += 1
-            rows += 1
-            text_chars += len(row_text)
+            shard.rows += 1
+            shard.text_chars += len(row_text)
     except BaseException:
-        writer.abort()
+        shard.writer.abort()
         raise
     counts.timings["read_write"] += time.perf_counter() - t
-    return {
-        "shard_writer": writer,
-        "rows": rows,
-        "documents": rows,
-        "audio_seconds": 0.0,
-        "audio_tokens": 0,
-        "text_chars": text_chars,
-    }
+    shard.documents = shard.rows  # a text record is a document of one row
+    return shard
