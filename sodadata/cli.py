@@ -9,13 +9,17 @@ import os
 import sys
 from typing import NoReturn
 
-# name -> (module, one-line help). Each module has ``main(argv: list[str] | None) -> int``.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "emilia": ("sodadata.recipes.emilia", "prepare Emilia / Emilia-YODAS (same as python -m sodadata.recipes.emilia)"),
-    "yodas2": ("sodadata.recipes.yodas2", "prepare Yodas2"),
-    "mls": ("sodadata.recipes.mls", "prepare Multilingual LibriSpeech English"),
-    "nemotron-cc": ("sodadata.recipes.nemotron_cc", "prepare Nemotron-CC (text only)"),
-    "librispeech": ("sodadata.recipes.librispeech", "prepare a LibriSpeech split (SODA's validation set: dev-clean)"),
+# Corpus recipes: ``sodadata <corpus>`` is ``python -m sodadata.recipes.<corpus>`` (``-`` in a name is ``_`` in the
+# module's); what each prepares.
+_RECIPES: dict[str, str] = {
+    "emilia": "Emilia / Emilia-YODAS (same as python -m sodadata.recipes.emilia)",
+    "yodas2": "Yodas2",
+    "mls": "Multilingual LibriSpeech English",
+    "nemotron-cc": "Nemotron-CC (text only)",
+    "librispeech": "a LibriSpeech split (SODA's validation set: dev-clean)",
+}
+# The tools: name -> (module, one-line help).
+_TOOLS: dict[str, tuple[str, str]] = {
     "tokenizer": ("sodadata.tokenizer", "build the extended tokenizer (markers + 16,384 audio tokens)"),
     "stats": ("sodadata.stats", "per-component statistics table, Markdown and plots"),
     "push": ("sodadata.hub", "publish an output directory to the Hugging Face Hub"),
@@ -24,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("sodadata.inspect", "static HTML report: listen to sampled documents"),
     "plan": ("sodadata.plan", "plan a run: tokens, epochs, audio hours, core-/GPU-hours and disk per component"),
     "export": ("sodadata.export", "export a mixture recipe to another trainer's config (levanter)"),
+}
+# name -> (module, one-line help). Each module has ``main(argv: list[str] | None) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    **{name: (f"sodadata.recipes.{name.replace('-', '_')}", f"prepare {what}") for name, what in _RECIPES.items()},
+    **_TOOLS,
 }
 
 
