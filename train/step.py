@@ -97,7 +97,7 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, mesh: Mesh, n_components: in
             "loss": loss,
             "ce": aux["ce"],
             "predicted_tokens": aux["predicted_tokens"],
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state["step"]),
             # Tokens of each mixture component in this global batch (all hosts' rows: the array is global).
             "component_tokens": jnp.zeros((n_components,), jnp.int32).at[batch["component"]].add(real),
