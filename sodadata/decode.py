@@ -34,7 +34,9 @@ from sodadata.audio_strings import audio_to_str, audio_to_string, str_to_audio, 
 from sodadata.codec import NOT_REAL_WARNING
 from sodadata.codes import SAMPLE_RATE, chars_to_codes
 from sodadata.document import ParsedRow, Utterance, audio_spans, parse_row
+from sodadata.locations import check_location, display, is_remote
 from sodadata.mimi_decoder import MimiDecoder, get_decoder
+from sodadata.recipe import ConfigError
 from sodadata.recorded_codec import add_codec_args, codebooks_of, codec_config_from
 from sodadata.row_lookup import FoundRow, find_row, find_rows, row_files
 
@@ -46,12 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="sodadata decode",
         description="Decode one row of an output directory back to audio (its utterances joined in order).",
     )
-    p.add_argument("out_dir", type=Path, help="output root, a folder holding output roots, one component, or one "
-                   "shard (never its _hub/ staged copies)")
+    p.add_argument("out_dir", help="output root, a folder holding output roots, one component, or one shard (never "
+                   "its _hub/ staged copies): a local path or a URL (s3://, gs://, az://)")
     p.add_argument("--id", required=True, dest="row_id", help="row id, e.g. EN_B00000_S00040_type1 (a document id "
                    "finds its _type1 row)")
-    p.add_argument("--out", type=Path, default=None, help="audio file to write (.wav, .flac, .mp3, .ogg); "
-                   "default <row id>.wav")
+    p.add_argument("--out", default=None, help="audio file to write here (.wav, .flac, .mp3, .ogg); "
+                   "default <row id>.wav in the working directory, also when OUT_DIR is a bucket")
     p.add_argument("--utterance", type=int, default=None, help="only this utterance (0-based)")
     add_codec_args(p)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -63,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
-    if not args.out_dir.exists():
+    if args.out is not None and is_remote(args.out):
+        print(f"sodadata decode: --out {display(args.out)}: the audio file is written on this machine: give a local "
+              "path", file=sys.stderr)
+        return 2
+    try:
+        check_location(args.out_dir, write=False)
+    except ConfigError as exc:
+        print(f"sodadata decode: {exc}", file=sys.stderr)
+        return 2
+    if not is_remote(args.out_dir) and not Path(args.out_dir).exists():
         print(f"sodadata decode: {args.out_dir} does not exist", file=sys.stderr)
         return 2
     try:
@@ -75,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parsed = parse_row(row["text"], row.get("format"), codebooks_of(found.record))
     except ValueError as exc:
-        print(f"sodadata decode: row {row['id']} in {found.path} is malformed: {exc}", file=sys.stderr)
+        print(f"sodadata decode: row {row['id']} in {display(found.path)} is malformed: {exc}", file=sys.stderr)
         return 1
     if not parsed.utterances:
         print(f"sodadata decode: row {row['id']} is a text row (format {parsed.format!r}): it holds no audio",
@@ -90,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = codec_config_from(args, found.record)
     except ValueError as exc:
-        print(f"sodadata decode: {found.path}: {exc}", file=sys.stderr)
+        print(f"sodadata decode: {display(found.path)}: {exc}", file=sys.stderr)
         return 2
     if config.is_random:
         log.warning(NOT_REAL_WARNING.format(name=config.codec) + " Decoded audio is noise, not speech.")
-    out = args.out or Path(f"{row['id']}.wav")
+    out = Path(args.out) if args.out else Path(f"{row['id']}.wav")
     try:
         decoder = get_decoder(config)
         waves = decoder.decode([chars_to_codes(u.audio, config.num_codebooks) for u in utts])

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from sodadata.locations import as_location, check_location, display, is_remote
 from sodadata.mixture import MixtureConfig, SourceConfig
 from sodadata.tokenizer import PUBLISHED, local_tokenizer_file
 
@@ -80,6 +81,16 @@ def train_urls(mixture: MixtureConfig, component: SourceConfig, list_shards: boo
     if is_glob(location):
         return [location]
     return [location.rstrip("/") + "/*.parquet"]
+
+
+def check_sources(mixture: MixtureConfig) -> None:
+    """Before ``--list-shards`` reads them: every component and validation set on an object store can be read (backend installed,
+    credentials accepted, something there; one :class:`~sodadata.recipe.ConfigError` line otherwise), so a config
+    naming a bucket nobody can read is never written."""
+    from sodadata.streaming import check_readable
+
+    for s in (*mixture.components, *mixture.validation):
+        check_readable(mixture.component_location(s))
 
 
 def levanter_names(mixture: MixtureConfig, naming: str) -> dict[str, str]:
@@ -205,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where Levanter writes its token caches (default: cache/sodadata; use a gs:// path on TPU)")
     p.add_argument("--list-shards", action="store_true",
                    help="list every finished shard instead of a glob per component (reads the directories)")
-    p.add_argument("--out", type=Path, help="write the YAML here instead of printing it")
+    p.add_argument("--out", help="write the YAML here (a local path or a URL, e.g. beside the shards in gs://) "
+                   "instead of printing it")
     a = p.parse_args(argv)
     if a.base_tokenizer and a.tokenizer_out is None:
         p.error("--base-tokenizer goes with --tokenizer-out")
@@ -214,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         mixture = MixtureConfig.load(a.recipe, root=a.data)
+        if a.list_shards:  # the one option that reads the shards here (a glob is read by the Levanter job)
+            check_sources(mixture)
+        if a.out is not None and is_remote(a.out):
+            check_location(a.out.rsplit("/", 1)[0], write=True)
         if a.tokenizer_out is not None:
             tokenizer = str(a.tokenizer_out.resolve())
         else:
@@ -227,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sodadata export: {exc}", file=sys.stderr)
         return 2
     if a.out:
-        a.out.write_text(text, encoding="utf-8")
-        log.info("wrote %s", a.out)
+        as_location(a.out).write_text(text, encoding="utf-8")
+        log.info("wrote %s", display(a.out))
     else:
         sys.stdout.write(text)
     return 0

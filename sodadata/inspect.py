@@ -60,7 +60,10 @@ from sodadata.decode import (
     write_audio,
 )
 from sodadata.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST, TEXT_ONLY
+from sodadata.locations import Location, as_location, check_location, display, is_remote
 from sodadata.outputs import made_by_problems, one_root
+from sodadata.recipe import ConfigError
+from sodadata.row_lookup import shard_dataset
 
 log = logging.getLogger(__name__)
 
@@ -128,15 +131,13 @@ def _component_seed(seed: int, component: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(component.encode())])
 
 
-def sample_ids(files: Sequence[Path], n: int, seed: int, component: str) -> tuple[list[str], int]:
+def sample_ids(files: Sequence[Location], n: int, seed: int, component: str) -> tuple[list[str], int]:
     """``n`` row ids of distinct documents, drawn with ``seed`` (metadata columns only, not ``text``).
 
     A speech document has two rows with the same utterances; we take its text-first row (text rows are their own
     documents). Returns the ids in shard order and how many documents there were to draw from.
     """
-    import pyarrow.dataset as ds
-
-    table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["id", "format"])
+    table = shard_dataset(files)[0].to_table(columns=["id", "format"])
     ids = table.column("id").to_pylist()
     fmts = table.column("format").to_pylist()
     candidates = [i for i, f in zip(ids, fmts) if f in (TEXT_FIRST, TEXT_ONLY)]
@@ -154,10 +155,10 @@ def sample_ids(files: Sequence[Path], n: int, seed: int, component: str) -> tupl
 
 @dataclass
 class StatsOutput:
-    dir: Path
+    dir: Location
     markdown: str  # stats.md: one table for all components, notes, rejects, durations
     components: dict[str, dict]  # stats.json, by component
-    plots: list[Path]  # combined figures (a panel or bar per component)
+    plots: list[Location]  # combined figures (a panel or bar per component)
     meta: dict  # tokenizer, weights_source, fingerprint
 
 
@@ -171,10 +172,10 @@ def _stats_names() -> tuple[str, str, str, tuple[str, ...]]:
                                                    "token_share.png")
 
 
-def find_stats(out_dir: Path, stats_dir: Path | None = None) -> StatsOutput | None:
+def find_stats(out_dir: Location | str, stats_dir: Location | str | None = None) -> StatsOutput | None:
     """The ``sodadata stats`` output in ``stats_dir`` (default ``OUT_DIR/_stats``), or ``None`` if there is none."""
     dirname, md_name, json_name, plot_names = _stats_names()
-    root = Path(stats_dir) if stats_dir is not None else Path(out_dir) / dirname
+    root = as_location(stats_dir) if stats_dir is not None else as_location(out_dir) / dirname
     md_path, json_path = root / md_name, root / json_name
     if not md_path.exists() and not json_path.exists():
         return None
@@ -186,20 +187,20 @@ def find_stats(out_dir: Path, stats_dir: Path | None = None) -> StatsOutput | No
             log.warning("ignoring unreadable %s: %s", json_path, exc)
     comps = {c["component"]: c for c in data.get("components", []) if isinstance(c, dict) and "component" in c}
     plots = [root / n for n in plot_names if (root / n).exists()]
-    plots += sorted(p for p in root.glob("*.png") if p not in plots)
+    plots += sorted((p for p in root.glob("*.png") if p not in plots), key=str)
     meta = {k: data.get(k) for k in ("tokenizer", "weights_source", "fingerprint", "total_tokens")}
     markdown = md_path.read_text(encoding="utf-8") if md_path.exists() else ""
     return StatsOutput(root, markdown, comps, plots, meta)
 
 
-def run_stats(out_dir: Path, stats_dir: Path | None) -> StatsOutput | None:
+def run_stats(out_dir: Location | str, stats_dir: Location | str | None) -> StatsOutput | None:
     """``--with-stats``: run ``sodadata stats`` (if installed) when no output exists yet."""
     try:
         from sodadata.stats import StatsConfig, compute_stats, write_report
     except ImportError:
         log.warning("--with-stats: sodadata.stats is not available; the report has no stats section")
         return None
-    config = StatsConfig(out=Path(out_dir), output=stats_dir)
+    config = StatsConfig(out=as_location(out_dir), output=stats_dir)
     log.info("running sodadata stats into %s", config.output_dir)
     write_report(compute_stats(config), config.output_dir)
     return find_stats(out_dir, stats_dir)
@@ -324,7 +325,7 @@ def _chosen_utterances(utterances: Sequence, max_seconds: float) -> int:
     return len(utterances)
 
 
-def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict:
+def build_report(out_dir: Location | str, html_dir: Path, options: InspectOptions) -> dict:
     """Sample, decode and write the page (``index.html``, ``audio/``, ``stats/``, ``report.json``); return the report.
 
     Raises ``ValueError`` with what to do when there is nothing to report on.
@@ -334,9 +335,9 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
     html_dir = Path(html_dir)
     # One output root: the one given, or the one below it (the README's out/ holding out/sample); several: stop
     # naming them (OutputError is a ValueError). Its _hub/ and _stats/ are never sampled.
-    output = one_root(Path(out_dir), "inspect")
+    output = one_root(as_location(out_dir), "inspect")
     out_dir = output.path
-    by_component: dict[str, list[tuple[Path, dict]]] = {}
+    by_component: dict[str, list[tuple[Location, dict]]] = {}
     for component, shards in output.by_component(options.components).items():
         by_component[component] = [(s.record_path, s.record) for s in shards]
         for problem in made_by_problems(shards):
@@ -358,7 +359,7 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
         for plot in stats.plots:  # copied, so the report folder can be moved or shared on its own
             rel = f"stats/{plot.name}"
             (html_dir / "stats").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(plot, html_dir / rel)
+            (html_dir / rel).write_bytes(plot.read_bytes())
             stats_plots.append(rel)
     counter = _TokenCounter(options.tokenizer) if options.tokenizer else None
     components: list[ComponentView] = []
@@ -379,7 +380,7 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
             try:
                 parsed = parse_row(row["text"], row["format"], codebooks_of(found.record))
             except ValueError as exc:  # a malformed row is exactly what a listener must see: show it, go on
-                log.warning("%s: row %s in %s is malformed: %s", name, row["id"], found.path, exc)
+                log.warning("%s: row %s in %s is malformed: %s", name, row["id"], display(found.path), exc)
                 view.documents.append(DocumentView(
                     row_id=row["id"], split=row["split"], format=row["format"],
                     audio_seconds=float(row["audio_seconds"]), n_utterances=0,
@@ -432,7 +433,7 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
         components.append(view)
     report = {
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "out_dir": str(out_dir.resolve()),
+        "out_dir": display(out_dir) if is_remote(out_dir) else str(out_dir.resolve()),
         "per_component": options.per_component,
         "seed": options.seed,
         "max_seconds": options.max_seconds,
@@ -440,7 +441,7 @@ def build_report(out_dir: Path, html_dir: Path, options: InspectOptions) -> dict
         "codecs": sorted(codecs_used),
         "random_codecs": sorted(random_codecs),
         "tokenizer": options.tokenizer,
-        "stats": None if stats is None else {"dir": str(stats.dir), "plots": stats_plots, **stats.meta},
+        "stats": None if stats is None else {"dir": display(stats.dir), "plots": stats_plots, **stats.meta},
         "elapsed_seconds": round(time.perf_counter() - t_start, 2),
         "components": [_component_json(c) for c in components],
     }
@@ -642,8 +643,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="sodadata inspect",
         description="Write a static HTML page (opens from disk) to listen to sampled documents of every component.",
     )
-    p.add_argument("out_dir", type=Path, help="output directory of the recipes")
-    p.add_argument("--html", type=Path, required=True, help="directory to write index.html and its audio into")
+    p.add_argument("out_dir", help="output directory of the recipes: a local path or a URL (s3://, gs://, az://)")
+    p.add_argument("--html", required=True, help="local directory to write index.html and its audio into "
+                   "(the page opens from disk)")
     p.add_argument("--per-component", type=int, default=3, help="documents sampled per component (default 3)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--component", action="append", default=[], dest="components",
@@ -655,8 +657,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer.json, a directory holding one, or a Hub id: exact text token counts (the "
                         "extended tokenizer of 'sodadata tokenizer build' counts whole rows as training does)")
-    p.add_argument("--stats", type=Path, default=None, dest="stats_dir",
-                   help="directory of a 'sodadata stats' output (default: look under OUT_DIR)")
+    p.add_argument("--stats", default=None, dest="stats_dir",
+                   help="directory or URL of a 'sodadata stats' output (default: look under OUT_DIR)")
     p.add_argument("--with-stats", action="store_true",
                    help="run 'sodadata stats' first when no stats output is found")
     add_codec_args(p)
@@ -672,7 +674,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_component < 1:
         print("sodadata inspect: --per-component must be at least 1", file=sys.stderr)
         return 2
-    if not args.out_dir.is_dir():
+    if is_remote(args.html):  # a str: Path() would make s3://b/x the local folder s3:/b/x
+        print(f"sodadata inspect: --html {display(args.html)}: the page and its audio are written on this "
+              "machine (it opens from disk): give a local folder", file=sys.stderr)
+        return 2
+    try:
+        check_location(args.out_dir, write=False)
+        if args.stats_dir is not None:
+            check_location(args.stats_dir, write=args.with_stats)
+    except ConfigError as exc:
+        print(f"sodadata inspect: {exc}", file=sys.stderr)
+        return 2
+    if not is_remote(args.out_dir) and not Path(args.out_dir).is_dir():
         print(f"sodadata inspect: {args.out_dir} is not a directory", file=sys.stderr)
         return 2
     options = InspectOptions(
@@ -682,11 +695,11 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device, dtype=args.dtype,
     )
     try:
-        report = build_report(args.out_dir, args.html, options)
+        report = build_report(args.out_dir, Path(args.html), options)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: a codec that cannot be loaded
         print(f"sodadata inspect: {exc}", file=sys.stderr)
         return 1
-    page = (args.html / "index.html").resolve()
+    page = (Path(args.html) / "index.html").resolve()
     n_docs = sum(len(c["documents"]) for c in report["components"])
     log.info("wrote %s: %d components, %d documents in %.1fs", page, len(report["components"]), n_docs,
              report["elapsed_seconds"])

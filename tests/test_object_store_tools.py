@@ -1,27 +1,36 @@
 """The tools that read an output in a bucket (issue 15, SPEC §6) on moto's S3 server (tests/object_store.py):
 `push` to the Hub (tests/local_hub.py) streams each shard from the bucket into the upload, with nothing of the
-output on the local disk, and the store's secret appears in nothing written or printed."""
+output on the local disk, and the store's secret appears in nothing written or printed; `decode`, `inspect` and
+`export --list-shards` give from the bucket what they give from the local copy; a URL they cannot read is one line
+before any work."""
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
+import yaml
 from local_hub import LocalHub, serving
 from object_store import SECRET
 from synthetic import SODA_LIKE, make_output_dir
 from test_object_store_read import upload
 
 from sodadata import hub
+from sodadata.cli import main as cli
 from sodadata.published import DATA_DIR, shard_path
+from sodadata.row_lookup import find_rows
+from sodadata.streaming import list_shards
 
 REPO_ID = "org/from-bucket"
-COMPONENTS = tuple(replace(c, shards=min(c.shards, 2)) for c in SODA_LIKE[1:])
+COMPONENTS = tuple(replace(c, shards=min(c.shards, 2)) for c in SODA_LIKE)
 
 
 @pytest.fixture
@@ -95,3 +104,72 @@ def test_push_library_method_refuses_a_bucket_in_one_line(s3_store, bucket_outpu
     assert "--method library uploads a local folder" in caplog.text
     assert hub.main(["gs://b/out", "--repo", REPO_ID]) == 2
     assert "the gs:// backend is not installed" in caplog.text
+
+
+def test_decode_from_a_bucket_gives_the_local_copy_s_audio(s3_store, bucket_output, tmp_path, capsys) -> None:
+    local, url = bucket_output
+    (row,) = [f.row for f in find_rows(local, ["emilia_en_000_0001_type1"])]
+    (remote,) = find_rows(url, [row["id"]])
+    assert remote.row == row and str(remote.path) == f"{url}/emilia/en/shard-00000.parquet"
+    assert remote.record["files"]  # the shard's record, read from the bucket
+    wavs = []
+    for where in (str(local), url):
+        wav = tmp_path / f"{len(wavs)}.wav"
+        assert cli(["decode", where, "--id", row["id"], "--codec", "tiny-random", "--out", str(wav)]) == 0
+        wavs.append(sf.read(wav, dtype="float32")[0])
+    assert wavs[0].size > 0 and np.array_equal(wavs[0], wavs[1])
+    capsys.readouterr()
+    assert cli(["decode", url, "--id", row["id"], "--out", f"{url}/x.wav"]) == 2
+    assert cli(["decode", s3_store.url("nowhere"), "--id", row["id"]]) == 2
+    assert cli(["decode", "gs://b/out", "--id", row["id"]]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"sodadata decode: --out {url}/x.wav: the audio file is written on this machine: give a local path",
+                   "sodadata decode: s3://sodadata-test/nowhere does not exist",
+                   "sodadata decode: gs://b/out: the gs:// backend is not installed: pip install 'sodadata[gcs]'"]
+    assert list(Path.cwd().glob("*.wav")) == []
+
+
+def test_inspect_a_bucket_writes_the_local_copy_s_page(s3_store, bucket_output, tmp_path, capsys,
+                                                       monkeypatch) -> None:
+    from sodadata.stats import main as stats_main
+
+    monkeypatch.chdir(tmp_path)
+
+    local, url = bucket_output
+    reports = []
+    for where in (str(local), url):
+        assert stats_main([where, "--utterance-shards", "0"]) == 0  # its _stats/ (in the bucket), found by inspect
+        html = tmp_path / f"report{len(reports)}"
+        assert cli(["inspect", where, "--html", str(html), "--per-component", "1", "--codec", "tiny-random",
+                    "--audio-format", "wav"]) == 0
+        reports.append((html, json.loads((html / "report.json").read_text())))
+    (a_dir, a), (b_dir, b) = reports
+    assert b["out_dir"] == url and a["components"] == b["components"]
+    audio = sorted(p.relative_to(a_dir) for p in (a_dir / "audio").rglob("*.wav"))
+    assert audio and audio == sorted(p.relative_to(b_dir) for p in (b_dir / "audio").rglob("*.wav"))
+    assert all((a_dir / p).read_bytes() == (b_dir / p).read_bytes() for p in audio)
+    assert b["stats"]["plots"] and all((b_dir / p).stat().st_size > 0 for p in b["stats"]["plots"])
+    capsys.readouterr()
+    assert cli(["inspect", url, "--html", f"{url}/page"]) == 2
+    assert cli(["inspect", "gs://b/out", "--html", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--html s3://sodadata-test/out/page: the page and its audio are written on this machine" in err
+    assert "gs://b/out: the gs:// backend is not installed" in err and not (tmp_path / "x").exists()
+    assert not (tmp_path / "s3:").exists()  # never a local folder named after the URL
+
+
+def test_export_lists_the_bucket_s_shards_and_writes_its_config_there(s3_store, bucket_output, tmp_path,
+                                                                         capsys) -> None:
+    _, url = bucket_output
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "soda.yaml"
+    args = ["export", "levanter", str(recipe), "--data", url, "--tokenizer", "s3://sodadata-test/tok", "--list-shards"]
+    assert cli([*args, "--out", f"{url}/levanter.yaml"]) == 0
+    config = yaml.safe_load(s3_store.fs().cat_file(f"{s3_store.bucket}/out/levanter.yaml"))
+    for c in COMPONENTS:
+        urls = config["data"]["components"][c.name]["source"]["train_urls"]
+        assert urls == list_shards(f"{url}/{c.name}").urls() and len(urls) == c.shards
+        assert all(u.startswith(f"{url}/{c.name}/") for u in urls)
+    capsys.readouterr()
+    assert cli(["export", "levanter", str(recipe), "--data", s3_store.url("nowhere"), "--tokenizer", "x",
+                "--list-shards"]) == 2
+    assert capsys.readouterr().err.startswith("sodadata export: s3://sodadata-test/nowhere/")
