@@ -51,7 +51,7 @@ def make_data(out: Path, scale: int) -> None:
         ComponentSpec("emilia/en", shards=4, docs_per_shard=60 * scale, utterances=(1, 3), seconds=(3.0, 15.0)),
         dataclasses.replace(SODA_LIKE[3], shards=4, docs_per_shard=400 * scale),
     )
-    make_output_dir(out, components=specs, seed=0)
+    make_output_dir(out, components=specs, seed=0, record_files=True)  # records as the writer makes them (SPEC §6)
 
 
 def timed(fn, seconds: float) -> tuple[int, float]:
