@@ -262,28 +262,27 @@ def _rel_url(path: str) -> str:
     return quote(path, safe="/._-")
 
 
-class _TokenCounter:
-    """Exact token counts with ``--tokenizer`` (tokenizer.json, a directory holding one, or a Hub id).
+class _TextTokens:
+    """Exact text tokens with ``--tokenizer`` (tokenizer.json, a directory holding one, or a Hub id).
 
-    With the extended tokenizer (``sodadata tokenizer build``) the whole row is encoded as training does, so text
-    tokens are the row's tokens minus its audio and marker tokens. A plain base tokenizer (no SODA tokens) counts
-    the transcripts one by one.
+    With the extended tokenizer (``sodadata tokenizer build``) the whole row is counted as training encodes it
+    (:class:`sodadata.tokenizer.TokenCounter`). A plain base tokenizer (no SODA tokens) counts the transcripts one
+    by one.
     """
 
     def __init__(self, spec: str) -> None:
-        from sodadata.tokenizer import RowEncoder, load_tokenizer
+        from sodadata.tokenizer import TokenCounter, load_tokenizer
 
-        self.name = spec
         self.tok = load_tokenizer(spec)
         try:
-            self.rows: Any = RowEncoder(self.tok)
-        except (KeyError, ValueError):
+            self.rows: TokenCounter | None = TokenCounter(self.tok)
+        except ValueError:
             log.info("tokenizer %s has no SODA markers/audio tokens: counting transcripts alone", spec)
             self.rows = None
 
-    def text_tokens(self, row_text: str, texts: Sequence[str], audio_tokens: int, marker_tokens: int) -> int:
+    def count(self, row_text: str, texts: Sequence[str]) -> int:
         if self.rows is not None:
-            return int(self.rows.encode(row_text).size) - audio_tokens - marker_tokens
+            return int(self.rows.count([row_text])[0][0])
         return sum(len(self.tok.encode(t, add_special_tokens=False).ids) for t in texts if t)
 
 
@@ -361,7 +360,7 @@ def build_report(out_dir: Location | str, html_dir: Path, options: InspectOption
             (html_dir / "stats").mkdir(parents=True, exist_ok=True)
             (html_dir / rel).write_bytes(plot.read_bytes())
             stats_plots.append(rel)
-    counter = _TokenCounter(options.tokenizer) if options.tokenizer else None
+    counter = _TextTokens(options.tokenizer) if options.tokenizer else None
     components: list[ComponentView] = []
     codecs_used: set[str] = set()
     random_codecs: set[str] = set()
@@ -392,7 +391,7 @@ def build_report(out_dir: Location | str, html_dir: Path, options: InspectOption
             markers = MARKERS_PER_ROW + per_utterance * len(parsed.utterances)
             text_chars = sum(len(t) for t in texts)
             if counter is not None:
-                text_tokens = counter.text_tokens(row["text"], texts, int(row["n_audio_tokens"]), markers)
+                text_tokens = counter.count(row["text"], texts)
             else:
                 text_tokens = round(text_chars / CHARS_PER_TEXT_TOKEN)
             doc = DocumentView(

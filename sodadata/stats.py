@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sodadata.codes import CODEBOOK_SIZE, FRAME_RATE_HZ, NUM_CODEBOOKS
+from sodadata.codes import FRAME_RATE_HZ, NUM_CODEBOOKS
 from sodadata.document import (
     AUDIO_END,
     AUDIO_FIRST,
@@ -62,6 +62,7 @@ from sodadata.locations import Location, as_location, check_location, is_remote
 from sodadata.mixture import MIXTURE_DIR, read_recipe, resolve_recipe_path
 from sodadata.outputs import Found, OutputError, made_by_problems, one_root
 from sodadata.recipe import ConfigError
+from sodadata.tokenizer import TokenCounter, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -269,40 +270,14 @@ def _component_from_path(path: str | None) -> str | None:
     return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
-def load_tokenizer(path: str | Path):
-    """The extended tokenizer ``--tokenizer`` names (a directory holding ``tokenizer.json``, the file, a Hub id)."""
-    from sodadata.tokenizer import load_tokenizer as load
-
+def token_counter(tokenizer: str | Path) -> TokenCounter:
+    """The counter of ``--tokenizer`` (a directory holding ``tokenizer.json``, the file, a Hub id)."""
     try:
-        return load(str(path))
+        return TokenCounter(load_tokenizer(str(tokenizer)))
     except FileNotFoundError as exc:
         raise StatsError(str(exc)) from exc
-
-
-class _TokenCounter:
-    """Counts text, audio and marker tokens of rows with the extended tokenizer, encoded exactly as training
-    encodes them (``sodadata.tokenizer.RowEncoder``: no special tokens added, audio runs mapped directly)."""
-
-    def __init__(self, tokenizer) -> None:
-        from sodadata.tokenizer import RowEncoder
-
-        try:
-            self.encoder = RowEncoder(tokenizer)
-        except ValueError as exc:  # no markers, no audio tokens, or audio ids out of order
-            raise StatsError(f"unusable tokenizer ({exc}); build it with `sodadata tokenizer build` (SPEC §3)") from exc
-        layout = self.encoder.layout
-        self.audio_lo, self.audio_hi = layout.audio_base, layout.audio_base + NUM_CODEBOOKS * CODEBOOK_SIZE
-        self.marker_ids = np.asarray([layout.bos_id, layout.eos_id, *layout.marker_ids.values()], dtype=np.int64)
-
-    def count(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: (text tokens, audio tokens, marker tokens)."""
-        n = len(texts)
-        text, audio, marker = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
-        for i, ids in enumerate(self.encoder.encode_batch(texts)):
-            audio[i] = int(((ids >= self.audio_lo) & (ids < self.audio_hi)).sum())
-            marker[i] = int(np.isin(ids, self.marker_ids).sum())
-            text[i] = ids.size - audio[i] - marker[i]
-        return text, audio, marker
+    except ValueError as exc:  # no markers, no audio tokens, or audio ids out of order
+        raise StatsError(f"unusable tokenizer ({exc}); build it with `sodadata tokenizer build` (SPEC §3)") from exc
 
 
 def audio_span_lengths(text: str) -> list[int]:
@@ -335,7 +310,7 @@ def _summary(values: np.ndarray | None) -> dict | None:
 # ---------------------------------------------------------------- computation
 
 
-def component_stats(component: str, records: Sequence[tuple[Location, dict]], counter: _TokenCounter | None = None,
+def component_stats(component: str, records: Sequence[tuple[Location, dict]], counter: TokenCounter | None = None,
                     utterance_shards: int | None = None) -> ComponentStats:
     """Numbers of one component from its shards' metadata columns and records (``text`` only where said)."""
     shard_paths = [as_location(p).with_suffix(".parquet") for p, _ in records]
@@ -497,7 +472,7 @@ def compute_stats(config: StatsConfig, found: Found | None = None) -> CorpusStat
     """Numbers of ``config.out`` (an output root), or of the shards already ``found`` there."""
     grouped = group_records(found if found is not None else config.out, config.components)
     weights, source = load_weights(config.recipe)
-    counter = _TokenCounter(load_tokenizer(config.tokenizer)) if config.tokenizer is not None else None
+    counter = token_counter(config.tokenizer) if config.tokenizer is not None else None
     comps = []
     for component, records in grouped.items():
         log.info("stats for %s (%d shards)", component, len(records))

@@ -315,6 +315,32 @@ class RowEncoder:
         return out
 
 
+class TokenCounter:
+    """Text, audio and marker tokens of rows, encoded exactly as training encodes them (:class:`RowEncoder`: no
+    special tokens added, audio runs mapped directly); ``sodadata stats`` and ``sodadata inspect`` count with it.
+
+    Raises ``ValueError`` when the tokenizer is not an extended one (no markers, no audio tokens, audio ids out of
+    order).
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.encoder = RowEncoder(tokenizer)
+        layout = self.encoder.layout
+        self.audio_ids = (layout.audio_base, layout.audio_base + layout.codebooks * CODEBOOK_SIZE)  # [lo, hi)
+        self.marker_ids = np.asarray([layout.bos_id, layout.eos_id, *layout.marker_ids.values()], dtype=np.int64)
+
+    def count(self, rows: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: (text tokens, audio tokens, marker tokens)."""
+        n = len(rows)
+        text, audio, marker = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+        lo, hi = self.audio_ids
+        for i, ids in enumerate(self.encoder.encode_batch(rows)):
+            audio[i] = int(((ids >= lo) & (ids < hi)).sum())
+            marker[i] = int(np.isin(ids, self.marker_ids).sum())
+            text[i] = ids.size - audio[i] - marker[i]
+        return text, audio, marker
+
+
 # Llama-3's pre-tokenizer split (its tokenizer.json), so a small base cuts text the way the real one does.
 LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
