@@ -25,7 +25,8 @@ import yaml
 from sodadata.catalog import CATALOG_DIR, source_entry
 from sodadata.codec import RANDOM_CODECS
 from sodadata.published import STATS_DIR, data_glob
-from sodadata.stats import CorpusStats, render_markdown
+from sodadata.stats_markdown import render_markdown
+from sodadata.stats_numbers import CorpusStats
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ _TOOLS: dict[str, tuple[str, str]] = {
     "push": ("sodadata.hub", "publish an output directory to the Hugging Face Hub"),
     "validate": ("sodadata.validate", "check every shard against the format contract"),
     "decode": ("sodadata.decode", "decode one row back to audio"),
-    "inspect": ("sodadata.inspect", "static HTML report: listen to sampled documents"),
+    "inspect": ("sodadata.listening_report", "static HTML report: listen to sampled documents"),
     "plan": ("sodadata.plan", "plan a run: tokens, epochs, audio hours, core-/GPU-hours and disk per component"),
     "export": ("sodadata.export", "export a mixture recipe to another trainer's config (levanter)"),
 }

@@ -70,19 +70,9 @@ from sodadata.outputs import FinishedShard, Found, OutputError, missing_made_by,
 from sodadata.published import DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR, data_glob, shard_path
 from sodadata.recipe import ConfigError
 from sodadata.shards import REJECT_SCHEMA, parquet_writer_options
-from sodadata.stats import (
-    PLOTS,
-    STATS_DIRNAME,
-    STATS_MD,
-    CorpusStats,
-    StatsConfig,
-    StatsError,
-    compute_stats,
-    fingerprint,
-    load_weights,
-    read_report,
-    write_report,
-)
+from sodadata.stats import STATS_DIRNAME, STATS_MD, StatsConfig, compute_stats, read_report, write_report
+from sodadata.stats_numbers import CorpusStats, StatsError, fingerprint, load_weights
+from sodadata.stats_plots import PLOTS
 
 log = logging.getLogger(__name__)
 

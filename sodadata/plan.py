@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from sodadata import document
 from sodadata.codes import FRAME_RATE_HZ, NUM_CODEBOOKS, parse_codebooks
 from sodadata.document import AUDIO_ONLY, DEFAULT_FORMATS, SPEECH_FORMATS
-from sodadata.stats import CHARS_PER_TEXT_TOKEN
+from sodadata.stats_numbers import CHARS_PER_TEXT_TOKEN
 
 # Text tokens per audio-hour in one interleaved row (transcript + the four markers per utterance + BOS/EOS), measured
 # by SODA on its own data with its tokenizer: its three speech corpora make 131B + 73B + 37B = 241B tokens in both

@@ -281,7 +281,7 @@ def test_stats_count_documents_once_and_12_5_n_tokens_per_second(emilia_runs):
 
 
 def test_inspect_shows_audio_only_rows_of_one_codebook(emilia_runs, tmp_path):
-    from sodadata.inspect import InspectOptions, build_report
+    from sodadata.listening_report import InspectOptions, build_report
 
     report = build_report(emilia_runs["S"], tmp_path / "html", InspectOptions(per_component=1, audio_format="wav"))
     docs = [d for c in report["components"] for d in c["documents"]]

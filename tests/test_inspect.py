@@ -20,7 +20,7 @@ from synthetic import ComponentSpec, make_output_dir
 
 from sodadata.cli import main as cli
 from sodadata.decode import can_write, string_to_audio
-from sodadata.inspect import sample_ids
+from sodadata.listening_report import sample_ids
 from sodadata.outputs import find_shards
 
 REPO = Path(__file__).resolve().parent.parent

@@ -93,7 +93,7 @@ def test_soda_recipe_declares_the_spec_mixture(data: Path) -> None:
 
 def test_sample_recipe_is_the_soda_mixture_inherited_not_copied(tmp_path: Path) -> None:
     from sodadata.mixture import read_recipe
-    from sodadata.stats import load_weights
+    from sodadata.stats_numbers import load_weights
 
     sample_path = RECIPE.parent / "sample.yaml"
     sample, soda = MixtureConfig.load(sample_path), MixtureConfig.load(RECIPE)

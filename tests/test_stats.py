@@ -13,7 +13,10 @@ import pytest
 from synthetic import SODA_LIKE, make_output_dir
 
 from sodadata import stats as st
+from sodadata import stats_numbers as numbers
 from sodadata.document import AUDIO_END, AUDIO_START, BOS, EOS, MARKERS, TEXT_END, TEXT_START
+from sodadata.stats_markdown import format_table
+from sodadata.stats_plots import PLOTS
 
 AUDIO_SPAN = re.compile(re.escape(AUDIO_START) + "(.*?)" + re.escape(AUDIO_END), re.S)
 TRANSCRIPT = re.compile(re.escape(TEXT_START) + "(.*?)" + re.escape(TEXT_END), re.S)
@@ -96,7 +99,7 @@ def test_stats_match_independent_counts(corpus, tmp_path, capsys):
         rows, utts = ind["rows"], ind["utterances"] * 2  # markers: BOS+EOS per row, 4 per utterance per row
         assert c["marker_tokens"] == 2 * rows + 4 * utts
         assert c["text_tokens_exact"] is False
-        assert c["text_tokens"] == round(ind["text_chars"] / st.CHARS_PER_TEXT_TOKEN)
+        assert c["text_tokens"] == round(ind["text_chars"] / numbers.CHARS_PER_TEXT_TOKEN)
         assert c["total_tokens"] == c["audio_tokens"] + c["marker_tokens"] + c["text_tokens"]
         assert c["warnings"] == []
         if spec.text_only:
@@ -114,7 +117,7 @@ def test_stats_match_independent_counts(corpus, tmp_path, capsys):
     assert "~" in printed and "estimates" in printed  # text tokens are labelled as estimated
     md = (report / "stats.md").read_text()
     assert md.count("| `") >= len(SODA_LIKE) and "undecodable_audio" in md and "missing_json" in md
-    for name in st.PLOTS.values():
+    for name in PLOTS.values():
         png = report / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         import matplotlib.image
@@ -200,22 +203,31 @@ def test_tokenizer_without_audio_tokens_is_refused(corpus, tmp_path):
     assert st.main([str(out), "--output", str(tmp_path / "r"), "--tokenizer", str(tmp_path / "missing")]) == 2
 
 
-def test_recipe_weights(corpus, tmp_path, monkeypatch):
+def test_recipe_weights(corpus, tmp_path):
+    """Weights come from a mixture recipe read by MixtureConfig (the one, strict parser), normalized; by default
+    from the packaged soda.yaml (SPEC §4)."""
     out, _, _ = corpus
     recipe = tmp_path / "soda.yaml"
     recipe.write_text(
         "components:\n"
         "  - {name: yodas2/en, path: /data/out/yodas2/en, weight: 3}\n"
-        "  - {path: /data/out/emilia/en, weight: 1}\n"  # name from the path's last two parts
+        "  - {name: emilia/en, path: /data/out/emilia/en, weight: 1}\n"
     )
     result = st.compute_stats(st.StatsConfig(out=out, recipe=recipe, utterance_shards=0))
     assert result.weights == {"yodas2/en": 0.75, "emilia/en": 0.25}
     assert result.weights_source == str(recipe)
-    monkeypatch.setattr(st, "DEFAULT_RECIPE", tmp_path / "absent.yaml")
     default = st.compute_stats(st.StatsConfig(out=out, utterance_shards=0))
-    assert default.weights == pytest.approx(st.SPEC_WEIGHTS) and default.weights_source.startswith("SPEC")
-    assert sum(st.SPEC_WEIGHTS.values()) == pytest.approx(1.0)
-    assert st.main([str(out), "--output", str(tmp_path / "r"), "--recipe", str(tmp_path / "nope.yaml")]) == 2
+    spec = {"yodas2/en": 0.95 * 131 / 241, "emilia-yodas/en": 0.95 * 73 / 241, "emilia/en": 0.95 * 37 / 241,
+            "nemotron-cc/hq-actual": 0.05}
+    assert default.weights == pytest.approx(spec, rel=1e-6)
+    assert default.weights_source == str(numbers.DEFAULT_RECIPE)
+    # what the mixture parser refuses, stats refuses too (it once guessed a missing name from the path)
+    lenient = tmp_path / "lenient.yaml"
+    lenient.write_text("components:\n  - {path: /data/out/emilia/en, weight: 1}\n")
+    with pytest.raises(numbers.StatsError, match="name, path and weight"):
+        numbers.load_weights(lenient)
+    for bad in (lenient, tmp_path / "nope.yaml"):
+        assert st.main([str(out), "--output", str(tmp_path / "r"), "--recipe", str(bad)]) == 2
 
 
 def test_inconsistent_record_is_reported(tmp_path):
@@ -227,7 +239,7 @@ def test_inconsistent_record_is_reported(tmp_path):
     rec_path.write_text(json.dumps(rec))
     result = st.compute_stats(st.StatsConfig(out=out, utterance_shards=0))
     assert any("rows" in w and "records" in w for w in result.components[0].warnings)
-    assert "WARNING emilia/en" in st.format_table(result)
+    assert "WARNING emilia/en" in format_table(result)
 
 
 def test_empty_output_is_a_user_error(tmp_path):

@@ -307,7 +307,7 @@ def test_a_missing_tokenizer_path_is_no_such_file_not_a_hub_error(tmp_path, monk
 def test_every_command_that_loads_a_tokenizer_path_says_no_such_file(tmp_path, monkeypatch, capsys, caplog) -> None:
     """stats, inspect, export and train, given a tokenizer folder that does not exist (recipes/sample.yaml names
     ``tok/``): one line "no such file or directory: tok/", never a Hub repo-id validation error."""
-    from sodadata import export, inspect, stats
+    from sodadata import export, listening_report, stats
     from train import cli as train_cli
 
     repo = Path(__file__).resolve().parent.parent
@@ -317,7 +317,7 @@ def test_every_command_that_loads_a_tokenizer_path_says_no_such_file(tmp_path, m
     recipe = str(repo / "recipes" / "sample.yaml")
     runs = {
         "stats": lambda: stats.main([str(out), "--tokenizer", "tok/", "--utterance-shards", "0"]),
-        "inspect": lambda: inspect.main([str(out), "--html", "report", "--tokenizer", "tok/"]),
+        "inspect": lambda: listening_report.main([str(out), "--html", "report", "--tokenizer", "tok/"]),
         "export": lambda: export.main(["levanter", recipe, "--data", str(out), "--tokenizer-out", "lev-tok/"]),
         "train": lambda: train_cli.main(["--recipe", recipe, "--data", str(out), "--steps", "1"]),
     }
