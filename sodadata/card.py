@@ -27,6 +27,7 @@ from sodadata.codec import RANDOM_CODECS
 from sodadata.published import STATS_DIR, data_glob
 from sodadata.stats_markdown import render_markdown
 from sodadata.stats_numbers import CorpusStats
+from sodadata.tokenizer import PUBLISHED
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,6 @@ HUB_LICENCE_IDS = {
     "cc-by-nc-4.0", "cc-by-4.0", "cc-by-3.0", "cc-by-sa-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-3.0", "cc-by-sa-3.0",
     "cc0-1.0", "apache-2.0", "mit", "odc-by", "odbl",
 }
-TOKENIZER_REPO = "soda-research/marin-mimi-bpe-8cb-16k-tokenizer"
 
 
 def config_name(component: str) -> str:
@@ -182,15 +182,8 @@ def _codebooks(sources: Sequence[SourceInfo]) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-def render_card(repo_id: str, sources: Sequence[SourceInfo], stats: CorpusStats, bucketed: dict[str, bool],
-                revision: str | None = None, sodadata_version: str = "") -> str:
-    """README.md text: YAML front matter (configs, licences) and the Markdown body."""
-    check_config_names([s.component for s in sources])
-    meta = card_metadata(repo_id, sources, bucketed)
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
+def _sources_section(sources: Sequence[SourceInfo], stats: CorpusStats) -> str:
     by_name = stats.by_name()
-    first = config_name(sources[0].component) if sources else "CONFIG"
-    rev_arg = f', revision="{revision}"' if revision and revision != "main" else ""
     rows = []
     for s in sources:
         c = by_name.get(s.component)
@@ -198,37 +191,31 @@ def render_card(repo_id: str, sources: Sequence[SourceInfo], stats: CorpusStats,
         src = f"[{s.repo or s.title}]({s.url})" if s.url else (s.repo or s.title)
         rows.append(f"| `{config_name(s.component)}` | `{s.component}` | {src} | {_revision_text(s)} | {lic} | "
                     + (f"{c.documents:,} | {c.rows:,} | {c.hours:,.1f} |" if c else "- | - | - |"))
-    notes = [f"- `{config_name(s.component)}` ({s.title}): {s.licence.name}. {s.licence.note}".rstrip()
-             for s in sources]
-    encoding = [f"| `{config_name(s.component)}` | " + " | ".join(_encoding_cells(s)) + " |" for s in sources]
-    random = sorted({f"`{config_name(s.component)}` ({s.made_by['codec']['id'] if s.made_by else s.settings_codec})"
-                     for s in sources if _is_random(s)})
-    warning = ("\n> **WARNING: RANDOM CODEC.** " + ", ".join(random) + " were encoded with a seeded random test "
-               "codec: their audio characters are NOT Mimi codes, decode to noise and must not be trained on. They "
-               "were published on purpose (`sodadata push --allow-random-codec`).\n") if random else ""
-    n = _codebooks(sources)
-    n_text = (f"keeping the first {n} of its codebooks" if n is not None else
-              "keeping the first N of its codebooks (N per config in the table above)")
-    n_code = str(n) if n is not None else "8  # this config's codebooks (table above)"
-    per_second = f"{n} characters per 80 ms frame, **{n * 12.5:g} characters per second**" if n is not None else \
-        "N characters per 80 ms frame, 12.5·N characters per second"
-    body = f"""
-# {repo_id.split("/")[-1]}
-{warning}
-Speech (and text) data in the SODA format: transcripts interleaved with **Mimi audio codes written as Unicode
-characters**, one string per row, ready to tokenize and train a native audio language model. Made with
-sodadata{f" {sodadata_version}" if sodadata_version else ""} from public corpora; each config is one source
-component and keeps that source's licence.
-
-## Configs, sources and licences
+    return f"""## Configs, sources and licences
 
 | config | component | source | source revision | licence | documents | rows | hours |
 |---|---|---|---|---|---:|---:|---:|
 {chr(10).join(rows)}
 
-Config names are the component names with `/` replaced by `_` (the Hub does not allow `/` in config names).
+Config names are the component names with `/` replaced by `_` (the Hub does not allow `/` in config names)."""
 
-## How the audio was encoded
+
+def _random_warning(sources: Sequence[SourceInfo]) -> str:
+    """The warning above everything when a config was made with a random test codec ("" otherwise)."""
+    random = sorted({f"`{config_name(s.component)}` ({s.made_by['codec']['id'] if s.made_by else s.settings_codec})"
+                     for s in sources if _is_random(s)})
+    if not random:
+        return ""
+    return ("\n> **WARNING: RANDOM CODEC.** " + ", ".join(random) + " were encoded with a seeded random test "
+            "codec: their audio characters are NOT Mimi codes, decode to noise and must not be trained on. They "
+            "were published on purpose (`sodadata push --allow-random-codec`).\n")
+
+
+def _encoding_section(sources: Sequence[SourceInfo]) -> str:
+    encoding = [f"| `{config_name(s.component)}` | " + " | ".join(_encoding_cells(s)) + " |" for s in sources]
+    notes = [f"- `{config_name(s.component)}` ({s.title}): {s.licence.name}. {s.licence.note}".rstrip()
+             for s in sources]
+    return f"""## How the audio was encoded
 
 As each shard's record states it (`made_by` in `records/<component>/records.jsonl`; every shard of a config
 was made the same way):
@@ -240,9 +227,13 @@ was made the same way):
 **Licences differ per config; there is no single licence for the repository.** Use each config under its
 source's terms and credit the source:
 
-{chr(10).join(notes)}
+{chr(10).join(notes)}"""
 
-## Loading
+
+def _loading_section(repo_id: str, sources: Sequence[SourceInfo], revision: str | None) -> str:
+    first = config_name(sources[0].component) if sources else "CONFIG"
+    rev_arg = f', revision="{revision}"' if revision and revision != "main" else ""
+    return f"""## Loading
 
 ```python
 from datasets import load_dataset
@@ -253,9 +244,17 @@ print(row["id"], row["format"], row["n_utterances"], row["audio_seconds"])
 ```
 
 Each config is plain Parquet under `data/<component>/`: any Parquet reader works (polars, pyarrow, DuckDB), and
-a Levanter/Marin config with `text_key="text"` reads the `text` column unchanged.
+a Levanter/Marin config with `text_key="text"` reads the `text` column unchanged."""
 
-## Format
+
+def _format_section(n: int | None) -> str:
+    """Rows, columns, audio as characters (for ``n`` codebooks, or N per config when configs differ), tokenizing."""
+    n_text = (f"keeping the first {n} of its codebooks" if n is not None else
+              "keeping the first N of its codebooks (N per config in the table above)")
+    n_code = str(n) if n is not None else "8  # this config's codebooks (table above)"
+    per_second = f"{n} characters per 80 ms frame, **{n * 12.5:g} characters per second**" if n is not None else \
+        "N characters per 80 ms frame, 12.5·N characters per second"
+    return f"""## Format
 
 **Rows.** A speech row is one *document*: the consecutive utterances of one source recording (a YODAS2 video,
 an Emilia speaker session, an MLS recording), in order. Every document appears twice, once per layout, and both
@@ -295,13 +294,15 @@ tokenize the strings exactly as stored.
 
 **Tokenizing.** Every row already holds its `<|begin_of_text|>` and `<|end_of_text|>` as text: tokenize
 **without adding special tokens** (`add_special_tokens=False`), or rows get a doubled BOS. The matching
-tokenizer is [`{TOKENIZER_REPO}`](https://huggingface.co/{TOKENIZER_REPO}) (Llama-3 with the four markers and
+tokenizer is [`{PUBLISHED}`](https://huggingface.co/{PUBLISHED}) (Llama-3 with the four markers and
 the 16,384 audio characters added as single tokens).
 
 **Mixing.** Mixture weights such as SODA's are shares of *tokens*, not rows: a YODAS2 document is a whole video,
-an Emilia document a few utterances. The statistics below give tokens per config.
+an Emilia document a few utterances. The statistics below give tokens per config."""
 
-## Files
+
+def _files_section(bucketed: dict[str, bool]) -> str:
+    return f"""## Files
 
 - `data/<component>/` — the Parquet shards (loaded by the configs{"; split into sub-folders where a component has many files" if any(bucketed.values()) else ""}).
 - `records/<component>/records.jsonl` — one JSON record per shard: source files and revision, what made it
@@ -309,8 +310,29 @@ an Emilia document a few utterances. The statistics below give tokens per config
   by any config.
 - `rejects/<component>/rejects.parquet` — every rejected input with its reason (`id`, `reason`, `detail`,
   `source`, `shard`). Not loaded by any config.
-- `stats/` — the statistics and plots below (`stats.json` for machines).
+- `stats/` — the statistics and plots below (`stats.json` for machines)."""
 
-{render_markdown(stats, image_prefix=f"{STATS_DIR}/", heading_level=2)}
-"""
-    return f"---\n{front}---\n{body}"
+
+def render_card(repo_id: str, sources: Sequence[SourceInfo], stats: CorpusStats, bucketed: dict[str, bool],
+                revision: str | None = None, sodadata_version: str = "") -> str:
+    """README.md text: YAML front matter (configs, licences) and the Markdown body."""
+    check_config_names([s.component for s in sources])
+    meta = card_metadata(repo_id, sources, bucketed)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    made_with = f"sodadata{f' {sodadata_version}' if sodadata_version else ''}"
+    introduction = f"""# {repo_id.split("/")[-1]}
+{_random_warning(sources)}
+Speech (and text) data in the SODA format: transcripts interleaved with **Mimi audio codes written as Unicode
+characters**, one string per row, ready to tokenize and train a native audio language model. Made with
+{made_with} from public corpora; each config is one source
+component and keeps that source's licence."""
+    sections = [
+        introduction,
+        _sources_section(sources, stats),
+        _encoding_section(sources),
+        _loading_section(repo_id, sources, revision),
+        _format_section(_codebooks(sources)),
+        _files_section(bucketed),
+        render_markdown(stats, image_prefix=f"{STATS_DIR}/", heading_level=2),
+    ]
+    return f"---\n{front}---\n\n" + "\n\n".join(sections) + "\n"
