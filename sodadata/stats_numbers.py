@@ -51,6 +51,7 @@ from sodadata.document import (
     TEXT_FIRST,
     TEXT_ONLY,
     TEXT_START,
+    parse_row,
 )
 from sodadata.locations import Location, as_location, is_remote
 from sodadata.mixture import MIXTURE_DIR, MixtureConfig
@@ -232,17 +233,6 @@ def record_totals(records: Iterable[dict]) -> dict:
     return totals
 
 
-def audio_span_lengths(text: str) -> list[int]:
-    """Characters of every audio span in a row, in order (100 characters per second of audio)."""
-    lengths = []
-    pieces = text.split(AUDIO_END)
-    for piece in pieces[:-1]:  # the part after the last AUDIO_END holds no span
-        start = piece.rfind(AUDIO_START)
-        if start >= 0:
-            lengths.append(len(piece) - start - len(AUDIO_START))
-    return lengths
-
-
 def _evenly_spaced(n: int, k: int | None) -> list[int]:
     if k is None or k >= n:
         return list(range(n))
@@ -344,9 +334,10 @@ class _TextCounts:
     utterance_chars: list[int] = field(default_factory=list)  # each audio span of the shards read for durations
 
 
-def _read_text(shard_paths: Sequence[Location], first_format: str, counter: TokenCounter | None,
+def _read_text(shard_paths: Sequence[Location], first_format: str, codebooks: int, counter: TokenCounter | None,
                utterance_shards: set[int]) -> _TextCounts:
-    """The text pass: every shard with a tokenizer, else only the shards sampled for utterance durations."""
+    """The text pass: every shard with a tokenizer, else only the shards sampled for utterance durations (each
+    document's row of ``first_format`` read back; a malformed row counts the utterances before its fault)."""
     counts = _TextCounts()
     to_read = range(len(shard_paths)) if counter is not None else sorted(utterance_shards)
     for i in to_read:
@@ -359,7 +350,8 @@ def _read_text(shard_paths: Sequence[Location], first_format: str, counter: Toke
             if i in utterance_shards:
                 mask = pc.equal(batch.column("format"), first_format)
                 for text in pc.filter(batch.column("text"), mask).to_pylist():
-                    counts.utterance_chars.extend(audio_span_lengths(text))
+                    row = parse_row(text, first_format, codebooks, strict=False)
+                    counts.utterance_chars.extend(len(u.audio) for u in row.utterances)
     return counts
 
 
@@ -374,7 +366,7 @@ def component_stats(component: str, records: Sequence[tuple[Location, dict]], co
     text_chars = int(totals["text_chars"]) - counts.audio_tokens - counts.marker_chars
 
     utt_idx = set(_evenly_spaced(len(shard_paths), utterance_shards))
-    text = _read_text(shard_paths, counts.first_format, counter, utt_idx)
+    text = _read_text(shard_paths, counts.first_format, counts.codebooks or NUM_CODEBOOKS, counter, utt_idx)
     if text.audio_mismatch:
         warnings.append(f"{text.audio_mismatch} rows whose n_audio_tokens differs from the audio tokens of their "
                         "text: the metadata column is wrong (run `sodadata validate`)")
