@@ -31,6 +31,7 @@ from sodadata.audio_files import (
     write_audio,
 )
 from sodadata.audio_strings import audio_to_str, audio_to_string, str_to_audio, string_to_audio
+from sodadata.cli import OneLineParser, setup_logging
 from sodadata.codec import NOT_REAL_WARNING
 from sodadata.codes import SAMPLE_RATE, chars_to_codes
 from sodadata.document import ParsedRow, Utterance, audio_spans, parse_row
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="sodadata decode",
         description="Decode one row of an output directory back to audio (its utterances joined in order).",
     )
@@ -61,7 +62,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sodadata.cli import setup_logging
 
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)

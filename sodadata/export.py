@@ -30,7 +30,6 @@ per-component metrics line up with SODA's runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -38,7 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from sodadata.locations import as_location, check_location, display, is_remote
+from sodadata.cli import OneLineParser, setup_logging
+from sodadata.locations import as_location, check_location, display, is_remote, local_path
 from sodadata.mixture import MixtureConfig, SourceConfig
 from sodadata.tokenizer import PUBLISHED, local_tokenizer_file
 
@@ -196,7 +196,7 @@ def render(mixture: MixtureConfig, config: dict, source: str, schema: str) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sodadata export", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="sodadata export", description=__doc__.split("\n\n")[0])
     p.add_argument("target", choices=TARGETS, help="the trainer to export for")
     p.add_argument("recipe", help="mixture recipe YAML (e.g. recipes/soda.yaml)")
     p.add_argument("--data", help="root of relative component paths (overrides the recipe's root)")
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--names", choices=NAMINGS, default="recipe",
                    help="component names: the recipe's, or SODA's Marin names with its mixture blocks of 2048")
     tok = p.add_mutually_exclusive_group(required=True)
-    tok.add_argument("--tokenizer-out", type=Path, metavar="DIR",
+    tok.add_argument("--tokenizer-out", type=local_path, metavar="DIR",
                      help="write the rows-only tokenizer (the recipe's, adding no BOS) here and use it")
     tok.add_argument("--tokenizer", metavar="DIR_OR_URL",
                      help="use a rows-only tokenizer written before by --tokenizer-out (e.g. copied to gs://)")
@@ -221,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.base_tokenizer and a.tokenizer_out is None:
         p.error("--base-tokenizer goes with --tokenizer-out")
-    from sodadata.cli import setup_logging
 
     setup_logging()
     try:

@@ -65,7 +65,8 @@ import pyarrow.parquet as pq
 from sodadata import __version__
 from sodadata.card import SourceInfo, check_config_names, random_codec_of, render_card, source_info
 from sodadata.catalog import CATALOG_DIR
-from sodadata.locations import Location, as_location, check_location, display, is_remote
+from sodadata.cli import OneLineParser, setup_logging
+from sodadata.locations import Location, as_location, check_location, display, is_remote, local_path
 from sodadata.outputs import FinishedShard, Found, OutputError, missing_made_by, mixed_made_by, one_root
 from sodadata.published import DATA_DIR, RECORDS_DIR, REJECTS_DIR, STATS_DIR, data_glob, shard_path
 from sodadata.recipe import ConfigError
@@ -791,7 +792,7 @@ def push(config: PushConfig, api: Any = None, sleep: Callable[[float], None] = t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sodadata push", description="Publish an output directory to the Hugging Face "
+    p = OneLineParser(prog="sodadata push", description="Publish an output directory to the Hugging Face "
                                 "Hub: one dataset config per component, a dataset card, records, rejects and stats.")
     p.add_argument("out", help="output directory of the recipes: a local path or a URL (s3://, gs://, az://)")
     p.add_argument("--repo", required=True, help="dataset repository, ORG/NAME")
@@ -802,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", default=None, help="staging folder, local or a URL (default OUT/_hub/ORG--NAME, in "
                    "the bucket when OUT is one)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for exact text tokens in the stats")
-    p.add_argument("--recipe", type=Path, default=None, help="mixture YAML for the stats' weights")
+    p.add_argument("--recipe", type=local_path, default=None, help="mixture YAML for the stats' weights")
     p.add_argument("--utterance-shards", type=int, default=None, help="see `sodadata stats --help`")
     p.add_argument("--prune", action="store_true",
                    help="delete remote files under data/, records/, rejects/, stats/ that this push does not have")
@@ -815,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=RetryPolicy.max_attempts, help="tries per Hub call")
     p.add_argument("--max-row-group-mb", type=float, default=MAX_ROW_GROUP_MB,
                    help="shards with larger row groups (uncompressed) are rewritten in the stage")
-    p.add_argument("--catalogs", type=Path, default=CATALOG_DIR, help="catalog folder (licences, source repos)")
+    p.add_argument("--catalogs", type=local_path, default=CATALOG_DIR, help="catalog folder (licences, source repos)")
     p.add_argument("--allow-random-codec", action="store_true",
                    help="publish shards encoded with a random test codec (tiny-random, full-random: noise, not Mimi "
                         "codes); the card says so at the top")
@@ -828,7 +829,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sodadata.cli import setup_logging
 
     setup_logging(args.verbose)
     config = PushConfig(

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from sodadata.audio_files import audio_suffix, can_write, compact_audio_format, write_audio
+from sodadata.cli import OneLineParser, setup_logging
 from sodadata.codec_config import CodecConfig
 from sodadata.codes import SAMPLE_RATE, chars_to_codes
 from sodadata.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST, TEXT_ONLY, ParsedRow, parse_row
@@ -313,7 +314,7 @@ def _component_json(c: ComponentView) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="sodadata inspect",
         description="Write a static HTML page (opens from disk) to listen to sampled documents of every component.",
     )
@@ -341,7 +342,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sodadata.cli import setup_logging
 
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)

@@ -18,6 +18,7 @@ driver and on every worker alike, so a Dask task carries only the URL.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import threading
@@ -65,6 +66,15 @@ def as_location(loc: str | os.PathLike) -> Location:
         return Path(urllib.parse.unquote(urllib.parse.urlsplit(text).path))
     _check_backend(kind, text)
     return UPath(text)
+
+
+def local_path(text: str) -> Path:
+    """argparse ``type`` of an option that only a local file or folder can serve (a tokenizer folder, a catalog
+    folder, a recipe YAML): a URL is refused on one line, instead of becoming a local folder named ``s3:``."""
+    kind = scheme(text)
+    if kind not in (None, "file"):
+        raise argparse.ArgumentTypeError(f"takes a local path, not a {kind}:// URL ({display(text)})")
+    return as_location(text)
 
 
 def is_remote(loc: str | os.PathLike) -> bool:

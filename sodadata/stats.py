@@ -18,7 +18,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from sodadata.locations import Location, as_location, check_location, is_remote
+from sodadata.cli import OneLineParser, setup_logging
+from sodadata.locations import Location, as_location, check_location, is_remote, local_path
 from sodadata.outputs import Found, OutputError, one_root
 from sodadata.recipe import ConfigError
 from sodadata.stats_markdown import format_table, render_markdown
@@ -129,14 +130,14 @@ def find_stats(out_dir: Location | str, stats_dir: Location | str | None = None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sodadata stats", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="sodadata stats", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="output directory of the recipes (holds <component>/<stem>.parquet): a local path "
                    "or a URL (s3://, gs://, az://)")
     p.add_argument("--output", default=None, help="where to write stats.md/json and PNGs (default OUT/_stats, "
                    "in the bucket when OUT is one)")
     p.add_argument("--tokenizer", default=None,  # a str: Path() would drop the trailing "/" that marks a folder
                    help="folder with tokenizer.json (`sodadata tokenizer build`): exact text tokens; reads all text")
-    p.add_argument("--recipe", type=Path, default=None,
+    p.add_argument("--recipe", type=local_path, default=None,
                    help="mixture YAML for the weights (default recipes/soda.yaml, else SPEC §4)")
     p.add_argument("--component", action="append", default=[], help="only this component (repeatable)")
     p.add_argument("--utterance-shards", type=int, default=None,
@@ -148,7 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sodadata.cli import setup_logging
 
     setup_logging(args.verbose)
     try:

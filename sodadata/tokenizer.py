@@ -35,7 +35,6 @@ every generated row and on adversarial ones).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -48,8 +47,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
+from sodadata.cli import OneLineParser, setup_logging
 from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT, CODEBOOK_SIZE, NUM_CODEBOOKS, parse_codebooks
 from sodadata.document import AUDIO_END, AUDIO_START, BOS, EOS, TEXT_END, TEXT_START
+from sodadata.locations import local_path
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,7 @@ def save_tokenizer(tok: Tokenizer, out: Path, base: str | None = None, bos_token
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sodadata tokenizer", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="sodadata tokenizer", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="extend a base tokenizer with the SODA markers and audio tokens")
     b.add_argument("--base", default=DEFAULT_BASE,
@@ -440,11 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--codebooks", default=str(NUM_CODEBOOKS), metavar="N",
                    help=f"audio tokens of the first N codebooks only (1-{NUM_CODEBOOKS}, default {NUM_CODEBOOKS}: "
                    "SPEC §3); N x 2048 tokens at the same ids, for rows made with --codebooks N")
-    b.add_argument("--out", required=True, type=Path, help="output directory")
+    b.add_argument("--out", required=True, type=local_path, help="output directory")
     c = sub.add_parser("check", help="verify a built tokenizer: one token per audio character, markers, ids")
     c.add_argument("tokenizer", help="tokenizer.json, its directory, or a Hub id")
     args = parser.parse_args(argv)
-    from sodadata.cli import setup_logging
 
     setup_logging()
     try:

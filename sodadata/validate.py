@@ -57,6 +57,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sodadata.cli import OneLineParser
 from sodadata.codes import FRAME_RATE_HZ, NUM_CODEBOOKS
 from sodadata.document import (
     AUDIO_ONLY,
@@ -633,7 +634,7 @@ def validate(out: Location | str, max_errors: int = DEFAULT_MAX_ERRORS, batch_by
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sodadata validate", description=__doc__,
+    parser = OneLineParser(prog="sodadata validate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", metavar="OUT_DIR", help="output directory of one or more recipe runs (a local path or "
                         "a URL: s3://, gs://, az://)")

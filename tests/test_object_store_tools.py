@@ -173,3 +173,23 @@ def test_export_lists_the_bucket_s_shards_and_writes_its_config_there(s3_store, 
     assert cli(["export", "levanter", str(recipe), "--data", s3_store.url("nowhere"), "--tokenizer", "x",
                 "--list-shards"]) == 2
     assert capsys.readouterr().err.startswith("sodadata export: s3://sodadata-test/nowhere/")
+
+
+@pytest.mark.parametrize("argv", [
+    ["stats", "OUT", "--recipe", "s3://b/soda.yaml"],
+    ["push", "OUT", "--repo", REPO_ID, "--recipe", "s3://b/soda.yaml"],
+    ["push", "OUT", "--repo", REPO_ID, "--catalogs", "s3://b/catalogs"],
+    ["export", "levanter", "soda", "--tokenizer-out", "s3://b/tok"],
+    ["tokenizer", "build", "--out", "s3://b/tok"],
+])
+def test_an_option_only_a_local_path_serves_refuses_a_url(argv, tmp_path: Path, bare_local_disk, capsys) -> None:
+    """Options that name a local folder or file (a tokenizer to write, a catalog folder, a recipe YAML) refuse a
+    URL on one line before any work, instead of making a local folder named `s3:`."""
+    cwd, _ = bare_local_disk
+    argv = [str(tmp_path) if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        cli(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "takes a local path, not a s3:// URL (s3://b/" in err[0], err
+    assert list(cwd.iterdir()) == []
