@@ -78,8 +78,8 @@ def _per_call_times(fns: list[tuple], items: list, reps: int, inner: int) -> lis
 
 @contextlib.contextmanager
 def numpy_path():
-    """``sodadata.codes`` with its C loop switched off: the NumPy implementation, same output."""
-    import sodadata.codes as codes
+    """``sodadata.encode.codes`` with its C loop switched off: the NumPy implementation, same output."""
+    import sodadata.encode.codes as codes
 
     native, codes._native = codes._native, None
     try:
@@ -90,10 +90,10 @@ def numpy_path():
 
 def conversions(reps: int) -> list:
     """Rows of (audio, direction, C µs, NumPy µs, loop µs, speed-ups, identical), one call per utterance."""
-    from sodadata.codes import NATIVE, chars_to_codes, codes_to_chars
+    from sodadata.encode.codes import NATIVE, chars_to_codes, codes_to_chars
 
     if not NATIVE:
-        raise SystemExit("sodadata._codes is not built (no C compiler at install): pip install -e . with gcc present")
+        raise SystemExit("sodadata.encode._codes is not built (no C compiler at install): pip install -e . with gcc present")
     rng = np.random.default_rng(0)
 
     def codes_of(seconds: float) -> np.ndarray:  # int16: what the encoder hands the pipeline
@@ -142,7 +142,7 @@ def hour_with_worker_malloc() -> tuple[list[float], list[float]]:
 
 
 def _hour_only() -> None:
-    from sodadata.codes import chars_to_codes, codes_to_chars
+    from sodadata.encode.codes import chars_to_codes, codes_to_chars
 
     codes = np.random.default_rng(0).integers(0, CODEBOOK_SIZE, size=(8, int(3600 * FRAMES_PER_SECOND)),
                                               dtype=np.int16)
@@ -155,8 +155,8 @@ def _hour_only() -> None:
 
 def _documents(hours: float, seed: int):
     """Emilia-like documents (3-30 s utterances, 4 a document) with random codes, as EncodedUtterance lists."""
-    from sodadata.codes import codes_to_chars
-    from sodadata.document import EncodedUtterance
+    from sodadata.encode.codes import codes_to_chars
+    from sodadata.write.document import EncodedUtterance
 
     rng = np.random.default_rng(seed)
     docs: dict[str, list] = {}
@@ -172,10 +172,10 @@ def _documents(hours: float, seed: int):
 
 def write_phase(docs: dict, out: Path) -> float:
     """What run_task does after encoding: rows, shard commit, rejects file, JSON record. Seconds."""
-    from sodadata.document import DEFAULT_FORMATS
-    from sodadata.pipeline import TaskCounts, _DocumentRows, _UncommittedShard
-    from sodadata.recipe import ShardTask, SourceFile
-    from sodadata.shards import REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
+    from sodadata.read.recipe import ShardTask, SourceFile
+    from sodadata.run.pipeline import TaskCounts, _DocumentRows, _UncommittedShard
+    from sodadata.write.document import DEFAULT_FORMATS
+    from sodadata.write.shards import REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
 
     task = ShardTask("emilia/en", "EN-B000000", "Emilia-EN-B000000", (SourceFile("bench://x", 0),))
     paths = ShardPaths(out, task.component, task.stem)
@@ -223,7 +223,7 @@ def encoder_rate(seconds: float) -> float:
     """Chunked encoder, 1 thread: audio seconds per CPU second (full-random, speech-like audio)."""
     import torch
 
-    from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi
+    from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi
 
     torch.set_num_threads(1)
     enc = MimiEncoder(CodecConfig(codec="full-random", threads=1), build_random_mimi("full-random", encoder_only=True))
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     body = f"""
 Started {started} UTC, load average {load0:.1f} at the start, {load1:.1f} after the write runs (2 shared cores).
 
-**Codes <-> characters** (`sodadata.codes`: its C loop, and its NumPy path with the C loop switched off) against
+**Codes <-> characters** (`sodadata.encode.codes`: its C loop, and its NumPy path with the C loop switched off) against
 the per-character loops of SPEC.md §1, median of 60 samples of 100 calls (9 single calls for the hour, 40 samples of 5 passes over the 40 utterances),
 one bare call per utterance, samples of the three interleaved; random int16 codes
 (what the encoder returns), 8 codebooks; the same output required of all three:
@@ -295,7 +295,7 @@ Conversions: the pipeline converts one utterance per call, a few hundred to a fe
 path is a handful of NumPy calls on unsigned values (one `max` checks both ends of the range; the culprit is
 looked for only on failure): a few microseconds of per-call overhead plus about a nanosecond per character, so
 per call on 3–10 s utterances (Yodas2's captions are mostly that short) it stays below 50x the loop. The C loop
-(`sodadata/_codes.c`, built at install, optional) does a call in one pass over the buffer with no temporaries
+(`sodadata/encode/_codes.c`, built at install, optional) does a call in one pass over the buffer with no temporaries
 and no per-call NumPy work beyond allocating the result; it only ever succeeds, and hands anything malformed to
 the NumPy path, which raises and words the error, so both give the same output and the same errors
 (tests/test_codes.py runs every test on both; tests/test_codes_native.py compares them on random good and bad

@@ -79,7 +79,7 @@ def build_source(minutes: float, tars: int, seed: int = 17) -> Path:
     from fixtures import encode_audio, write_tar
     from make_sample import speak
 
-    from sodadata.completeness import write_sample_marker
+    from sodadata.read.completeness import write_sample_marker
 
     shutil.rmtree(root, ignore_errors=True)
     sentences, voices = _sentences()
@@ -120,7 +120,7 @@ def build_source(minutes: float, tars: int, seed: int = 17) -> Path:
 def decoded(root: Path) -> list[np.ndarray]:
     import tarfile
 
-    from sodadata.audio import decode_audio
+    from sodadata.encode.audio import decode_audio
 
     waves = []
     for path in sorted(root.rglob("*.tar")):
@@ -175,8 +175,8 @@ def mimi_encode_rate(waves: list[np.ndarray], codebooks: int, codec: str) -> flo
     """``MimiModel.encode`` one utterance at a time, torch on every usable core, model warm: x real time."""
     import torch
 
-    from sodadata.codec import build_random_mimi, reference_encode
-    from sodadata.worker_layout import usable_cores
+    from sodadata.encode.codec import build_random_mimi, reference_encode
+    from sodadata.run.worker_layout import usable_cores
 
     torch.set_num_threads(usable_cores())
     model = build_random_mimi(codec, encoder_only=True)
@@ -192,7 +192,7 @@ def _ceiling_worker(codebooks: int, codec: str, barrier, results) -> None:
 
     torch.set_num_threads(1)
     from bench._common import speech_clips
-    from sodadata.codec import CodecConfig, MimiEncoder
+    from sodadata.encode.codec import CodecConfig, MimiEncoder
 
     enc = MimiEncoder(CodecConfig(codec=codec, threads=1, num_codebooks=codebooks))
     waves = speech_clips(CEILING_SECONDS, seed=7)
@@ -293,7 +293,7 @@ def table_for(name: str, m: dict, cores: int) -> str:
              f"{spread(ceiling_ratio, '{:.2f}x')}.",
              f"- one shard to do: the default's torch threads over one thread: "
              f"{spread([a / b for a, b in zip(rows['shard'], rows['shard_one'])], '{:.2f}x')} (why fewer shards "
-             "than cores get the cores as torch threads: sodadata/worker_layout.py).",
+             "than cores get the cores as torch threads: sodadata/run/worker_layout.py).",
              f"- peak resident memory of a worker process (every run above): {max(peak):.2f} GB at most "
              "(target <= 2 GB); the driver process: "
              f"{max(r['driver_peak_gb'] for r in runs['default']):.2f} GB.",
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.reps, args.sources = 1, "quick"
     from bench.report import publish
-    from sodadata.worker_layout import usable_cores
+    from sodadata.run.worker_layout import usable_cores
 
     cores = usable_cores()
     started, load_start = time.strftime("%Y-%m-%d %H:%M"), load()
@@ -348,7 +348,7 @@ repetitions: min / median / max of each figure. Speech: espeak-ng sentences (the
 random weights). The default command is run as typed, in a fresh process (x real time: the audio over the
 command's whole wall clock, interpreter start, imports, cluster, codec load and engine check included):
 `python -m sodadata.recipes.emilia --source SRC --out OUT --codec full-random --no-progress`, its layout chosen by
-`sodadata/worker_layout.py`. "Engine check cached": the chunked engine's check found in the cache a first run on
+`sodadata/run/worker_layout.py`. "Engine check cached": the chunked engine's check found in the cache a first run on
 the machine left (`SODADATA_CACHE`, docs/performance.md); "first run": an empty cache. The ceiling: the sodadata
 encoder alone (1 torch thread, warm, a fixed minute of audio) in every process at once (aggregate), then alone.
 

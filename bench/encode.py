@@ -96,7 +96,7 @@ def gemm_gflops(threads: int, reps: int = 5) -> tuple[float, float]:
 
 
 def _encoders(model, threads: int):
-    from sodadata.codec import CodecConfig, MimiEncoder, reference_encode
+    from sodadata.encode.codec import CodecConfig, MimiEncoder, reference_encode
 
     def plain(waves):
         return [reference_encode(model, w) for w in waves]
@@ -143,7 +143,7 @@ def chunk_sweep(model, waves, chunks_s, reps: int) -> tuple[list, str]:
     tail chunk), and the speed."""
     import torch
 
-    from sodadata.codec import CodecConfig, MimiEncoder
+    from sodadata.encode.codec import CodecConfig, MimiEncoder
 
     torch.set_num_threads(1)
     seconds = sum(len(w) for w in waves) / SR
@@ -176,7 +176,7 @@ def stage_sweep(model, waves, reps: int) -> tuple[list, str]:
     """How many strided SEANet stages to run chunked (the rest whole): speed and bit-identity of each choice."""
     import torch
 
-    from sodadata.codec import CHUNKED_STRIDED_CONVS, CodecConfig, MimiEncoder
+    from sodadata.encode.codec import CHUNKED_STRIDED_CONVS, CodecConfig, MimiEncoder
 
     torch.set_num_threads(1)
     seconds = sum(len(w) for w in waves) / SR
@@ -210,7 +210,7 @@ def dtype_compare(model, waves, reps: int) -> tuple[list, str]:
 
     import torch
 
-    from sodadata.codec import CodecConfig, MimiEncoder
+    from sodadata.encode.codec import CodecConfig, MimiEncoder
 
     torch.set_num_threads(1)
     seconds = sum(len(w) for w in waves) / SR
@@ -239,7 +239,7 @@ def memory_probe(decoder: bool, engine: str, seconds: float) -> dict:
     import psutil
     import torch
 
-    from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi
+    from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi
 
     torch.set_num_threads(1)
     proc = psutil.Process()
@@ -277,7 +277,7 @@ def memory_table(seconds: float) -> list:
 def malloc_probe(seconds: float, reps: int) -> dict:
     import torch
 
-    from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi
+    from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi
 
     torch.set_num_threads(1)
     model = build_random_mimi("full-random", encoder_only=True)
@@ -328,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.malloc_probe:
         seconds, reps, disable = json.loads(args.malloc_probe)
         if disable:
-            import sodadata.malloc_tuning
+            import sodadata.encode.malloc_tuning
 
-            sodadata.malloc_tuning._MALLOC_TUNED = True  # as if already done: the fix is skipped
+            sodadata.encode.malloc_tuning._MALLOC_TUNED = True  # as if already done: the fix is skipped
         print(json.dumps(malloc_probe(seconds, reps)))
         return 0
     if args.memory_probe:
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from bench.report import machine, publish, table
-    from sodadata.codec import CPU_CHUNK_SAMPLES, build_random_mimi
+    from sodadata.encode.codec import CPU_CHUNK_SAMPLES, build_random_mimi
 
     logging.basicConfig(level=logging.ERROR)
     reps = 1 if args.quick else args.reps

@@ -55,7 +55,7 @@ def decode_feed(threads_list, seconds: float, reps: int) -> list:
     """MP3 at 24 kHz (Emilia) and FLAC at 16 kHz (resampled, as MLS), decoded by a pool of N threads."""
     from fixtures import encode_audio
 
-    from sodadata.audio import decode_audio
+    from sodadata.encode.audio import decode_audio
 
     rows = []
     durations = emilia_like_durations(seconds, seed=21)
@@ -127,7 +127,7 @@ def gil_probe(n_files: int) -> list:
 def cpu_bf16_agreement(seconds: float) -> dict:
     import torch
 
-    from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi
+    from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi
 
     torch.set_num_threads(1)
     model = build_random_mimi("full-random", encoder_only=True)
@@ -151,7 +151,7 @@ def _set_tf32(on: bool) -> None:
 def gpu_encoder_sweep(seconds: float, reps: int, quick: bool) -> tuple[list, dict]:
     import torch
 
-    from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
+    from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
 
     base = build_random_mimi("full-random", encoder_only=True)
     waves = speech_clips(emilia_like_durations(seconds, seed=23), seed=23)
@@ -195,10 +195,10 @@ def gpu_pipeline(minutes: float, decode_threads: int) -> dict:
     from fixtures import make_emilia_source
 
     from bench.pipeline import _records, decoded_audio
-    from sodadata.codec import CodecConfig, get_encoder
-    from sodadata.pipeline import PipelineConfig
+    from sodadata.encode.codec import CodecConfig, get_encoder
     from sodadata.recipes.emilia import EmiliaRecipe
-    from sodadata.runner import RunnerConfig, run_recipe
+    from sodadata.run.pipeline import PipelineConfig
+    from sodadata.run.runner import RunnerConfig, run_recipe
 
     work = Path(tempfile.mkdtemp(prefix="sodadata-bench-gpu-"))
     try:
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"cores to feed {TARGET_PER_GPU_HOUR:,} audio-h per GPU-h"], feed)
     common = f"""
 **Feeding a GPU from CPU decoding** (this machine, {cores} cores shared with other jobs; a pool of threads
-running `sodadata.audio.decode_audio`):
+running `sodadata.encode.audio.decode_audio`):
 
 {feed_table}
 

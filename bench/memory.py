@@ -60,9 +60,9 @@ class _RssSampler:
 
 def measure(root: Path, out: Path, bucket_seconds: float, prefetch_items: int) -> dict:
     """Run the single task of the shard under ``root`` (made by ``make_uniform_shard``) and report its peaks."""
-    from sodadata.codec import CodecConfig, get_encoder
-    from sodadata.pipeline import PipelineConfig, run_task
+    from sodadata.encode.codec import CodecConfig, get_encoder
     from sodadata.recipes.yodas2 import Yodas2Recipe
+    from sodadata.run.pipeline import PipelineConfig, run_task
 
     codec = CodecConfig(codec="tiny-random", threads=1)
     get_encoder(codec).encode([np.zeros(24_000, dtype=np.float32)])  # load and warm up before measuring

@@ -42,11 +42,11 @@ def child(mode: str, path: Path, out: Path, row_group_bytes: int | None, trace: 
     """Run one measurement in this (fresh) process; returns figures as a dict."""
     import zstandard
 
-    from sodadata import pipeline
-    from sodadata.pipeline import PipelineConfig, run_task
-    from sodadata.recipe import ShardTask, SourceFile, TextRecord
+    from sodadata.read.recipe import ShardTask, SourceFile, TextRecord
     from sodadata.recipes.nemotron_cc import SUFFIX, NemotronCCRecipe
-    from sodadata.shards import ShardWriter
+    from sodadata.run import pipeline
+    from sodadata.run.pipeline import PipelineConfig, run_task
+    from sodadata.write.shards import ShardWriter
 
     recipe = NemotronCCRecipe()
     stem = path.name.removesuffix(SUFFIX)

@@ -85,8 +85,8 @@ def upload(fs, local: Path, url_root: str) -> None:
 def stream_rates(data: Path, url: str, tok, seconds: float, reps: int) -> dict[str, list[float]]:
     """tokens/s per variant (local disk, bucket, bucket without prefetch), repetitions interleaved."""
     from bench.stream import stream_rate
-    from sodadata import streaming
-    from sodadata.mixture import MixtureConfig
+    from sodadata.mix import streaming
+    from sodadata.mix.mixture import MixtureConfig
 
     local = dataclasses.replace(MixtureConfig.load(REPO / "recipes" / "soda.yaml", root=str(data)), lanes=1)
     remote = dataclasses.replace(local, root=url)
@@ -112,13 +112,13 @@ def stream_rates(data: Path, url: str, tok, seconds: float, reps: int) -> dict[s
 def write_shares(source: Path, work: Path, url: str, codec: str, reps: int) -> tuple[dict[str, list[float]], dict]:
     """Per run, the share of the tasks' time spent writing (Parquet + rejects + record), to the local disk and to
     the bucket, repetitions interleaved; and the last run's totals."""
-    from sodadata import pipeline
-    from sodadata.codec import CodecConfig
+    from sodadata.encode.codec import CodecConfig
     from sodadata.locations import as_location
-    from sodadata.outputs import find_shards
-    from sodadata.pipeline import PipelineConfig
     from sodadata.recipes.emilia import EmiliaRecipe
-    from sodadata.runner import RunnerConfig, run_recipe
+    from sodadata.run import pipeline
+    from sodadata.run.pipeline import PipelineConfig
+    from sodadata.run.runner import RunnerConfig, run_recipe
+    from sodadata.write.outputs import find_shards
 
     record_seconds: list[float] = []
     write_record = pipeline.write_json_atomic
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         from synthetic import WORDS
 
         from bench.stream import make_data
-        from sodadata.tokenizer import build_tokenizer, train_small_base
+        from sodadata.mix.tokenizer import build_tokenizer, train_small_base
 
         fs = s3fs.S3FileSystem()
         fs.mkdir(BUCKET)

@@ -51,7 +51,7 @@ WARM_SECONDS = (3.5, 6.0, 12.0, 25.0)  # one utterance in each width class Emili
 
 
 def codec_config(threads: int):
-    from sodadata.codec import CodecConfig
+    from sodadata.encode.codec import CodecConfig
 
     # what the recipe CLI builds for --codec full-random --torch-threads N
     return CodecConfig(codec="full-random", threads=threads)
@@ -60,7 +60,7 @@ def codec_config(threads: int):
 def warm_worker(threads: int) -> int:
     """Load the codec in this (worker) process and run one utterance of each width class through it, so the
     per-process verification of the chunked path happens before timing, as it does in a run's first minutes."""
-    from sodadata.codec import get_encoder
+    from sodadata.encode.codec import get_encoder
 
     get_encoder(codec_config(threads)).encode(speech_clips(WARM_SECONDS, seed=99))
     import pyarrow as pa
@@ -83,7 +83,7 @@ def raw_encode_timed() -> tuple[float, float]:
     """The warm encoder alone on a fixed minute of audio in this worker: (wall, CPU) seconds. Run on every worker
     of a cluster at once (``client.run``), it gives what the machine itself allows when N processes encode side by
     side: the ceiling for the pipeline's scaling, with Dask, tars and Parquet out of the picture."""
-    from sodadata.codec import get_encoder
+    from sodadata.encode.codec import get_encoder
 
     enc = get_encoder(codec_config(1))
     waves = speech_clips(CONTROL_SECONDS, seed=7)
@@ -101,7 +101,7 @@ def build_source(root: Path, tars_per_subset: int, docs: int, utts: int, seed: i
 
 def decoded_audio(root: Path) -> list[np.ndarray]:
     """Every utterance of the source, decoded to 24 kHz as the pipeline decodes it."""
-    from sodadata.audio import decode_audio
+    from sodadata.encode.audio import decode_audio
 
     waves = []
     for tar_path in sorted(root.rglob("*.tar")):
@@ -117,9 +117,9 @@ def _records(out: Path) -> list[dict]:
 
 
 def _run_in_process(root: Path, work: Path, prefetch_items: int) -> dict:
-    from sodadata.pipeline import PipelineConfig
     from sodadata.recipes.emilia import EmiliaRecipe
-    from sodadata.runner import RunnerConfig, run_recipe
+    from sodadata.run.pipeline import PipelineConfig
+    from sodadata.run.runner import RunnerConfig, run_recipe
 
     out = Path(tempfile.mkdtemp(dir=work))
     result = run_recipe(EmiliaRecipe(source=str(root)),
@@ -136,7 +136,7 @@ def _audio_spans(out: Path) -> list[str]:
     """Every utterance's audio characters, from the text-first rows the pipeline wrote."""
     import pyarrow.parquet as pq
 
-    from sodadata.document import TEXT_FIRST, parse_row
+    from sodadata.write.document import TEXT_FIRST, parse_row
 
     spans = []
     for path in sorted(out.glob("*/*/*.parquet")):
@@ -149,7 +149,7 @@ def _audio_spans(out: Path) -> list[str]:
 def in_process(root: Path, work: Path, waves: list[np.ndarray], reps: int) -> tuple[list, dict]:
     import torch
 
-    from sodadata.codec import get_encoder, reference_encode
+    from sodadata.encode.codec import get_encoder, reference_encode
 
     torch.set_num_threads(1)
     enc = get_encoder(codec_config(1))
@@ -166,7 +166,7 @@ def in_process(root: Path, work: Path, waves: list[np.ndarray], reps: int) -> tu
     names = list(variants)
     raw_ref, raw_fast = run.timings[names[0]], run.timings[names[1]]
     # codes written by the pipeline equal MimiModel.encode's (utterance order differs: compare as multisets)
-    from sodadata.codes import codes_to_chars
+    from sodadata.encode.codes import codes_to_chars
 
     written = sorted(run.outputs[names[2]]["spans"])
     reference = sorted(codes_to_chars(c) for c in run.outputs[names[0]])
@@ -195,9 +195,9 @@ def _shares(records: list[dict]) -> dict:
 def _run_dask(root: Path, work: Path, address: str, threads: int) -> dict:
     from distributed import Client
 
-    from sodadata.pipeline import PipelineConfig
     from sodadata.recipes.emilia import EmiliaRecipe
-    from sodadata.runner import RunnerConfig, run_recipe
+    from sodadata.run.pipeline import PipelineConfig
+    from sodadata.run.runner import RunnerConfig, run_recipe
 
     out = Path(tempfile.mkdtemp(dir=work))
     with Client(address) as client:
@@ -220,7 +220,7 @@ def warm_cluster(n: int, threads: int, profiled: bool):
     profiler on if ``profiled``), its workers warm (codec loaded and verified)."""
     from distributed import Client
 
-    from sodadata.runner import CLUSTER_CONFIG, RunnerConfig, start_local_cluster
+    from sodadata.run.runner import CLUSTER_CONFIG, RunnerConfig, start_local_cluster
 
     cluster = start_local_cluster(RunnerConfig(workers=n),
                                   {**CLUSTER_CONFIG, "distributed.worker.profile.enabled": profiled})
@@ -334,7 +334,7 @@ def real_scheduler(root: Path, work: Path, reps: int) -> dict:
 def machine_floor() -> dict:
     """The encoder's FLOPs per audio-second and this machine's sustained GEMM rate per core (as bench/encode.py)."""
     from bench.encode import encoder_gflop_per_second, gemm_gflops
-    from sodadata.codec import get_encoder
+    from sodadata.encode.codec import get_encoder
 
     gflop = sum(encoder_gflop_per_second(get_encoder(codec_config(1)).model).values())
     gemm = gemm_gflops(1)[1]

@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     from fixtures import speechlike
 
     from bench.report import publish, table
-    from sodadata.audio import RESAMPLE_QUALITY
-    from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi
+    from sodadata.encode.audio import RESAMPLE_QUALITY
+    from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi
 
     torch.set_num_threads(1)
     started, load0 = time.strftime("%Y-%m-%d %H:%M"), load()
@@ -251,7 +251,7 @@ codes equal to those of the soxr VHQ output; last row: VHQ against its own 16-bi
 
 {table(["method", *sources], code_rows)}
 
-**Choice: soxr "{pick}"** (`sodadata.audio.RESAMPLE_QUALITY`, was "{RESAMPLE_QUALITY}" when this ran): the fastest
+**Choice: soxr "{pick}"** (`sodadata.encode.audio.RESAMPLE_QUALITY`, was "{RESAMPLE_QUALITY}" when this ran): the fastest
 soxr quality whose codes agree with VHQ's at least as well as VHQ agrees with a 16-bit copy of itself, on every
 source. Qualities meeting that: {", ".join(eligible) or "none"}. Every method here runs at thousands of times
 real time: the resampler costs well under 1 % of encoding (about 10x real time per core), and it runs in the

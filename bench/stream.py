@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from bench.report import publish, table  # noqa: E402
-from sodadata.mixture import MixtureConfig  # noqa: E402
-from sodadata.packing import MixtureStream  # noqa: E402
-from sodadata.tokenizer import RowEncoder, build_tokenizer, train_small_base  # noqa: E402
+from sodadata.mix.mixture import MixtureConfig  # noqa: E402
+from sodadata.mix.packing import MixtureStream  # noqa: E402
+from sodadata.mix.tokenizer import RowEncoder, build_tokenizer, train_small_base  # noqa: E402
 
 log = logging.getLogger("bench.stream")
 SODA_TOKENS_PER_STEP = 512 * 4096  # 2,097,152

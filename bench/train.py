@@ -49,7 +49,7 @@ SAMPLE_RECIPE = REPO / "recipes" / "sample.yaml"  # the README's: SODA's compone
 def make_data(root: Path) -> tuple[Path, Path]:
     from synthetic import SODA_LIKE, WORDS, make_output_dir
 
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer, train_small_base
 
     specs = tuple(dataclasses.replace(c, shards=4, docs_per_shard=max(c.docs_per_shard, 8)) for c in SODA_LIKE)
     make_output_dir(root / "data", specs, seed=0)
@@ -128,7 +128,7 @@ def peak_rss(cmd: list[str], env: dict, log_path: Path) -> tuple[float, float, i
 
 def memory(data: Path, work: Path) -> tuple[str, float]:
     """The memory table and the README step's peak (GB)."""
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer
 
     tok = work / "tok-bytes"
     save_tokenizer(build_tokenizer("bytes"), tok, base="bytes")

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from bench._common import Interleaved
 from bench.report import publish, table
-from sodadata.recipe import ShardError
+from sodadata.read.recipe import ShardError
 from sodadata.recipes.nemotron_cc import READ_BYTES, decompressed_chunks, read_records
 
 CHUNK_BYTES = 128 * 1024  # what the library readers are asked for at once: one zstd block's worth

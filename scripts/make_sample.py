@@ -41,7 +41,7 @@ from fixtures_nemotron import BASE as NEMOTRON_BASE  # noqa: E402
 from fixtures_nemotron import DECOYS, KEPT, compress_frames, record_line, write_paths_file  # noqa: E402
 from fixtures_yodas2 import Caption, Video, write_shard  # noqa: E402
 
-from sodadata.completeness import write_sample_marker  # noqa: E402
+from sodadata.read.completeness import write_sample_marker  # noqa: E402
 
 SAMPLE = REPO / "sample"
 SENTENCES = [

@@ -34,4 +34,4 @@ if [ "${SODADATA_SKIP_APT:-0}" != "1" ] && command -v apt-get >/dev/null 2>&1 &&
   fi
 fi
 python -m pip install -q -e '.[dev]'
-python -c "import torch, sodadata, sodadata.codes as c; print(f'sodadata {sodadata.__version__} ready (torch {torch.__version__}, cuda={torch.cuda.is_available()}, C codes loop={c.NATIVE})')"
+python -c "import torch, sodadata, sodadata.encode.codes as c; print(f'sodadata {sodadata.__version__} ready (torch {torch.__version__}, cuda={torch.cuda.is_available()}, C codes loop={c.NATIVE})')"

@@ -9,7 +9,7 @@ import sys
 import warnings
 from types import ModuleType
 
-from sodadata.codes import chars_to_codes, check_audio_span, codes_to_chars
+from sodadata.encode.codes import chars_to_codes, check_audio_span, codes_to_chars
 
 __version__ = "0.1.0"
 
@@ -28,17 +28,63 @@ __all__ = [
 
 # The names the docs show users, loaded on first use: `import sodadata` stays free of torch and the mixture code.
 _LAZY = {
-    "audio_to_string": "sodadata.decode",
-    "string_to_audio": "sodadata.decode",
-    "audio_to_str": "sodadata.decode",
-    "str_to_audio": "sodadata.decode",
-    "MixtureConfig": "sodadata.mixture",
-    "MixtureStream": "sodadata.packing",
+    "audio_to_string": "sodadata.tools.decode",
+    "string_to_audio": "sodadata.tools.decode",
+    "audio_to_str": "sodadata.tools.decode",
+    "str_to_audio": "sodadata.tools.decode",
+    "MixtureConfig": "sodadata.mix.mixture",
+    "MixtureStream": "sodadata.mix.packing",
 }
 
 # Old module name (sodadata.<name>) -> the module's home since the package became a folder per stage; the
 # layout change writes this table. Old names keep importing, as the same module object, with a warning.
-_MOVED: dict[str, str] = {}
+_MOVED: dict[str, str] = {
+    "audio": "sodadata.encode.audio",
+    "audio_files": "sodadata.tools.audio_files",
+    "audio_strings": "sodadata.tools.audio_strings",
+    "card": "sodadata.tools.card",
+    "catalog": "sodadata.read.catalog",
+    "chunked_engine": "sodadata.encode.chunked_engine",
+    "cli_recipe": "sodadata.run.cli_recipe",
+    "codec": "sodadata.encode.codec",
+    "codec_config": "sodadata.encode.codec_config",
+    "codec_loading": "sodadata.encode.codec_loading",
+    "codec_random": "sodadata.encode.codec_random",
+    "codes": "sodadata.encode.codes",
+    "completeness": "sodadata.read.completeness",
+    "decode": "sodadata.tools.decode",
+    "document": "sodadata.write.document",
+    "engine_check": "sodadata.encode.engine_check",
+    "export": "sodadata.mix.export",
+    "hub": "sodadata.tools.hub",
+    "listening_page": "sodadata.tools.listening_page",
+    "listening_report": "sodadata.tools.listening_report",
+    "made_by": "sodadata.write.made_by",
+    "malloc_tuning": "sodadata.encode.malloc_tuning",
+    "mimi_decoder": "sodadata.tools.mimi_decoder",
+    "mixture": "sodadata.mix.mixture",
+    "outputs": "sodadata.write.outputs",
+    "packing": "sodadata.mix.packing",
+    "padding_repair": "sodadata.encode.padding_repair",
+    "pipeline": "sodadata.run.pipeline",
+    "plan": "sodadata.tools.plan",
+    "published": "sodadata.write.published",
+    "recipe": "sodadata.read.recipe",
+    "recorded_codec": "sodadata.tools.recorded_codec",
+    "row_lookup": "sodadata.tools.row_lookup",
+    "runner": "sodadata.run.runner",
+    "shards": "sodadata.write.shards",
+    "sources": "sodadata.read.sources",
+    "stats": "sodadata.tools.stats",
+    "stats_markdown": "sodadata.tools.stats_markdown",
+    "stats_numbers": "sodadata.tools.stats_numbers",
+    "stats_plots": "sodadata.tools.stats_plots",
+    "streaming": "sodadata.mix.streaming",
+    "tarstream": "sodadata.read.tarstream",
+    "tokenizer": "sodadata.mix.tokenizer",
+    "validate": "sodadata.tools.validate",
+    "worker_layout": "sodadata.run.worker_layout",
+}
 
 
 def __getattr__(name: str):

@@ -20,14 +20,14 @@ _RECIPES: dict[str, str] = {
 }
 # The tools: name -> (module, one-line help).
 _TOOLS: dict[str, tuple[str, str]] = {
-    "tokenizer": ("sodadata.tokenizer", "build the extended tokenizer (markers + 16,384 audio tokens)"),
-    "stats": ("sodadata.stats", "per-component statistics table, Markdown and plots"),
-    "push": ("sodadata.hub", "publish an output directory to the Hugging Face Hub"),
-    "validate": ("sodadata.validate", "check every shard against the format contract"),
-    "decode": ("sodadata.decode", "decode one row back to audio"),
-    "inspect": ("sodadata.listening_report", "static HTML report: listen to sampled documents"),
-    "plan": ("sodadata.plan", "plan a run: tokens, epochs, audio hours, core-/GPU-hours and disk per component"),
-    "export": ("sodadata.export", "export a mixture recipe to another trainer's config (levanter)"),
+    "tokenizer": ("sodadata.mix.tokenizer", "build the extended tokenizer (markers + 16,384 audio tokens)"),
+    "stats": ("sodadata.tools.stats", "per-component statistics table, Markdown and plots"),
+    "push": ("sodadata.tools.hub", "publish an output directory to the Hugging Face Hub"),
+    "validate": ("sodadata.tools.validate", "check every shard against the format contract"),
+    "decode": ("sodadata.tools.decode", "decode one row back to audio"),
+    "inspect": ("sodadata.tools.listening_report", "static HTML report: listen to sampled documents"),
+    "plan": ("sodadata.tools.plan", "plan a run: tokens, epochs, audio hours, core-/GPU-hours and disk per component"),
+    "export": ("sodadata.mix.export", "export a mixture recipe to another trainer's config (levanter)"),
 }
 # name -> (module, one-line help). Each module has ``main(argv: list[str] | None) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {

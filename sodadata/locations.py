@@ -9,7 +9,7 @@
   info and token-like query parameters replaced by ``***``).
 - :func:`check_location` is the driver's check before any work: the backend is installed, the credentials are
   accepted, the store answers (in seconds, not after endless retries) and, to write, a probe object can be written
-  and deleted under the prefix. Each fault is one :class:`~sodadata.recipe.ConfigError` line.
+  and deleted under the prefix. Each fault is one :class:`~sodadata.read.recipe.ConfigError` line.
 
 Credentials are never part of a location: they come from the store's usual environment (``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_*``), on the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from sodadata.recipe import ConfigError
+from sodadata.read.recipe import ConfigError
 
 Location = Path | UPath
 
@@ -124,7 +124,7 @@ def _check_backend(kind: str, url: str) -> None:
 
 def _store_error(url: str, exc: BaseException, action: str) -> ConfigError:
     """One line for what a store answered, with no credential in it."""
-    from sodadata.sources import redact_secrets
+    from sodadata.read.sources import redact_secrets
 
     name = type(exc).__name__
     detail = redact_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else name)

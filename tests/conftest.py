@@ -71,7 +71,7 @@ def s3_store(monkeypatch):
     yield from start(monkeypatch)
 
 
-# --- the chunked engine's check cache (sodadata.engine_check) -----------------------------------------------------
+# --- the chunked engine's check cache (sodadata.encode.engine_check) -----------------------------------------------------
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from sodadata.completeness import write_sample_marker
+from sodadata.read.completeness import write_sample_marker
 
 SR = 24_000
 

@@ -26,7 +26,7 @@ import soundfile as sf
 import soxr
 from fixtures import encode_audio
 
-from sodadata.completeness import write_sample_marker
+from sodadata.read.completeness import write_sample_marker
 
 SR = 16_000
 SPLIT = "dev-clean"

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fixtures import encode_audio, speechlike
 
-from sodadata.completeness import write_sample_marker
+from sodadata.read.completeness import write_sample_marker
 
 SR = 16_000
 SCHEMA = pa.schema([

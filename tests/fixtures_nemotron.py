@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from sodadata.completeness import write_sample_marker
+from sodadata.read.completeness import write_sample_marker
 
 BASE = "contrib/Nemotron/Nemotron-CC"
 PATHS_FILE = f"{BASE}/data-jsonl.paths.gz"

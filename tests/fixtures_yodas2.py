@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from fixtures import encode_audio, speechlike, write_tar
 
-from sodadata.completeness import write_sample_marker
-from sodadata.document import TEXT_FIRST, parse_row
+from sodadata.read.completeness import write_sample_marker
+from sodadata.write.document import TEXT_FIRST, parse_row
 
 
 @dataclass

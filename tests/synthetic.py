@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sodadata.codes import codes_to_chars
-from sodadata.document import (
+from sodadata.encode.codes import codes_to_chars
+from sodadata.write.document import (
     AUDIO_FIRST,
     TEXT_FIRST,
     TEXT_ONLY,
@@ -24,8 +24,8 @@ from sodadata.document import (
     format_speech_row,
     format_text_row,
 )
-from sodadata.made_by import FORMAT_VERSION
-from sodadata.shards import (
+from sodadata.write.made_by import FORMAT_VERSION
+from sodadata.write.shards import (
     RECORD_VERSION,
     REJECT_SCHEMA,
     ShardPaths,

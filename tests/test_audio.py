@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from fixtures import encode_audio, speechlike
 
-from sodadata.audio import AudioError, decode_audio, to_mono_24k
+from sodadata.encode.audio import AudioError, decode_audio, to_mono_24k
 
 
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC", "MP3", "OGG"])

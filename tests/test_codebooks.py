@@ -20,12 +20,12 @@ import soundfile as sf
 from fixtures import speechlike
 from fixtures_yodas2 import make_yodas2_source, read_rows
 
-from sodadata import codes as codes_module
-from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
-from sodadata.codes import chars_to_codes, codes_to_chars, span_error
-from sodadata.document import AUDIO_END, AUDIO_START, BOS, EOS, parse_formats, parse_row
+from sodadata.encode import codes as codes_module
+from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
+from sodadata.encode.codes import chars_to_codes, codes_to_chars, span_error
 from sodadata.recipes import emilia, yodas2
-from sodadata.validate import validate
+from sodadata.tools.validate import validate
+from sodadata.write.document import AUDIO_END, AUDIO_START, BOS, EOS, parse_formats, parse_row
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample" / "emilia"
@@ -226,8 +226,8 @@ def test_yodas2_rows_for_the_sa_and_s_ablations(tmp_path):
 
 
 def test_decode_uses_the_records_codebooks_and_reads_audio_only_rows(emilia_runs, tmp_path, capsys, caplog):
-    from sodadata.decode import main as decode_main
-    from sodadata.mimi_decoder import get_decoder
+    from sodadata.tools.decode import main as decode_main
+    from sodadata.tools.mimi_decoder import get_decoder
 
     rows = read_rows(emilia_runs["S"])
     rid = sorted(rows)[0]
@@ -261,7 +261,7 @@ def test_parse_row_reads_every_format_with_its_codebooks(emilia_runs):
 
 
 def test_stats_count_documents_once_and_12_5_n_tokens_per_second(emilia_runs):
-    from sodadata.stats import StatsConfig, compute_stats
+    from sodadata.tools.stats import StatsConfig, compute_stats
 
     got = {name: {c.component: c for c in compute_stats(StatsConfig(out=out)).components}
            for name, out in emilia_runs.items()}
@@ -281,7 +281,7 @@ def test_stats_count_documents_once_and_12_5_n_tokens_per_second(emilia_runs):
 
 
 def test_inspect_shows_audio_only_rows_of_one_codebook(emilia_runs, tmp_path):
-    from sodadata.listening_report import InspectOptions, build_report
+    from sodadata.tools.listening_report import InspectOptions, build_report
 
     report = build_report(emilia_runs["S"], tmp_path / "html", InspectOptions(per_component=1, audio_format="wav"))
     docs = [d for c in report["components"] for d in c["documents"]]
@@ -296,8 +296,8 @@ def test_inspect_shows_audio_only_rows_of_one_codebook(emilia_runs, tmp_path):
 
 
 def test_tokenizer_of_n_codebooks_has_only_their_tokens_at_the_spec_ids(tmp_path, capsys):
-    from sodadata.tokenizer import RowEncoder, TokenizerLayout, load_tokenizer
-    from sodadata.tokenizer import main as tokenizer_main
+    from sodadata.mix.tokenizer import RowEncoder, TokenizerLayout, load_tokenizer
+    from sodadata.mix.tokenizer import main as tokenizer_main
 
     assert tokenizer_main(["build", "--base", "bytes", "--codebooks", "2", "--out", str(tmp_path / "tok2")]) == 0
     assert tokenizer_main(["build", "--base", "bytes", "--out", str(tmp_path / "tok8")]) == 0
@@ -324,9 +324,9 @@ def test_tokenizer_of_n_codebooks_has_only_their_tokens_at_the_spec_ids(tmp_path
 
 
 def test_the_stream_follows_n_and_refuses_a_component_the_tokenizer_lacks(emilia_runs, tmp_path):
-    from sodadata.mixture import MixtureConfig
-    from sodadata.packing import MixtureStream
-    from sodadata.tokenizer import build_tokenizer
+    from sodadata.mix.mixture import MixtureConfig
+    from sodadata.mix.packing import MixtureStream
+    from sodadata.mix.tokenizer import build_tokenizer
 
     def config(run: str) -> MixtureConfig:
         return MixtureConfig.from_dict({"seq_len": 64, "lanes": 1, "block_size": 10, "components": [
@@ -346,7 +346,7 @@ def test_the_stream_follows_n_and_refuses_a_component_the_tokenizer_lacks(emilia
     ("yodas2-S", "1", "audio_only"), ("yodas2-SA", "8", "audio_only"), ("yodas2-SAT", "8", "text_first,audio_first"),
 ])
 def test_the_ablation_mixtures_load_and_name_their_commands(name, codebooks, formats):
-    from sodadata.mixture import MIXTURE_DIR, MixtureConfig
+    from sodadata.mix.mixture import MIXTURE_DIR, MixtureConfig
 
     config = MixtureConfig.load(f"recipes/{name}.yaml")  # the strict parser, through the recipes/ link
     assert config.names == ["yodas2/en"] and config.root == f"out/{name}" and config.seq_len == 4096
@@ -358,8 +358,8 @@ def test_the_ablation_mixtures_load_and_name_their_commands(name, codebooks, for
     assert config.tokenizer == tokenizer
     assert f"sodadata tokenizer build {'--codebooks 1 ' if codebooks == '1' else ''}--out {tokenizer}\n" in text
     # the data command parses as printed, options and all (run on a fixture in test_yodas2_rows_...)
-    from sodadata.cli_recipe import build_parser
     from sodadata.recipes.yodas2 import Yodas2Recipe
+    from sodadata.run.cli_recipe import build_parser
 
     args = build_parser(Yodas2Recipe, "yodas2", "").parse_args(command.split()[3:])
     assert (args.codebooks, args.formats) == (codebooks, formats)

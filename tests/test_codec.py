@@ -3,7 +3,7 @@ import pytest
 import torch
 from fixtures import speechlike
 
-from sodadata.codec import (
+from sodadata.encode.codec import (
     MAX_PIECE_SAMPLES,
     CodecConfig,
     MimiEncoder,
@@ -11,7 +11,7 @@ from sodadata.codec import (
     get_encoder,
     reference_encode,
 )
-from sodadata.recipe import ConfigError
+from sodadata.read.recipe import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_bad_configuration_is_refused():
         CodecConfig(dtype="int8")
     with pytest.raises(ValueError, match="device"):
         CodecConfig(device="tpu")
-    # a fault no retry fixes (the runner stops the run on it; see sodadata.recipe.ConfigError)
+    # a fault no retry fixes (the runner stops the run on it; see sodadata.read.recipe.ConfigError)
     with pytest.raises(ConfigError, match="'/nonexistent/dir/for/mimi': no such directory"):
         MimiEncoder(CodecConfig(codec="/nonexistent/dir/for/mimi"))
     with pytest.raises(ValueError, match="--batch-size must be at least 1, got 0"):

@@ -1,18 +1,18 @@
 import numpy as np
 import pytest
 
-import sodadata.codes
+import sodadata.encode.codes
 from sodadata import chars_to_codes, check_audio_span, codes_to_chars
-from sodadata.codes import span_error
+from sodadata.encode.codes import span_error
 
 
 @pytest.fixture(autouse=True, params=["native", "numpy"])
 def conversion_path(request, monkeypatch):
     """Every test here runs on both implementations: the C loop (when built) and the NumPy path."""
-    if request.param == "native" and sodadata.codes._native is None:
-        pytest.skip("sodadata._codes was not built (no C compiler at install); test_native_module_is_built says so")
+    if request.param == "native" and sodadata.encode.codes._native is None:
+        pytest.skip("sodadata.encode._codes was not built (no C compiler at install); test_native_module_is_built says so")
     if request.param == "numpy":
-        monkeypatch.setattr(sodadata.codes, "_native", None)
+        monkeypatch.setattr(sodadata.encode.codes, "_native", None)
     return request.param
 
 

@@ -1,4 +1,4 @@
-"""The two implementations of sodadata.codes, the C loop (sodadata/_codes.c) and the NumPy path, give the same
+"""The two implementations of sodadata.encode.codes, the C loop (sodadata/encode/_codes.c) and the NumPy path, give the same
 strings, codes and error messages; CI requires the C loop to be built. (tests/test_codes.py runs each of its
 tests on both.)"""
 
@@ -10,17 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_codes import reference_chars
 
-import sodadata.codes
+import sodadata.encode.codes
 from sodadata import chars_to_codes, codes_to_chars
-from sodadata.codes import span_error
+from sodadata.encode.codes import span_error
 
 
 def test_native_module_is_built():
     """CI sets SODADATA_REQUIRE_NATIVE=1, so a broken C build fails here instead of silently running NumPy."""
     if os.environ.get("SODADATA_REQUIRE_NATIVE") == "1":
-        assert sodadata.codes.NATIVE, "sodadata._codes did not build: is a C compiler installed? reinstall with -e ."
-    elif not sodadata.codes.NATIVE:
-        pytest.skip("sodadata._codes not built; the NumPy path is in use")
+        assert sodadata.encode.codes.NATIVE, "sodadata.encode._codes did not build: is a C compiler installed? reinstall with -e ."
+    elif not sodadata.encode.codes.NATIVE:
+        pytest.skip("sodadata.encode._codes not built; the NumPy path is in use")
 
 
 @st.composite
@@ -44,13 +44,13 @@ def _outcome(fn, *args):
     return "ok", out
 
 
-@pytest.mark.skipif(not sodadata.codes.NATIVE, reason="sodadata._codes not built: only the NumPy path exists")
+@pytest.mark.skipif(not sodadata.encode.codes.NATIVE, reason="sodadata.encode._codes not built: only the NumPy path exists")
 @settings(max_examples=300, deadline=None)
 @given(codes=code_arrays_maybe_bad(), cut=st.integers(0, 3), junk=st.sampled_from(["", "a", "\ue000", "\U00012000"]))
 def test_both_paths_agree_on_output_and_on_every_error_message(codes, cut, junk):
     """Same string or the same error from codes_to_chars; same codes or the same error from chars_to_codes and
     span_error on that string, cut short and with a stray character appended."""
-    pure = sodadata.codes
+    pure = sodadata.encode.codes
     got = _outcome(codes_to_chars, codes)
     assert got == _outcome(pure._numpy_codes_to_chars, codes)
     if got[0] == "ok":

@@ -3,7 +3,7 @@
 Sources are generated in the real layouts (tests/fixtures*.py). A partial mirror is compared with the real
 catalogs (1,140 Emilia tars, 1,416 MLS files ...); to show that a mirror matching the catalog passes and one shard
 fewer does not, a copy of the real catalog with its counts set to the fixture's is put where the catalogs are
-read from (``sodadata.catalog.CATALOG_DIR``): the code path is the real one, only the numbers are the fixture's.
+read from (``sodadata.read.catalog.CATALOG_DIR``): the code path is the real one, only the numbers are the fixture's.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from fixtures_mls import make_mls_source
 from fixtures_nemotron import KEPT, make_nemotron_source, serve
 from fixtures_yodas2 import make_uniform_shard
 
-from sodadata import catalog
-from sodadata.codec import CodecConfig
-from sodadata.completeness import SAMPLE_MARKER, IncompleteSource, sample_of, write_sample_marker
-from sodadata.pipeline import PipelineConfig
+from sodadata.encode.codec import CodecConfig
+from sodadata.read import catalog
+from sodadata.read.completeness import SAMPLE_MARKER, IncompleteSource, sample_of, write_sample_marker
 from sodadata.recipes import emilia, mls, nemotron_cc, yodas2
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.runner import RunnerConfig, run_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
 
 QUICK = ["--serial", "--no-progress", "--retries", "0"]
 

@@ -16,11 +16,16 @@ from fixtures import make_emilia_source, speechlike
 
 import sodadata
 from sodadata import audio_to_str, audio_to_string, str_to_audio, string_to_audio
-from sodadata.audio import to_mono_24k
-from sodadata.audio_files import can_write, write_audio
-from sodadata.codec import CodecConfig, get_encoder, reference_encode
-from sodadata.codes import chars_to_codes, codes_to_chars, frames_for_samples
-from sodadata.document import (
+from sodadata.encode.audio import to_mono_24k
+from sodadata.encode.codec import CodecConfig, get_encoder, reference_encode
+from sodadata.encode.codes import chars_to_codes, codes_to_chars, frames_for_samples
+from sodadata.recipes.emilia import EmiliaRecipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
+from sodadata.tools.audio_files import can_write, write_audio
+from sodadata.tools.mimi_decoder import MimiDecoder, get_decoder
+from sodadata.tools.row_lookup import find_row
+from sodadata.write.document import (
     AUDIO_END,
     AUDIO_FIRST,
     AUDIO_START,
@@ -36,11 +41,6 @@ from sodadata.document import (
     format_text_row,
     parse_row,
 )
-from sodadata.mimi_decoder import MimiDecoder, get_decoder
-from sodadata.pipeline import PipelineConfig
-from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.row_lookup import find_row
-from sodadata.runner import RunnerConfig, run_recipe
 
 TINY = "tiny-random"
 CFG = CodecConfig(codec=TINY)
@@ -318,7 +318,7 @@ def test_decode_cli_writes_the_row_audio(emilia, tmp_path, capsys):
 
 
 def test_decode_cli_errors_say_what_to_do(emilia, tmp_path, capsys):
-    from sodadata.decode import main
+    from sodadata.tools.decode import main
 
     out, exp, _ = emilia
     assert main([str(out), "--id", "no-such-row", "--out", str(tmp_path / "x.wav")]) == 1

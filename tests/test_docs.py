@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from sodadata import cli_recipe
-from sodadata.recipe import Recipe
+from sodadata.read.recipe import Recipe
+from sodadata.run import cli_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -1,7 +1,7 @@
 import numpy as np
 
 from sodadata import codes_to_chars
-from sodadata.document import (
+from sodadata.write.document import (
     AUDIO_FIRST,
     TEXT_FIRST,
     EncodedUtterance,

@@ -20,12 +20,12 @@ from fixtures import make_emilia_source
 from fixtures_yodas2 import parse_text_first
 
 from sodadata import chars_to_codes
-from sodadata.audio import decode_audio
-from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
-from sodadata.document import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
-from sodadata.pipeline import PipelineConfig
+from sodadata.encode.audio import decode_audio
+from sodadata.encode.codec import CodecConfig, build_random_mimi, reference_encode
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.runner import CLUSTER_CONFIG, WORKER_SATURATION, RunnerConfig, largest_first, run_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import CLUSTER_CONFIG, WORKER_SATURATION, RunnerConfig, largest_first, run_recipe
+from sodadata.write.document import AUDIO_END, AUDIO_START, TEXT_END, TEXT_START
 
 REPO = Path(__file__).resolve().parent.parent
 # Codes are bit-exact for a given thread count; near-ties in the quantizer can flip between 1 and 2 threads.
@@ -192,7 +192,7 @@ def test_a_cluster_with_dask_defaults_is_named_in_warnings(source, tmp_path, cap
 
     root, _ = source
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        with caplog.at_level(logging.WARNING, logger="sodadata.runner"):
+        with caplog.at_level(logging.WARNING, logger="sodadata.run.runner"):
             result = run_recipe(EmiliaRecipe(source=str(root)), PipelineConfig(out=str(tmp_path / "a"), codec=CODEC),
                                 RunnerConfig(scheduler=cluster.scheduler_address, progress=False), limit_shards=1)
     assert result.ok
@@ -202,7 +202,7 @@ def test_a_cluster_with_dask_defaults_is_named_in_warnings(source, tmp_path, cap
     caplog.clear()
     with dask.config.set(CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
-    with cluster, caplog.at_level(logging.WARNING, logger="sodadata.runner"):
+    with cluster, caplog.at_level(logging.WARNING, logger="sodadata.run.runner"):
         result = run_recipe(EmiliaRecipe(source=str(root)), PipelineConfig(out=str(tmp_path / "b"), codec=CODEC),
                             RunnerConfig(scheduler=cluster.scheduler_address, progress=False), limit_shards=1)
     assert result.ok and "WORKER_SATURATION" not in caplog.text and "profiler" not in caplog.text
@@ -211,7 +211,7 @@ def test_a_cluster_with_dask_defaults_is_named_in_warnings(source, tmp_path, cap
 def test_the_runners_local_cluster_has_its_settings_in_the_worker_processes():
     from distributed import Client
 
-    from sodadata.runner import _scheduler_saturation, _worker_profiling, start_local_cluster
+    from sodadata.run.runner import _scheduler_saturation, _worker_profiling, start_local_cluster
 
     with start_local_cluster(RunnerConfig(workers=1)) as cluster, Client(cluster) as client:
         assert client.run_on_scheduler(_scheduler_saturation) == WORKER_SATURATION
@@ -222,7 +222,7 @@ def test_the_runners_local_cluster_has_its_settings_in_the_worker_processes():
 
 
 def test_largest_first_puts_unknown_sizes_last_and_keeps_recipe_order_among_equals():
-    from sodadata.recipe import ShardTask, SourceFile
+    from sodadata.read.recipe import ShardTask, SourceFile
 
     def task(stem, *sizes):
         return ShardTask(component="c", stem=stem, split=stem, inputs=tuple(SourceFile(f"/{stem}{i}", s)

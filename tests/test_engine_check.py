@@ -1,4 +1,4 @@
-"""The chunked engine's check, cached per machine, model and software (sodadata.engine_check): found again by the
+"""The chunked engine's check, cached per machine, model and software (sodadata.encode.engine_check): found again by the
 next process, never trusted blindly, and the codes stay MimiModel.encode's whatever the cache holds."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from fixtures import speechlike
 
-from sodadata.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
-from sodadata.engine_check import cache_dir
+from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
+from sodadata.encode.engine_check import cache_dir
 
 # The tiny model passes the bit check on 2 s chunks with 1 thread (tests/test_performance_paths.py).
 CONFIG = CodecConfig(codec="tiny-random", chunk_seconds=2.0)

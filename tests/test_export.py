@@ -16,11 +16,17 @@ import yaml
 from synthetic import WORDS, make_output_dir
 
 from sodadata.cli import main as cli
-from sodadata.document import BOS, EOS, TEXT_END, TEXT_START
-from sodadata.export import SODA_NAMES
-from sodadata.mixture import MixtureConfig
-from sodadata.streaming import list_shards
-from sodadata.tokenizer import PUBLISHED, build_tokenizer, load_tokenizer, save_tokenizer, train_small_base
+from sodadata.mix.export import SODA_NAMES
+from sodadata.mix.mixture import MixtureConfig
+from sodadata.mix.streaming import list_shards
+from sodadata.mix.tokenizer import (
+    PUBLISHED,
+    build_tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+    train_small_base,
+)
+from sodadata.write.document import BOS, EOS, TEXT_END, TEXT_START
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "soda.yaml"

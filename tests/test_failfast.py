@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from fixtures import make_emilia_source
 
-from sodadata import cli_recipe, codec
-from sodadata.codec import CodecConfig, check_codec
-from sodadata.pipeline import PipelineConfig
-from sodadata.recipe import ConfigError
+from sodadata.encode import codec
+from sodadata.encode.codec import CodecConfig, check_codec
+from sodadata.read.recipe import ConfigError
 from sodadata.recipes import emilia, yodas2
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.runner import CLUSTER_CONFIG, RunnerConfig, run_recipe
+from sodadata.run import cli_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import CLUSTER_CONFIG, RunnerConfig, run_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample" / "emilia"

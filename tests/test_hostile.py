@@ -34,15 +34,15 @@ from fixtures_nemotron import BASE, KEPT, record_line, write_paths_file
 from fixtures_yodas2 import Caption, Video, write_shard
 from test_reliability_report import publish, table
 
-from sodadata import cli_recipe
-from sodadata.codec import CodecConfig
-from sodadata.completeness import write_sample_marker
-from sodadata.pipeline import PipelineConfig
-from sodadata.recipe import Reject
+from sodadata.encode.codec import CodecConfig
+from sodadata.read.completeness import write_sample_marker
+from sodadata.read.recipe import Reject
 from sodadata.recipes.emilia import EmiliaRecipe
 from sodadata.recipes.nemotron_cc import NemotronCCRecipe
 from sodadata.recipes.yodas2 import Yodas2Recipe
-from sodadata.runner import RunnerConfig, run_recipe
+from sodadata.run import cli_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_TOKEN = "hf_FAKEtokenHostileTest0123456789abcdefXYZ"

@@ -19,9 +19,9 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 from synthetic import SODA_LIKE, make_output_dir
 
-from sodadata import hub
-from sodadata.card import config_name
-from sodadata.shards import ROW_SCHEMA
+from sodadata.tools import hub
+from sodadata.tools.card import config_name
+from sodadata.write.shards import ROW_SCHEMA
 
 REPO = "org/soda-test"
 
@@ -96,7 +96,7 @@ def base(tmp_path_factory):
     """One generated output with its stats computed once (push reuses them: same shards, same options)."""
     out = tmp_path_factory.mktemp("base") / "out"
     expected = make_output_dir(out, rejects_per_shard=3, seed=3)
-    from sodadata import stats
+    from sodadata.tools import stats
 
     assert stats.main([str(out), "--utterance-shards", "0"]) == 0
     return out, expected
@@ -531,7 +531,7 @@ def test_main_reports_a_refused_token_in_one_line(out, monkeypatch, caplog):
 
 def test_stats_are_reused_only_for_the_same_shards(out):
     out, _ = out
-    from sodadata.stats import read_report
+    from sodadata.tools.stats import read_report
 
     cached = read_report(out / "_stats")
     staged = hub.stage(config(out))

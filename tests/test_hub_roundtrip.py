@@ -17,10 +17,10 @@ from local_hub import LocalHub, serving
 from synthetic import SODA_LIKE, make_output_dir
 from test_train_model import REPO
 
-from sodadata import hub
-from sodadata.mixture import MixtureConfig
-from sodadata.packing import MixtureStream
-from sodadata.published import DATA_DIR, shard_path
+from sodadata.mix.mixture import MixtureConfig
+from sodadata.mix.packing import MixtureStream
+from sodadata.tools import hub
+from sodadata.write.published import DATA_DIR, shard_path
 
 REPO_ID = "org/soda-sample"
 RECIPE = REPO / "recipes" / "soda.yaml"
@@ -32,7 +32,7 @@ COMPONENTS = tuple(replace(c, shards=3 if c.name == "yodas2/en" else c.shards) f
 def pushed(tmp_path_factory):
     from synthetic import WORDS
 
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer, train_small_base
 
     root = tmp_path_factory.mktemp("roundtrip")
     out = root / "out"

@@ -19,9 +19,9 @@ import soundfile as sf
 from synthetic import ComponentSpec, make_output_dir
 
 from sodadata.cli import main as cli
-from sodadata.decode import can_write, string_to_audio
-from sodadata.listening_report import sample_ids
-from sodadata.outputs import find_shards
+from sodadata.tools.decode import can_write, string_to_audio
+from sodadata.tools.listening_report import sample_ids
+from sodadata.write.outputs import find_shards
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "tiny-random"
@@ -45,7 +45,7 @@ def all_rows(out: Path) -> dict[str, dict]:
 
 
 def transcripts(text: str) -> list[str]:
-    """The row's transcripts by a plain regex: independent of sodadata.decode.parse_row."""
+    """The row's transcripts by a plain regex: independent of sodadata.tools.decode.parse_row."""
     return _TEXT.findall(text)
 
 
@@ -53,7 +53,7 @@ def transcripts(text: str) -> list[str]:
 def tokenizer_dir(tmp_path_factory) -> Path:
     from synthetic import WORDS
 
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer, train_small_base
 
     base = train_small_base([" ".join(WORDS).capitalize() + "."] * 20, vocab_size=300)
     out = tmp_path_factory.mktemp("tokenizer")
@@ -64,7 +64,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, tokenizer_dir):
     """An output directory with a `sodadata stats` output, and its report (MP3 when libsndfile writes it)."""
-    from sodadata.stats import main as stats_main
+    from sodadata.tools.stats import main as stats_main
 
     root = tmp_path_factory.mktemp("inspect")
     out = root / "out"
@@ -101,7 +101,7 @@ def test_sampling_is_seeded_per_component_and_one_row_per_document(tmp_path):
 
 
 def test_report_holds_every_component_with_the_rows_transcripts_audio_and_counts(report, tokenizer_dir):
-    from sodadata.tokenizer import load_tokenizer
+    from sodadata.mix.tokenizer import load_tokenizer
 
     out, html_dir, rep = report
     rows = all_rows(out)
@@ -188,7 +188,7 @@ def test_cli_errors_say_what_to_do(tmp_path, capsys):
 
 
 def test_a_malformed_row_is_shown_as_such_and_the_rest_still_reported(tmp_path):
-    from sodadata.shards import ShardPaths, ShardWriter, write_json_atomic
+    from sodadata.write.shards import ShardPaths, ShardWriter, write_json_atomic
 
     out = tmp_path / "out"
     make_output_dir(out, SPECS[2:3], seed=5)

@@ -25,10 +25,10 @@ from fixtures_yodas2 import make_yodas2_source
 from tokenizers import Tokenizer
 
 from sodadata.cli import main as cli
-from sodadata.export import SODA_NAMES
-from sodadata.mixture import MixtureConfig
-from sodadata.streaming import list_shards
-from sodadata.tokenizer import RowEncoder, load_tokenizer
+from sodadata.mix.export import SODA_NAMES
+from sodadata.mix.mixture import MixtureConfig
+from sodadata.mix.streaming import list_shards
+from sodadata.mix.tokenizer import RowEncoder, load_tokenizer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # the first run installs Levanter (see module doc)
 

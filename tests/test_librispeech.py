@@ -20,12 +20,12 @@ from fixtures_nemotron import serve
 from fixtures_yodas2 import parse_text_first, read_rows
 
 from sodadata import chars_to_codes
-from sodadata.audio import to_mono_24k
-from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
-from sodadata.pipeline import PipelineConfig
+from sodadata.encode.audio import to_mono_24k
+from sodadata.encode.codec import CodecConfig, build_random_mimi, reference_encode
 from sodadata.recipes import librispeech
 from sodadata.recipes.librispeech import LibriSpeechRecipe
-from sodadata.runner import RunnerConfig, run_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
 
 CODEC = CodecConfig(codec="tiny-random", threads=1)  # one thread: codes compared across runs bit for bit
 COMPONENT = f"librispeech/{SPLIT}"

@@ -18,17 +18,17 @@ import pytest
 from fixtures_mls import make_mls_source
 from fixtures_nemotron import make_nemotron_source
 
-from sodadata import pipeline as pipeline_module
-from sodadata import runner as runner_module
-from sodadata.codec import CodecConfig, build_random_mimi, codec_identity
-from sodadata.made_by import FORMAT_VERSION, describe, differences, prepare
-from sodadata.pipeline import PipelineConfig
-from sodadata.recipe import ShardError
+from sodadata.encode.codec import CodecConfig, build_random_mimi, codec_identity
+from sodadata.read.recipe import ShardError
 from sodadata.recipes import emilia, mls
 from sodadata.recipes.emilia import EmiliaRecipe
 from sodadata.recipes.nemotron_cc import NemotronCCRecipe
-from sodadata.runner import RunnerConfig, execute_task, run_recipe
-from sodadata.shards import ShardPaths
+from sodadata.run import pipeline as pipeline_module
+from sodadata.run import runner as runner_module
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, execute_task, run_recipe
+from sodadata.write.made_by import FORMAT_VERSION, describe, differences, prepare
+from sodadata.write.shards import ShardPaths
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample" / "emilia"
@@ -275,7 +275,7 @@ def test_a_hub_codec_is_pinned_to_the_commit_its_revision_names(monkeypatch):
         asked.append((repo, revision, repo_type))
         return commit
 
-    monkeypatch.setattr("sodadata.codec_loading.resolve_hf_revision", resolve)
+    monkeypatch.setattr("sodadata.encode.codec_loading.resolve_hf_revision", resolve)
     config = prepare(EmiliaRecipe(source=str(SAMPLE)),
                      PipelineConfig(out="unused", codec=CodecConfig(codec="kyutai/mimi", device="cuda:3", dtype="bfloat16")))
     assert asked == [("kyutai/mimi", None, "model")]
@@ -290,7 +290,7 @@ def test_offline_a_hub_codec_resolves_from_the_local_cache_or_says_what_to_do(mo
     def unreachable(repo, revision, repo_type="dataset"):
         raise RuntimeError("cannot reach model 'kyutai/mimi' on the Hugging Face Hub (ConnectError)")
 
-    monkeypatch.setattr("sodadata.codec_loading.resolve_hf_revision", unreachable)
+    monkeypatch.setattr("sodadata.encode.codec_loading.resolve_hf_revision", unreachable)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(RuntimeError, match="not in the local Hugging Face cache"):
         codec_identity(CodecConfig(codec="kyutai/mimi"))

@@ -16,11 +16,11 @@ import yaml
 from synthetic import SODA_LIKE, WORDS, make_output_dir
 from tokenizers import Tokenizer
 
-from sodadata.document import BOS, EOS
-from sodadata.mixture import ComponentConfig, MixtureConfig
-from sodadata.packing import MixtureStream, block_schedule, host_slots, merge_states
-from sodadata.streaming import ComponentReader, list_shards, permutation, uniform
-from sodadata.tokenizer import RowEncoder, build_tokenizer, train_small_base
+from sodadata.mix.mixture import ComponentConfig, MixtureConfig
+from sodadata.mix.packing import MixtureStream, block_schedule, host_slots, merge_states
+from sodadata.mix.streaming import ComponentReader, list_shards, permutation, uniform
+from sodadata.mix.tokenizer import RowEncoder, build_tokenizer, train_small_base
+from sodadata.write.document import BOS, EOS
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "soda.yaml"
 SPEC_WEIGHTS = {
@@ -92,8 +92,8 @@ def test_soda_recipe_declares_the_spec_mixture(data: Path) -> None:
 
 
 def test_sample_recipe_is_the_soda_mixture_inherited_not_copied(tmp_path: Path) -> None:
-    from sodadata.mixture import read_recipe
-    from sodadata.stats_numbers import load_weights
+    from sodadata.mix.mixture import read_recipe
+    from sodadata.tools.stats_numbers import load_weights
 
     sample_path = RECIPE.parent / "sample.yaml"
     sample, soda = MixtureConfig.load(sample_path), MixtureConfig.load(RECIPE)

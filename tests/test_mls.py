@@ -14,14 +14,15 @@ import soundfile as sf
 from fixtures_mls import corrupt_column, make_mls_source
 from fixtures_yodas2 import parse_text_first, read_rows
 
-from sodadata import chars_to_codes, sources
-from sodadata.audio import to_mono_24k
-from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
-from sodadata.pipeline import PipelineConfig
-from sodadata.recipe import ShardError
+from sodadata import chars_to_codes
+from sodadata.encode.audio import to_mono_24k
+from sodadata.encode.codec import CodecConfig, build_random_mimi, reference_encode
+from sodadata.read import sources
+from sodadata.read.recipe import ShardError
 from sodadata.recipes import mls
 from sodadata.recipes.mls import MLSRecipe
-from sodadata.runner import RunnerConfig, run_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
 
 CODEC = CodecConfig(codec="tiny-random", threads=1)  # one thread, like test_yodas2 (codes depend on it bitwise)
 COMPONENT = "mls/en"

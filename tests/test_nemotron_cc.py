@@ -31,9 +31,7 @@ from fixtures_nemotron import (
 )
 
 from sodadata import cli
-from sodadata.document import BOS, EOS
-from sodadata.pipeline import PipelineConfig
-from sodadata.recipe import Reject, ShardError, TextRecord
+from sodadata.read.recipe import Reject, ShardError, TextRecord
 from sodadata.recipes.nemotron_cc import (
     LongLine,
     NemotronCCRecipe,
@@ -41,8 +39,10 @@ from sodadata.recipes.nemotron_cc import (
     main,
     split_lines,
 )
-from sodadata.runner import RunnerConfig, run_recipe
-from sodadata.shards import ROW_SCHEMA
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
+from sodadata.write.document import BOS, EOS
+from sodadata.write.shards import ROW_SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENT = "nemotron-cc/hq-actual"

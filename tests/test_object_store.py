@@ -16,7 +16,7 @@ import pytest
 from object_store import SECRET
 
 from sodadata.locations import as_location, check_location, display, is_remote
-from sodadata.recipe import ConfigError
+from sodadata.read.recipe import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,12 +124,12 @@ def test_commit_on_a_store_record_last_with_sizes_and_stale_uploads_never_read(s
     import pyarrow.parquet as pq
     from fixtures import make_emilia_source
 
-    from sodadata.codec import CodecConfig
-    from sodadata.outputs import find_shards
-    from sodadata.pipeline import PipelineConfig
+    from sodadata.encode.codec import CodecConfig
     from sodadata.recipes.emilia import EmiliaRecipe
-    from sodadata.runner import RunnerConfig, run_recipe
-    from sodadata.shards import ROW_SCHEMA, ShardWriter, read_record, record_matches_files
+    from sodadata.run.pipeline import PipelineConfig
+    from sodadata.run.runner import RunnerConfig, run_recipe
+    from sodadata.write.outputs import find_shards
+    from sodadata.write.shards import ROW_SCHEMA, ShardWriter, read_record, record_matches_files
 
     src = tmp_path / "src"
     make_emilia_source(src, seed=3, tars_per_subset=1, docs_per_tar=2, utts_per_doc=2, seconds=(1.0, 1.5))
@@ -199,11 +199,11 @@ def test_emilia_bucket_to_bucket_on_a_cluster_without_shared_disk_killed_and_rer
 
     from fixtures import make_emilia_source
 
-    from sodadata.codec import CodecConfig
-    from sodadata.outputs import find_shards
-    from sodadata.pipeline import PipelineConfig
+    from sodadata.encode.codec import CodecConfig
     from sodadata.recipes.emilia import EmiliaRecipe
-    from sodadata.runner import RunnerConfig, run_recipe
+    from sodadata.run.pipeline import PipelineConfig
+    from sodadata.run.runner import RunnerConfig, run_recipe
+    from sodadata.write.outputs import find_shards
 
     src = tmp_path / "src"
     make_emilia_source(src, seed=11, tars_per_subset=2, docs_per_tar=2, utts_per_doc=2, seconds=(1.0, 1.5))

@@ -18,10 +18,10 @@ from test_mixture import COMPONENTS, assert_same, soda, take
 from test_train import REPO, records, train_cli, work  # noqa: F401  (work: the fixture train_cli runs on)
 from tokenizers import Tokenizer
 
-from sodadata.packing import MixtureStream
-from sodadata.recipe import ConfigError
-from sodadata.streaming import list_shards
-from sodadata.tokenizer import build_tokenizer, train_small_base
+from sodadata.mix.packing import MixtureStream
+from sodadata.mix.streaming import list_shards
+from sodadata.mix.tokenizer import build_tokenizer, train_small_base
+from sodadata.read.recipe import ConfigError
 
 
 def upload(store, local: Path, prefix: str) -> str:

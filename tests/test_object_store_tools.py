@@ -23,11 +23,11 @@ from object_store import SECRET
 from synthetic import SODA_LIKE, make_output_dir
 from test_object_store_read import upload
 
-from sodadata import hub
 from sodadata.cli import main as cli
-from sodadata.published import DATA_DIR, shard_path
-from sodadata.row_lookup import find_rows
-from sodadata.streaming import list_shards
+from sodadata.mix.streaming import list_shards
+from sodadata.tools import hub
+from sodadata.tools.row_lookup import find_rows
+from sodadata.write.published import DATA_DIR, shard_path
 
 REPO_ID = "org/from-bucket"
 COMPONENTS = tuple(replace(c, shards=min(c.shards, 2)) for c in SODA_LIKE)
@@ -131,7 +131,7 @@ def test_decode_from_a_bucket_gives_the_local_copy_s_audio(s3_store, bucket_outp
 
 def test_inspect_a_bucket_writes_the_local_copy_s_page(s3_store, bucket_output, tmp_path, capsys,
                                                        monkeypatch) -> None:
-    from sodadata.stats import main as stats_main
+    from sodadata.tools.stats import main as stats_main
 
     monkeypatch.chdir(tmp_path)
 

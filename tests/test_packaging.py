@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-import sodadata.codes
+import sodadata.encode.codes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
     names = zipfile.ZipFile(wheel).namelist()
     (codes_py,) = [n for n in names if n.endswith("/codes.py") and n.startswith("sodadata/")]
     native = [n for n in names if re.fullmatch(r"sodadata/(.+/)?_codes\.[^/]*\.so", n)]
-    if os.environ.get("SODADATA_REQUIRE_NATIVE") == "1" or sodadata.codes.NATIVE:  # a C compiler is here
+    if os.environ.get("SODADATA_REQUIRE_NATIVE") == "1" or sodadata.encode.codes.NATIVE:  # a C compiler is here
         assert [Path(n).parent for n in native] == [Path(codes_py).parent], f"the C loop beside codes.py: {names}"
 
     venv = tmp_path / "venv"
@@ -65,15 +65,15 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
     empty = tmp_path / "empty"
     empty.mkdir()
     probe = (
-        "import json, sodadata, sodadata.codes\n"
-        "from sodadata.catalog import CATALOG_DIR, load_catalog\n"
-        "from sodadata.mixture import MixtureConfig\n"
+        "import json, sodadata, sodadata.encode.codes\n"
+        "from sodadata.read.catalog import CATALOG_DIR, load_catalog\n"
+        "from sodadata.mix.mixture import MixtureConfig\n"
         "soda = MixtureConfig.load('recipes/soda.yaml')\n"
         "print(json.dumps({'file': sodadata.__file__, 'catalog_dir': str(CATALOG_DIR),\n"
         "  'yodas2_en_shards': load_catalog('yodas2')['languages']['en']['shards'],\n"
         "  'emilia_repo': load_catalog('emilia')['repo'],\n"
         "  'soda': soda.names, 'soda_source': soda.source,\n"
-        "  'emilia_only': MixtureConfig.load('emilia-only').names, 'native': sodadata.codes.NATIVE}))\n"
+        "  'emilia_only': MixtureConfig.load('emilia-only').names, 'native': sodadata.encode.codes.NATIVE}))\n"
     )
     got = json.loads(_run([str(python), "-c", probe], empty, env))
     assert Path(got["file"]).is_relative_to(venv), f"imported {got['file']}, not the wheel in {venv}"
@@ -94,7 +94,7 @@ def test_wheel_installed_alone_has_catalogs_and_mixtures(tmp_path: Path) -> None
 
 
 def test_packaged_mixture_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sodadata.mixture import MIXTURE_DIR, MixtureConfig, resolve_recipe_path
+    from sodadata.mix.mixture import MIXTURE_DIR, MixtureConfig, resolve_recipe_path
 
     monkeypatch.chdir(tmp_path)
     for name in ("soda", "soda.yaml", "recipes/soda.yaml"):
@@ -110,8 +110,8 @@ def test_packaged_mixture_by_name_from_any_folder(tmp_path: Path, monkeypatch: p
 
 
 def test_checkout_links_point_at_the_packaged_folders() -> None:
-    from sodadata.catalog import CATALOG_DIR
-    from sodadata.mixture import MIXTURE_DIR
+    from sodadata.mix.mixture import MIXTURE_DIR
+    from sodadata.read.catalog import CATALOG_DIR
 
     assert (REPO / "catalogs").resolve() == CATALOG_DIR
     assert (REPO / "recipes").resolve() == MIXTURE_DIR

@@ -9,7 +9,7 @@ import pytest
 import torch
 from fixtures import speechlike
 
-from sodadata.codec import (
+from sodadata.encode.codec import (
     MAX_PIECE_SAMPLES,
     CodecConfig,
     MimiEncoder,
@@ -103,7 +103,7 @@ def test_a_chunked_path_that_differs_falls_back_to_the_reference(tiny, caplog, t
     real = enc._fast.latents
     enc._fast.latents = lambda x, lengths=None: real(x, lengths) + 1e-3  # as if oneDNN chose another kernel
     waves = _waves([2 * C + 100], seed=5)
-    with caplog.at_level(logging.INFO, logger="sodadata.codec"):  # INFO: same codes, nothing for a user to do
+    with caplog.at_level(logging.INFO, logger="sodadata.encode.codec"):  # INFO: same codes, nothing for a user to do
         (codes,) = enc.encode(waves)
     assert "differ" in caplog.text
     assert enc._fast is None and enc.stats.engine == "reference"
@@ -134,7 +134,7 @@ def test_codes_are_the_same_in_a_dask_worker_malloc_environment(tmp_path):
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "import torch; torch.set_num_threads(1)\n"
         "from fixtures import speechlike\n"
-        "import sodadata.codec as c, sodadata.malloc_tuning as m\n"
+        "import sodadata.encode.codec as c, sodadata.encode.malloc_tuning as m\n"
         "enc = c.MimiEncoder(c.CodecConfig(codec='tiny-random', chunk_seconds=2.0), model=c.build_random_mimi('tiny-random'))\n"
         "(codes,) = enc.encode([speechlike(4.2, 3)])\n"
         "print(json.dumps({'tuned': m._MALLOC_TUNED, 'codes': codes.tolist()}))\n"
@@ -152,7 +152,7 @@ def test_codes_are_the_same_in_a_dask_worker_malloc_environment(tmp_path):
 
 
 def test_cuda_config_sizes_batches_and_buckets_for_a_gpu():
-    from sodadata.pipeline import PipelineConfig
+    from sodadata.run.pipeline import PipelineConfig
 
     gpu = CodecConfig(codec="tiny-random", device="cuda")
     assert gpu.effective_batch_size() == 64 and gpu.effective_max_batch_samples() == 1920 * 24000
@@ -216,9 +216,9 @@ def test_decode_threads_give_the_same_shard_rejects_and_record(tmp_path):
     import pyarrow.parquet as pq
     from fixtures import make_emilia_source
 
-    from sodadata.pipeline import PipelineConfig
     from sodadata.recipes.emilia import EmiliaRecipe
-    from sodadata.runner import RunnerConfig, run_recipe
+    from sodadata.run.pipeline import PipelineConfig
+    from sodadata.run.runner import RunnerConfig, run_recipe
 
     root = tmp_path / "src"
     make_emilia_source(root, seed=4, quirks=True, tars_per_subset=1, docs_per_tar=3, utts_per_doc=3)

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures import speechlike
 
-from sodadata.codec import CodecConfig
-from sodadata.pipeline import PipelineConfig, prefetch, run_task
-from sodadata.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
-from sodadata.shards import ShardPaths
+from sodadata.encode.codec import CodecConfig
+from sodadata.read.recipe import RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
+from sodadata.run.pipeline import PipelineConfig, prefetch, run_task
+from sodadata.write.shards import ShardPaths
 
 CODEC = CodecConfig(codec="tiny-random")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sodadata import plan
 from sodadata.cli import main as cli_main
+from sodadata.tools import plan
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -20,8 +20,8 @@ import pytest
 from fixtures import make_emilia_source
 from synthetic import SODA_LIKE, WORDS, make_output_dir
 
-from sodadata.cli_recipe import INTERRUPTED
-from sodadata.codec import NOT_REAL_WARNING
+from sodadata.encode.codec import NOT_REAL_WARNING
+from sodadata.run.cli_recipe import INTERRUPTED
 
 REPO = Path(__file__).resolve().parent.parent
 BANNER = f"*** WARNING: {NOT_REAL_WARNING.format(name='tiny-random')} ***"
@@ -105,10 +105,10 @@ def test_readme_demo_prints_the_banner_once_and_no_other_warning(tmp_path):
     # among them the runner's two
     assert err[0] == BANNER and BANNER not in err[1:], err
     assert all(re.fullmatch(rf"{CLOCK} INFO sodadata\.[a-z_.]+: .+", line) for line in err[1:]), err
-    runner = [line for line in err if " sodadata.runner: " in line]
+    runner = [line for line in err if " sodadata.run.runner: " in line]
     assert len(runner) == 3, err
     assert re.search(r"INFO sodadata\.runner: 2 shards: 0 already finished \(skipped\), 2 to do$", runner[0]), err
-    # the default layout: a worker per usable core, at most one per shard (sodadata.worker_layout)
+    # the default layout: a worker per usable core, at most one per shard (sodadata.run.worker_layout)
     cores = len(os.sched_getaffinity(0))
     workers, threads = min(cores, 2), max(1, cores // min(cores, 2))
     assert re.search(rf"INFO sodadata\.runner: LocalCluster: {workers} workers x 1 threads, started in", runner[1]), err
@@ -156,7 +156,7 @@ def test_ctrl_c_in_a_recipe_on_a_local_cluster_prints_the_hint_alone(tmp_path):
 
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory) -> dict[str, Path]:
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer, train_small_base
 
     root = tmp_path_factory.mktemp("train")
     make_output_dir(root / "data", tuple(replace(c, shards=4, docs_per_shard=max(c.docs_per_shard, 8))

@@ -19,10 +19,10 @@ import pytest
 import soundfile as sf
 
 from sodadata.cli import main as cli
-from sodadata.codec import build_random_mimi, weights_sha256
-from sodadata.outputs import find_shards
+from sodadata.encode.codec import build_random_mimi, weights_sha256
 from sodadata.recipes import emilia
-from sodadata.row_lookup import find_rows
+from sodadata.tools.row_lookup import find_rows
+from sodadata.write.outputs import find_shards
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample" / "emilia"

@@ -25,11 +25,11 @@ import pytest
 from fixtures import make_emilia_source
 from test_reliability_report import publish, table
 
-from sodadata.codec import CodecConfig
-from sodadata.pipeline import PipelineConfig
+from sodadata.encode.codec import CodecConfig
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.runner import RunnerConfig, run_recipe
-from sodadata.validate import validate
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
+from sodadata.tools.validate import validate
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_TOKEN = "hf_FAKEtokenDaskWorkerLoss0123456789abcdef"

@@ -19,9 +19,9 @@ import pytest
 from fixtures import make_emilia_source
 from test_reliability_report import publish, table
 
-from sodadata import cli_recipe
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.validate import validate
+from sodadata.run import cli_recipe
+from sodadata.tools.validate import validate
 
 VOLATILE = {"elapsed_seconds", "timings", "finished_at"}
 

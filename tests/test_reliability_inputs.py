@@ -41,17 +41,17 @@ from fixtures_nemotron import BASE, KEPT, compress_frames, record_line, write_pa
 from fixtures_yodas2 import Caption, Video, write_shard
 from test_reliability_report import publish, table
 
-from sodadata import cli_recipe
-from sodadata.codec import CodecConfig
-from sodadata.completeness import write_sample_marker
-from sodadata.pipeline import PipelineConfig
+from sodadata.encode.codec import CodecConfig
+from sodadata.read.completeness import write_sample_marker
 from sodadata.recipes.emilia import EmiliaRecipe
 from sodadata.recipes.librispeech import LibriSpeechRecipe
 from sodadata.recipes.mls import MLSRecipe
 from sodadata.recipes.nemotron_cc import NemotronCCRecipe
 from sodadata.recipes.yodas2 import Yodas2Recipe
-from sodadata.runner import RunnerConfig, run_recipe
-from sodadata.validate import validate
+from sodadata.run import cli_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
+from sodadata.tools.validate import validate
 
 CODEC = CodecConfig(codec="tiny-random", threads=1)
 SERIAL = RunnerConfig(serial=True, progress=False, retries=0)

@@ -43,7 +43,7 @@ from fixtures_nemotron import make_nemotron_source
 from fixtures_yodas2 import Caption, Video, write_shard
 from test_reliability_report import publish, table
 
-from sodadata.validate import validate
+from sodadata.tools.validate import validate
 
 REPO = Path(__file__).resolve().parent.parent
 VOLATILE = {"elapsed_seconds", "timings", "finished_at"}
@@ -53,7 +53,7 @@ ZYGOTE = r"""
 import importlib, json, os, sys, traceback
 import numpy, pyarrow.parquet, soundfile, soxr, zstandard, torch  # noqa: F401  (imported once, before forking)
 from transformers import MimiConfig, MimiModel  # noqa: F401
-import sodadata.cli, sodadata.codec, sodadata.pipeline, sodadata.runner  # noqa: F401
+import sodadata.cli, sodadata.encode.codec, sodadata.run.pipeline, sodadata.run.runner  # noqa: F401
 for name in ("emilia", "yodas2", "nemotron_cc", "mls"):
     try:
         importlib.import_module("sodadata.recipes." + name)

@@ -16,8 +16,11 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sodadata.codes import AUDIO_BASE, CODEBOOK_SIZE, chars_to_codes, codes_to_chars, span_error
-from sodadata.document import (
+from sodadata.encode.codes import AUDIO_BASE, CODEBOOK_SIZE, chars_to_codes, codes_to_chars, span_error
+from sodadata.read.recipe import ShardError
+from sodadata.recipes.emilia import _read_tar
+from sodadata.recipes.nemotron_cc import decompressed_chunks
+from sodadata.write.document import (
     AUDIO_END,
     AUDIO_FIRST,
     AUDIO_ONLY,
@@ -32,9 +35,6 @@ from sodadata.document import (
     format_speech_row,
     parse_row,
 )
-from sodadata.recipe import ShardError
-from sodadata.recipes.emilia import _read_tar
-from sodadata.recipes.nemotron_cc import decompressed_chunks
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

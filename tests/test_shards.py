@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sodadata import codes_to_chars
-from sodadata.shards import ROW_SCHEMA, ShardWriter
+from sodadata.write.shards import ROW_SCHEMA, ShardWriter
 
 
 def _row(i: int, text: str) -> dict:

@@ -9,11 +9,11 @@ import threading
 import pytest
 from fixtures import make_emilia_source
 
-from sodadata import sources
-from sodadata.codec import CodecConfig
-from sodadata.pipeline import PipelineConfig
+from sodadata.encode.codec import CodecConfig
+from sodadata.read import sources
 from sodadata.recipes.emilia import EmiliaRecipe
-from sodadata.runner import RunnerConfig, run_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic import SODA_LIKE, make_output_dir
 
-from sodadata import stats as st
-from sodadata import stats_numbers as numbers
-from sodadata.document import AUDIO_END, AUDIO_START, BOS, EOS, MARKERS, TEXT_END, TEXT_START
-from sodadata.stats_markdown import format_table
-from sodadata.stats_plots import PLOTS
+from sodadata.tools import stats as st
+from sodadata.tools import stats_numbers as numbers
+from sodadata.tools.stats_markdown import format_table
+from sodadata.tools.stats_plots import PLOTS
+from sodadata.write.document import AUDIO_END, AUDIO_START, BOS, EOS, MARKERS, TEXT_END, TEXT_START
 
 AUDIO_SPAN = re.compile(re.escape(AUDIO_START) + "(.*?)" + re.escape(AUDIO_END), re.S)
 TRANSCRIPT = re.compile(re.escape(TEXT_START) + "(.*?)" + re.escape(TEXT_END), re.S)
@@ -176,7 +176,7 @@ def test_exact_tokens_with_a_built_sodadata_tokenizer(corpus, tmp_path):
     """The tokenizer `sodadata tokenizer build` writes (small BPE base): counts equal plain `encode` of every row."""
     from synthetic import WORDS
 
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer, train_small_base
 
     out, _, counts = corpus
     tok = build_tokenizer(train_small_base([" ".join(WORDS)] * 50, vocab_size=300))

@@ -13,10 +13,10 @@ import pytest
 from synthetic import WORDS, ComponentSpec, make_output_dir
 from tokenizers import Tokenizer
 
-from sodadata.mixture import ComponentConfig, MixtureConfig
-from sodadata.packing import MixtureStream
-from sodadata.streaming import list_shards
-from sodadata.tokenizer import build_tokenizer, train_small_base
+from sodadata.mix.mixture import ComponentConfig, MixtureConfig
+from sodadata.mix.packing import MixtureStream
+from sodadata.mix.streaming import list_shards
+from sodadata.mix.tokenizer import build_tokenizer, train_small_base
 
 SPECS = (ComponentSpec("emilia/en", shards=3, docs_per_shard=3, utterances=(1, 2), seconds=(0.5, 1.5)),
          ComponentSpec("nemotron-cc/hq-actual", shards=2, docs_per_shard=6, text_only=True))

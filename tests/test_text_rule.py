@@ -22,9 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_reliability_report import publish, table
 
-from sodadata.codes import AUDIO_BASE, AUDIO_END_CODEPOINT
-from sodadata.completeness import write_sample_marker
-from sodadata.document import (
+from sodadata.encode.codes import AUDIO_BASE, AUDIO_END_CODEPOINT
+from sodadata.read.completeness import write_sample_marker
+from sodadata.recipes import emilia, nemotron_cc, yodas2
+from sodadata.run.runner import summary_rows
+from sodadata.write.document import (
     FOLD_TABLE,
     MARKERS,
     TEXT_RULE_VERSION,
@@ -33,8 +35,6 @@ from sodadata.document import (
     invalid_unicode,
     storable,
 )
-from sodadata.recipes import emilia, nemotron_cc, yodas2
-from sodadata.runner import summary_rows
 
 
 def in_range(c: str) -> bool:

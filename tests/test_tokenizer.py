@@ -14,8 +14,20 @@ from hypothesis import strategies as st
 from synthetic import WORDS, make_output_dir
 from tokenizers import AddedToken, Tokenizer, normalizers
 
-from sodadata.codes import AUDIO_BASE, codes_to_chars
-from sodadata.document import (
+from sodadata.encode.codes import AUDIO_BASE, codes_to_chars
+from sodadata.mix.tokenizer import (
+    N_AUDIO_TOKENS,
+    RowEncoder,
+    TokenizerLayout,
+    build_tokenizer,
+    check_tokenizer,
+    is_hub_id,
+    load_tokenizer,
+    main,
+    save_tokenizer,
+    train_small_base,
+)
+from sodadata.write.document import (
     AUDIO_END,
     AUDIO_FIRST,
     AUDIO_START,
@@ -30,18 +42,6 @@ from sodadata.document import (
     apply_text_rule,
     format_speech_row,
     format_text_row,
-)
-from sodadata.tokenizer import (
-    N_AUDIO_TOKENS,
-    RowEncoder,
-    TokenizerLayout,
-    build_tokenizer,
-    check_tokenizer,
-    is_hub_id,
-    load_tokenizer,
-    main,
-    save_tokenizer,
-    train_small_base,
 )
 
 CORPUS = [
@@ -243,7 +243,7 @@ def test_transformers_autotokenizer_loads_the_saved_tokenizer(tmp_path, tok: Tok
 
 def test_bytes_base_is_built_offline_with_one_token_per_byte_and_is_reported_as_not_spec(tmp_path, caplog, capsys
                                                                                           ) -> None:
-    with caplog.at_level("WARNING", logger="sodadata.tokenizer"):
+    with caplog.at_level("WARNING", logger="sodadata.mix.tokenizer"):
         assert main(["build", "--base", "bytes", "--out", str(tmp_path / "tok")]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "NOT SPEC §3's" in warnings[0]
@@ -270,7 +270,7 @@ def test_matches_spec_needs_a_base_of_llama3s_size_with_its_bos_and_eos(base: To
     bytes base padded to the same BOS/EOS ids does not: its text ids are not Llama-3's."""
     from tokenizers import models
 
-    from sodadata.tokenizer import _byte_symbols, _llama3_shaped
+    from sodadata.mix.tokenizer import _byte_symbols, _llama3_shaped
 
     def shaped(text_vocab: list[str]) -> Tokenizer:
         tok = _llama3_shaped(models.BPE(vocab={t: i for i, t in enumerate(text_vocab)}, merges=[]))
@@ -307,7 +307,8 @@ def test_a_missing_tokenizer_path_is_no_such_file_not_a_hub_error(tmp_path, monk
 def test_every_command_that_loads_a_tokenizer_path_says_no_such_file(tmp_path, monkeypatch, capsys, caplog) -> None:
     """stats, inspect, export and train, given a tokenizer folder that does not exist (recipes/sample.yaml names
     ``tok/``): one line "no such file or directory: tok/", never a Hub repo-id validation error."""
-    from sodadata import export, listening_report, stats
+    from sodadata.mix import export
+    from sodadata.tools import listening_report, stats
     from train import cli as train_cli
 
     repo = Path(__file__).resolve().parent.parent

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from sodadata.codes import AUDIO_BASE, CODEBOOK_SIZE, NUM_CODEBOOKS, codes_to_chars
-from sodadata.document import (
+from sodadata.encode.codes import AUDIO_BASE, CODEBOOK_SIZE, NUM_CODEBOOKS, codes_to_chars
+from sodadata.mix.tokenizer import RowEncoder, TokenizerLayout, main
+from sodadata.write.document import (
     AUDIO_END,
     AUDIO_FIRST,
     AUDIO_START,
@@ -29,7 +30,6 @@ from sodadata.document import (
     format_speech_row,
     format_text_row,
 )
-from sodadata.tokenizer import RowEncoder, TokenizerLayout, main
 
 # transcripts as the corpora have them (Emilia's leading space is stripped by the pipeline)
 TRANSCRIPTS = ["Open speech data makes open audio models possible.",

@@ -32,7 +32,7 @@ COMPONENTS = tuple(replace(c, shards=4, docs_per_shard=max(c.docs_per_shard, 8))
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> dict:
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer, train_small_base
 
     root = tmp_path_factory.mktemp("train")
     make_output_dir(root / "data", COMPONENTS, seed=3)
@@ -220,8 +220,8 @@ def scenario_mask_on_stream(data: str, tok: str) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from sodadata.mixture import MixtureConfig
-    from sodadata.packing import MixtureStream
+    from sodadata.mix.mixture import MixtureConfig
+    from sodadata.mix.packing import MixtureStream
     from train import model as M
     from train.config import MODELS
 

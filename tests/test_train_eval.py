@@ -27,7 +27,7 @@ def work(tmp_path_factory) -> dict:
     import yaml
     from synthetic import WORDS
 
-    from sodadata.tokenizer import build_tokenizer, save_tokenizer, train_small_base
+    from sodadata.mix.tokenizer import build_tokenizer, save_tokenizer, train_small_base
 
     root = tmp_path_factory.mktemp("train-eval")
     make_output_dir(root / "data", COMPONENTS, seed=3)
@@ -96,7 +96,7 @@ def scenario_eval_check(data: str, tok: str, eval_dir: str, ckpt: str, batch: st
     """Restore the checkpoint on the 8-device mesh, evaluate it twice, and compute the same numbers directly."""
     import jax
 
-    from sodadata.tokenizer import RowEncoder, load_tokenizer
+    from sodadata.mix.tokenizer import RowEncoder, load_tokenizer
     from train import checkpoint
     from train.config import MODELS, TrainConfig
     from train.data import fill_defaults
@@ -164,8 +164,8 @@ def test_eval_nll_matches_a_direct_computation_and_repeats_exactly(work):
 def test_eval_rows_are_the_same_from_the_root_a_component_and_a_glob(work):
     """The same rows in the same order whichever way the eval set is named (root, component, glob, published
     copy); a folder of two roots is refused, a folder without shards too."""
-    from sodadata.published import shard_path
-    from sodadata.tokenizer import RowEncoder, load_tokenizer
+    from sodadata.mix.tokenizer import RowEncoder, load_tokenizer
+    from sodadata.write.published import shard_path
     from train.evaluation import load_eval_set
 
     enc = RowEncoder(load_tokenizer(work["tok"]))
@@ -180,7 +180,7 @@ def test_eval_rows_are_the_same_from_the_root_a_component_and_a_glob(work):
     assert (root.segment_ids.ravel()[root.tokens:] == 0).all() and (root.segment_ids.ravel()[:root.tokens] > 0).all()
     again = load_eval_set(str(work["eval"]), enc, SEQ_LEN, 10**9)
     assert again.sha1 == root.sha1
-    # A published copy (push's layout, sodadata/published.py), flat and in hashed buckets: the same windows.
+    # A published copy (push's layout, sodadata/write/published.py), flat and in hashed buckets: the same windows.
     for bucketed in (False, True):
         copy = work["root"] / f"published-{int(bucketed)}"
         for parquet in work["eval"].glob("*/*/*.parquet"):

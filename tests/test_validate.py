@@ -23,8 +23,9 @@ from fixtures_mls import corrupt_column
 from synthetic import SPEECH_MADE_BY, ComponentSpec, make_output_dir
 from test_reliability_report import publish, table
 
-from sodadata.codes import codes_to_chars
-from sodadata.document import (
+from sodadata.encode.codes import codes_to_chars
+from sodadata.tools.validate import CHECKS, main, validate
+from sodadata.write.document import (
     AUDIO_END,
     AUDIO_FIRST,
     AUDIO_START,
@@ -37,8 +38,7 @@ from sodadata.document import (
     format_speech_row,
     parse_row,
 )
-from sodadata.shards import REJECT_SCHEMA, ROW_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
-from sodadata.validate import CHECKS, main, validate
+from sodadata.write.shards import REJECT_SCHEMA, ROW_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = (
@@ -617,7 +617,7 @@ def test_a_large_shard_is_validated_in_bounded_memory(tmp_path: Path):
     probe = (
         "import sys, threading, time; from pathlib import Path\n"
         "import psutil, pyarrow.parquet as pq\n"
-        "from sodadata.validate import validate\n"
+        "from sodadata.tools.validate import validate\n"
         "proc = psutil.Process(); base = proc.memory_info().rss; peak = [base]; done = threading.Event()\n"
         "def sample():\n"
         "    while not done.is_set():\n"

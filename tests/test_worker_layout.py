@@ -1,4 +1,4 @@
-"""The default layout is the fast one for the machine and the shards to do (sodadata.worker_layout), and the run
+"""The default layout is the fast one for the machine and the shards to do (sodadata.run.worker_layout), and the run
 says which it chose."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import re
 import pytest
 from fixtures import make_emilia_source
 
-from sodadata.runner import RunResult, format_summary
-from sodadata.worker_layout import Layout, choose_layout, usable_cores
+from sodadata.run.runner import RunResult, format_summary
+from sodadata.run.worker_layout import Layout, choose_layout, usable_cores
 
 
 @pytest.mark.parametrize("cores, shards, expected", [
@@ -80,7 +80,7 @@ def test_the_default_command_lays_out_one_worker_per_core(tmp_path, monkeypatch,
     from sodadata.recipes import emilia
 
     make_emilia_source(tmp_path / "src", quirks=False, tars_per_subset=1, docs_per_tar=1, utts_per_doc=2)
-    monkeypatch.setattr("sodadata.worker_layout.usable_cores", lambda: 2)
+    monkeypatch.setattr("sodadata.run.worker_layout.usable_cores", lambda: 2)
     out = tmp_path / "out"
     rc = emilia.main(["--source", str(tmp_path / "src"), "--out", str(out), "--codec", "tiny-random",
                       "--no-progress"])
@@ -106,7 +106,7 @@ def test_each_local_worker_takes_its_own_gpu(monkeypatch):
     import distributed
     import torch
 
-    from sodadata.codec import CodecConfig, own_gpu
+    from sodadata.encode.codec import CodecConfig, own_gpu
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     config = CodecConfig(codec="tiny-random", device="cuda")

@@ -16,15 +16,16 @@ import pytest
 import soundfile as sf
 from fixtures_yodas2 import make_uniform_shard, make_yodas2_source, parse_text_first, read_rows
 
-from sodadata import chars_to_codes, sources
-from sodadata.audio import to_mono_24k
-from sodadata.codec import CodecConfig, build_random_mimi, reference_encode
-from sodadata.completeness import IncompleteSource
-from sodadata.pipeline import PipelineConfig
-from sodadata.recipe import ShardError
+from sodadata import chars_to_codes
+from sodadata.encode.audio import to_mono_24k
+from sodadata.encode.codec import CodecConfig, build_random_mimi, reference_encode
+from sodadata.read import sources
+from sodadata.read.completeness import IncompleteSource
+from sodadata.read.recipe import ShardError
 from sodadata.recipes import yodas2
 from sodadata.recipes.yodas2 import Yodas2Recipe
-from sodadata.runner import RunnerConfig, run_recipe
+from sodadata.run.pipeline import PipelineConfig
+from sodadata.run.runner import RunnerConfig, run_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 # One torch thread, like a Dask worker (its nanny sets OMP_NUM_THREADS=1): codes are bitwise equal only at the

@@ -133,8 +133,8 @@ def _main(a: argparse.Namespace) -> int:
     if a.steps < 1:
         log.error("--steps must be at least 1")
         return 2
-    from sodadata.recipe import ConfigError
-    from sodadata.streaming import check_readable
+    from sodadata.mix.streaming import check_readable
+    from sodadata.read.recipe import ConfigError
 
     try:  # a bucket's missing backend, refused credentials or absent prefix: one line before JAX starts
         for location in (a.data, a.eval):

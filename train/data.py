@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import jax
 
-from sodadata.mixture import MixtureConfig
-from sodadata.packing import MixtureStream
+from sodadata.mix.mixture import MixtureConfig
+from sodadata.mix.packing import MixtureStream
 from train.config import DEFAULTS, TrainConfig
 
 log = logging.getLogger(__name__)

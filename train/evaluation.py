@@ -48,11 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from sodadata.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST, TEXT_ONLY
-from sodadata.outputs import find_shards
-from sodadata.published import DATA_DIR, bucket, published_location
-from sodadata.streaming import ShardList, list_shards
-from sodadata.tokenizer import N_AUDIO_TOKENS, RowEncoder
+from sodadata.mix.streaming import ShardList, list_shards
+from sodadata.mix.tokenizer import N_AUDIO_TOKENS, RowEncoder
+from sodadata.write.document import AUDIO_FIRST, AUDIO_ONLY, TEXT_FIRST, TEXT_ONLY
+from sodadata.write.outputs import find_shards
+from sodadata.write.published import DATA_DIR, bucket, published_location
 from train import model as M
 from train.config import ModelConfig, TrainConfig
 from train.sharding import BATCH_AXES, P, batch_sharding, global_batch, replicated

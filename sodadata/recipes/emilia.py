@@ -33,11 +33,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from sodadata import cli_recipe, sources
-from sodadata.catalog import add_source_arguments, load_catalog, resolve_source_root
-from sodadata.completeness import catalog_scope, compare_counts
-from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardTask
-from sodadata.tarstream import CheckedTar
+from sodadata.read import sources
+from sodadata.read.catalog import add_source_arguments, load_catalog, resolve_source_root
+from sodadata.read.completeness import catalog_scope, compare_counts
+from sodadata.read.recipe import Completeness, RawUtterance, Recipe, Reject, ShardTask
+from sodadata.read.tarstream import CheckedTar
+from sodadata.run import cli_recipe
 
 SUBSETS = ("emilia", "emilia-yodas")
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")

@@ -56,11 +56,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from sodadata import cli_recipe, sources
-from sodadata.catalog import load_catalog
-from sodadata.completeness import catalog_scope
-from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
-from sodadata.tarstream import CheckedTar
+from sodadata.read import sources
+from sodadata.read.catalog import load_catalog
+from sodadata.read.completeness import catalog_scope
+from sodadata.read.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.read.tarstream import CheckedTar
+from sodadata.run import cli_recipe
 
 log = logging.getLogger(__name__)
 

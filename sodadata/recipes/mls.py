@@ -53,10 +53,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sodadata import cli_recipe, sources
-from sodadata.catalog import add_source_arguments, load_catalog, resolve_source_root
-from sodadata.completeness import catalog_scope
-from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.read import sources
+from sodadata.read.catalog import add_source_arguments, load_catalog, resolve_source_root
+from sodadata.read.completeness import catalog_scope
+from sodadata.read.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.run import cli_recipe
 
 log = logging.getLogger("sodadata.recipes.mls")  # not __name__: "__main__" under python -m
 

@@ -24,7 +24,7 @@ compressed nor the decompressed file is ever held whole; a line longer than ``--
 Each line becomes one row ``<|begin_of_text|>{text}<|end_of_text|>`` with id ``warc_record_id``; every other key,
 known or not, goes to the row's ``metadata`` JSON. Lines that cannot be a row are rejected with a reason:
 ``blank_line``, ``invalid_json`` (also: not UTF-8, not an object), ``missing_id``, ``missing_text``,
-``line_too_long``. The pipeline applies the text rule of SPEC §2 (``sodadata.document.apply_text_rule``, the same
+``line_too_long``. The pipeline applies the text rule of SPEC §2 (``sodadata.write.document.apply_text_rule``, the same
 as for transcripts): audio-range characters folded by NFKC (``！`` -> ``!``, ``ﬁ`` -> ``fi``), U+FEFF and variation
 selectors dropped; and it adds the rejects ``invalid_unicode`` (a lone surrogate escape in the id, text or
 metadata, which Parquet cannot store), ``audio_range_character``, ``empty_text``, ``duplicate_id``,
@@ -61,10 +61,11 @@ from typing import BinaryIO
 
 import zstandard
 
-from sodadata import cli_recipe, sources
-from sodadata.catalog import load_catalog
-from sodadata.completeness import catalog_scope
-from sodadata.recipe import Completeness, Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
+from sodadata.read import sources
+from sodadata.read.catalog import load_catalog
+from sodadata.read.completeness import catalog_scope
+from sodadata.read.recipe import Completeness, Recipe, Reject, ShardError, ShardTask, SourceFile, TextRecord
+from sodadata.run import cli_recipe
 
 log = logging.getLogger("sodadata.recipes.nemotron_cc")  # not __name__: "__main__" under python -m
 
@@ -535,7 +536,7 @@ def parse_line(raw: bytes, stem: str, lineno: int) -> TextRecord | Reject:
     if not isinstance(text, str):
         return Reject(rid, "missing_text", f"{where}: 'text' is {type(text).__name__}, not a string")
     # A lone surrogate escape (\ud800) in the id, text or metadata, and the audio-range characters, are the
-    # pipeline's text rule (sodadata.document.apply_text_rule), the same for transcripts and web text.
+    # pipeline's text rule (sodadata.write.document.apply_text_rule), the same for transcripts and web text.
     return TextRecord(id=rid, text=text, metadata=obj)
 
 

@@ -55,12 +55,13 @@ from pathlib import PurePosixPath
 
 import soundfile as sf
 
-from sodadata import cli_recipe, sources
-from sodadata.audio import decoder_error_detail
-from sodadata.catalog import add_source_arguments, load_catalog, resolve_source_root
-from sodadata.completeness import catalog_scope, compare_counts
-from sodadata.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
-from sodadata.tarstream import CheckedTar
+from sodadata.encode.audio import decoder_error_detail
+from sodadata.read import sources
+from sodadata.read.catalog import add_source_arguments, load_catalog, resolve_source_root
+from sodadata.read.completeness import catalog_scope, compare_counts
+from sodadata.read.recipe import Completeness, RawUtterance, Recipe, Reject, ShardError, ShardTask, SourceFile
+from sodadata.read.tarstream import CheckedTar
+from sodadata.run import cli_recipe
 
 log = logging.getLogger("sodadata.recipes.yodas2")  # not __name__: "__main__" under python -m
 

@@ -1,0 +1,225 @@
+"""The chunked engine's check, done once per machine, model and software, and remembered where workers find it.
+
+What the check protects against: the chunked CPU engine (``sodadata.encode.chunked_engine``) computes MimiModel.encode's
+latents bit for bit only while oneDNN picks the same kernels for its 1 s chunks as for the whole signal. That
+choice depends on the CPU (model, instruction sets), the torch/oneDNN/MKL build, the thread count, the dtype and
+the shapes (the model's architecture, the chunk, the width of the batch). So the first batch of each width class
+is also run through the reference and the latents compared; a mismatch sends the process to the reference path
+for good. That costs up to seven reference encodes (the slower path) per process: ~8 s of the first shard of
+every worker for full-size Mimi on Emilia-like audio.
+
+The verdicts are facts about an environment, so they are cached, keyed by everything above (:func:`check_key`),
+in ``$SODADATA_CACHE/engine-check/`` (default ``~/.cache/sodadata``; ``SODADATA_CACHE=off`` turns the cache off),
+one JSON file per key, written atomically (temporary file, then rename): two workers that race both check and
+both write a valid file; the later write may drop a width class the other added, which only costs a recheck.
+
+A cache entry is never trusted blindly: it must parse, carry its own checksum (a truncated or edited file fails
+it), and hold exactly the key this process computed. And before a process trusts an entry that says "the chunked
+engine agrees", it encodes a fixed probe (2.5 s of seeded noise: two chunks, the second absorbing a tail) through
+the chunked engine and compares the latents' SHA-256 with the reference's recorded with the entry: an entry
+written elsewhere (another machine, other weights, a key that misses a factor) or forged fails that and is
+checked again from scratch. The probe costs a fraction of one chunked second per process. A verdict "the chunked
+engine differs" is trusted without it: the reference path it sends the process to is MimiModel.encode itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "SODADATA_CACHE"
+FORMAT = 1
+PROBE_SECONDS = 2.5
+# oneDNN/MKL/OpenMP settings that can change which kernels run (ISA caps, JIT, conditional numerical reproducibility)
+_KERNEL_ENV_PREFIXES = ("ONEDNN_", "DNNL_", "MKL_", "ATEN_CPU_CAPABILITY", "KMP_", "OMP_")
+
+
+def cache_dir() -> Path | None:
+    """Where sodadata keeps what it measured about this machine; None when ``SODADATA_CACHE`` is off/0/empty."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return None if value.strip().lower() in ("", "0", "off", "none") else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sodadata"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _cpu() -> dict:
+    """The CPU as the kernel reports it: model name and instruction-set flags (of the first processor)."""
+    info = {"machine": platform.machine(), "model": platform.processor(), "flags": ""}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name == "model name" and info["model"] in ("", platform.processor()):
+                info["model"] = value.strip()
+            elif name in ("flags", "Features") and not info["flags"]:
+                info["flags"] = _sha256(" ".join(sorted(value.split())).encode())
+    except OSError:
+        pass
+    return info
+
+
+def _engine_source() -> str:
+    """SHA-256 of the code whose arithmetic the check vouches for: any edit of it is a new key."""
+    from sodadata.encode import chunked_engine, padding_repair
+
+    return _sha256(b"".join(Path(m.__file__).read_bytes() for m in (chunked_engine, padding_repair)))
+
+
+def check_key(model, config, chunk: int, threads: int) -> dict:
+    """Everything the check's outcome could depend on (see the module docstring)."""
+    import torch
+    import transformers
+
+    param = next(model.parameters())
+    return {
+        "format": FORMAT,
+        "engine": _engine_source(),
+        "chunk": chunk,
+        "threads": threads,
+        "dtype": str(param.dtype),
+        "device": str(param.device),
+        "codec": {"name": config.codec, "revision": config.revision,
+                  "architecture": _sha256(model.config.to_json_string(use_diff=False).encode())},
+        "torch": torch.__version__,
+        "torch_build": _sha256(torch.__config__.show().encode()),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "cpu": _cpu(),
+        "host": platform.node(),
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_KERNEL_ENV_PREFIXES)},
+    }
+
+
+def probe_audio() -> np.ndarray:
+    """The fixed probe: seeded noise at speech level, the same bytes on every machine (PCG64 is specified)."""
+    n = round(PROBE_SECONDS * 24_000)
+    return (0.1 * np.random.default_rng(20261202).standard_normal(n)).astype(np.float32)
+
+
+def latents_digest(latents) -> str:
+    """SHA-256 of a tensor's shape, dtype and bytes (any dtype: bfloat16 has no NumPy twin, so read as bytes)."""
+    import torch
+
+    raw = latents.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return _sha256(f"{tuple(latents.shape)} {latents.dtype} ".encode() + raw)
+
+
+def _read_entry(path: Path, key: dict) -> tuple[dict[int, bool], str]:
+    """The verdicts and probe digest of an intact entry for ``key``; ValueError saying why not, FileNotFoundError."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot be read ({exc})") from None
+    if not isinstance(entry, dict):
+        raise ValueError("is not a JSON object")
+    body = {k: v for k, v in entry.items() if k != "checksum"}
+    if entry.get("checksum") != _sha256(_canonical(body)):
+        raise ValueError("fails its checksum")
+    if body.get("key") != key:
+        raise ValueError("was written for another machine, model or software")
+    try:
+        return {int(c): bool(v) for c, v in body["classes"].items()}, str(body["probe"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ValueError("lacks its verdicts") from None
+
+
+class EngineCheck:
+    """The verdicts of one encoder's check: read from the cache (on first use), confirmed by the probe, recorded as
+    they come."""
+
+    def __init__(self, key: dict, chunked: Callable, reference: Callable) -> None:
+        """``chunked`` / ``reference``: latents of a (1, 1, samples) tensor through the chunked engine / the reference."""
+        self.key = key
+        self._chunked, self._reference = chunked, reference
+        self.classes: dict[int, bool] = {}  # width class -> the chunked engine's latents equal the reference's
+        self.probe: str | None = None  # SHA-256 of the reference's latents on the probe
+        root = cache_dir()
+        self.path = None if root is None else root / "engine-check" / f"{_sha256(_canonical(key))[:32]}.json"
+        self.source: str | None = None  # none (no cache), miss, hit, corrupt, wrong; None: not read yet
+
+    def _load(self) -> None:
+        self.source = "none"
+        if self.path is None:
+            return
+        try:
+            classes, probe = _read_entry(self.path, self.key)
+        except FileNotFoundError:
+            self.source = "miss"
+            return
+        except ValueError as exc:
+            self._distrust("corrupt" if "another" not in str(exc) else "wrong", str(exc))
+            return
+        if all(classes.values()) and latents_digest(self._chunked(probe_audio())) != probe:
+            self._distrust("wrong", "does not hold here: the chunked engine's latents on the probe differ from the "
+                           "reference's it recorded")
+            return
+        self.classes, self.probe, self.source = classes, probe, "hit"
+
+    def _distrust(self, source: str, why: str) -> None:
+        log.info("ignoring the chunked engine's cached check %s: it %s; checking again", self.path, why)
+        self.source = source
+
+    def verdict(self, width_class: int) -> bool | None:
+        """True/False when this width class was checked (here or, confirmed, by another process); None: check it."""
+        if self.source is None:
+            self._load()
+        return self.classes.get(width_class)
+
+    def any_differs(self) -> bool:
+        """A class is known where the chunked engine differs: use the reference for everything."""
+        if self.source is None:
+            self._load()
+        return not all(self.classes.values())
+
+    def record(self, width_class: int, equal: bool) -> None:
+        """Remember a verdict; write the entry (merged with what another process wrote meanwhile) atomically."""
+        self.classes[width_class] = equal
+        if self.path is None:
+            return
+        try:
+            if self.probe is None:
+                self.probe = latents_digest(self._reference(probe_audio()))
+            if self.source in ("miss", "hit"):  # never the verdicts of an entry found wrong or corrupt
+                try:
+                    theirs, probe = _read_entry(self.path, self.key)  # written by another process meanwhile?
+                    if probe == self.probe:
+                        self.classes = {**theirs, **self.classes}
+                except (FileNotFoundError, ValueError):
+                    pass
+            body = {"key": self.key, "classes": {str(c): v for c, v in sorted(self.classes.items())},
+                    "probe": self.probe}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump({**body, "checksum": _sha256(_canonical(body))}, f, indent=1, sort_keys=True)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:  # a read-only or full home: the check still holds for this process
+            log.info("could not record the chunked engine's check in %s (%s); each process checks for itself",
+                     self.path, exc)
+            self.path = None

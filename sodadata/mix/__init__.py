@@ -1,0 +1,1 @@
+"""Shards -> the token stream a trainer reads: mixtures, the tokenizer, the stream."""

@@ -1,0 +1,1 @@
+"""The tools on an output or a recipe: validate, stats, decode, report, push, plan."""
