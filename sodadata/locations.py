@@ -41,7 +41,8 @@ CHECK_TIMEOUT_S = 20.0  # the driver's whole check of a store: an unreachable on
 _QUICK_OPTIONS = {
     "s3": {"config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}}},
 }
-_SECRET_PARAM_RE = re.compile(r"token|signature|sig|secret|passw|key|credential|auth", re.IGNORECASE)
+# Query parameters that carry credentials in signed or token-authenticated URLs (S3/GCS signatures, ?token=...).
+SECRET_PARAM_RE = re.compile(r"token|signature|sig|secret|passw|key|credential|auth", re.IGNORECASE)
 
 
 def scheme(loc: str | os.PathLike) -> str | None:
@@ -102,7 +103,7 @@ def display(loc: str | os.PathLike) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     if "@" in parts.netloc:
         netloc = "***@" + netloc
-    query = "&".join(f"{k}={'***' if _SECRET_PARAM_RE.search(k) else v}"
+    query = "&".join(f"{k}={'***' if SECRET_PARAM_RE.search(k) else v}"
                      for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 

@@ -34,10 +34,6 @@ HTTP_RETRIES = 5
 READ_BLOCK = 8 * 1024 * 1024
 
 
-# Query parameters that carry credentials in signed or token-authenticated URLs (S3/GCS signatures, ?token=...).
-_SECRET_PARAM_RE = re.compile(r"token|signature|sig|secret|passw|key|credential|auth", re.IGNORECASE)
-
-
 def url_credentials(url: str) -> str | None:
     """What in a URL would carry a secret (user info, a token-like query parameter), or ``None``."""
     if is_hf(url) or locations.scheme(url) is None:
@@ -50,25 +46,14 @@ def url_credentials(url: str) -> str | None:
     except ValueError:
         return None
     for key, _ in params:
-        if _SECRET_PARAM_RE.search(key):
+        if locations.SECRET_PARAM_RE.search(key):
             return f"query parameter {key!r}"
     return None
 
 
 def redact_url(url: str) -> str:
     """``url`` with user info and the values of token-like query parameters replaced by ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc.rpartition("@")[2]
-    if "@" in parts.netloc:
-        netloc = "***@" + netloc
-    query = "&".join(
-        f"{k}={'***' if _SECRET_PARAM_RE.search(k) else v}"
-        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return locations.display(url)
 
 
 def check_no_credentials(url: str) -> None:
