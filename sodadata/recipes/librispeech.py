@@ -397,14 +397,14 @@ def _read_archive(fileobj, split: str, max_file_bytes: int = MAX_FILE_BYTES) -> 
         yield from chapters[folder].finish()
 
 
+def _relative_parts(url: str, root: str) -> tuple[str, ...]:
+    """The folders and name of a listed file below ``root`` (what ``sources.list_files`` under it gave)."""
+    return tuple(p for p in url[len(root.rstrip("/")):].split("/") if p)
+
+
 def main(argv: list[str] | None = None) -> int:
     return cli_recipe.main(LibriSpeechRecipe, argv, prog="python -m sodadata.recipes.librispeech", description=__doc__)
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _relative_parts(url: str, root: str) -> tuple[str, ...]:
-    """The folders and name of a listed file below ``root`` (what ``sources.list_files`` under it gave)."""
-    return tuple(p for p in url[len(root.rstrip("/")):].split("/") if p)
