@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import threading
 import urllib.parse
 import uuid
@@ -108,6 +109,9 @@ def display(loc: str | os.PathLike) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+_CALENDAR_VERSIONED = ("s3fs", "gcsfs", "adlfs")
+
+
 def _check_backend(kind: str, url: str) -> None:
     """One line when the fsspec backend of ``kind`` is unknown or not installed."""
     import fsspec
@@ -121,6 +125,15 @@ def _check_backend(kind: str, url: str) -> None:
         extra = EXTRAS.get(kind)
         how = f"pip install 'sodadata[{extra}]'" if extra else f"install the fsspec backend for {kind}://"
         raise ConfigError(f"{display(url)}: the {kind}:// backend is not installed: {how}") from None
+    # s3fs/gcsfs/adlfs before fsspec's calendar versions (s3fs 0.4, 2020) load but cannot serve today's fsspec
+    # (pip picks one when another package pins a newer botocore): a clear line instead of errors deep in a task
+    cls = fsspec.get_filesystem_class(kind)
+    package = cls.__module__.partition(".")[0]
+    version = getattr(sys.modules.get(package), "__version__", "")
+    if package in _CALENDAR_VERSIONED and version and int(version.split(".")[0]) < 2023:
+        extra = EXTRAS.get(kind, kind)
+        raise ConfigError(f"{display(url)}: {package} {version} is too old for fsspec {fsspec.__version__}: "
+                          f"pip install 'sodadata[{extra}]'")
 
 
 def _store_error(url: str, exc: BaseException, action: str) -> ConfigError:

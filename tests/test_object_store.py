@@ -294,3 +294,17 @@ def test_emilia_bucket_to_bucket_on_a_cluster_without_shared_disk_killed_and_rer
     leaked += [str(p) for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     leaked += ["printed"] if any(SECRET in text for text in outputs) else []
     assert not leaked, f"the secret appears in {leaked}"
+
+
+@pytest.mark.filterwarnings("ignore:Your installed version of s3fs is very old")  # fsspec's own, beside ours
+def test_an_s3fs_from_before_fsspec_calendar_versions_is_one_line(monkeypatch) -> None:
+    """pip backtracks s3fs to 0.4 (2020) when another package pins a newer botocore than today's s3fs allows; that
+    s3fs imports but cannot serve today's fsspec: one line naming the fix, before any work."""
+    import fsspec
+    import s3fs
+
+    monkeypatch.setattr(s3fs, "__version__", "0.4.2")
+    with pytest.raises(ConfigError) as exc:
+        check_location("s3://bucket/out", write=True)
+    assert str(exc.value) == (f"s3://bucket/out: s3fs 0.4.2 is too old for fsspec {fsspec.__version__}: "
+                              "pip install 'sodadata[s3]'")
