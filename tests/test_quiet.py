@@ -107,12 +107,12 @@ def test_readme_demo_prints_the_banner_once_and_no_other_warning(tmp_path):
     assert all(re.fullmatch(rf"{CLOCK} INFO sodadata\.[a-z_.]+: .+", line) for line in err[1:]), err
     runner = [line for line in err if " sodadata.run.runner: " in line]
     assert len(runner) == 3, err
-    assert re.search(r"INFO sodadata\.runner: 2 shards: 0 already finished \(skipped\), 2 to do$", runner[0]), err
+    assert re.search(r"INFO sodadata\.run\.runner: 2 shards: 0 already finished \(skipped\), 2 to do$", runner[0]), err
     # the default layout: a worker per usable core, at most one per shard (sodadata.run.worker_layout)
     cores = len(os.sched_getaffinity(0))
     workers, threads = min(cores, 2), max(1, cores // min(cores, 2))
-    assert re.search(rf"INFO sodadata\.runner: LocalCluster: {workers} workers x 1 threads, started in", runner[1]), err
-    assert re.search(r"INFO sodadata\.runner: start-up: cluster \d+\.\d s, codec load", runner[2]), err
+    assert re.search(rf"INFO sodadata\.run\.runner: LocalCluster: {workers} workers x 1 threads, started in", runner[1]), err
+    assert re.search(r"INFO sodadata\.run\.runner: start-up: cluster \d+\.\d s, codec load", runner[2]), err
     # the summary is the command's output, the layout it chose in its first line
     out = done.stdout.splitlines()
     torch = f"{threads} torch thread{'s' if threads > 1 else ''}"
