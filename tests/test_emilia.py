@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures import make_emilia_source
 from fixtures_yodas2 import parse_text_first
+from processes import stop_processes
 
 from sodadata import chars_to_codes
 from sodadata.encode.audio import decode_audio
@@ -267,10 +268,7 @@ def test_real_dask_scheduler_and_two_worker_processes(source, serial_out, tmp_pa
         assert "NOT real Mimi codes" in done.stderr
         assert "emilia-yodas/en" in done.stdout and "rejects in emilia/en" in done.stdout
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
+        stop_processes(reversed(procs))
     assert read_rows(tmp_path) == read_rows(serial_out)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from object_store import SECRET
+from processes import stop_processes
 
 from sodadata.locations import as_location, check_location, display, is_remote
 from sodadata.read.recipe import ConfigError
@@ -263,14 +264,7 @@ def test_emilia_bucket_to_bucket_on_a_cluster_without_shared_disk_killed_and_rer
         second = subprocess.run(run, env=env, cwd=dirs["driver"], capture_output=True, text=True, timeout=420)
         outputs += [second.stdout, second.stderr]
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs.values())
     assert second.returncode == 1, second.stderr  # the cut tar, as in the serial run
     assert "emilia/en/EN-B000060" in second.stderr
     assert committed_then < 4

@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from fixtures import make_emilia_source
+from processes import stop_processes
 from test_reliability_report import publish, table
 
 from sodadata.encode.codec import CodecConfig
@@ -142,14 +143,7 @@ def test_workers_killed_mid_task_and_the_run_completes_with_identical_output(tmp
         driver.join(timeout=60)
         assert not driver.is_alive(), "the run did not finish"
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs.values())
     assert "error" not in box, box.get("error")
     result = box["result"]
     assert len(kills) == 2, f"the workers were not caught mid-task: {kills}"

@@ -62,7 +62,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
     if args.out is not None and is_remote(args.out):

@@ -342,7 +342,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
     if args.per_component < 1:
