@@ -117,22 +117,6 @@ def build_source(minutes: float, tars: int, seed: int = 17) -> Path:
     return root
 
 
-def decoded(root: Path) -> list[np.ndarray]:
-    import tarfile
-
-    from sodadata.encode.audio import decode_audio
-
-    waves = []
-    for path in sorted(root.rglob("*.tar")):
-        with tarfile.open(path) as tar:
-            for m in sorted(tar.getmembers(), key=lambda m: m.name):
-                if m.name.endswith(".mp3"):
-                    waves.append(decode_audio(tar.extractfile(m).read()))
-    return waves
-
-
-# --- the command as typed ---------------------------------------------------------------------------------------
-
 
 def run_command(source: Path, work: Path, extra: list[str], cache: Path, codec: str) -> dict:
     """One run of the recipe CLI in a fresh process: wall clock from exec to exit, peak RSS of every process."""
@@ -225,7 +209,9 @@ def spread(values: list[float], fmt: str = "{:.1f}x") -> str:
 
 def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, reference_seconds: float,
             codec: str) -> dict:
-    waves = decoded(source)
+    from bench.pipeline import decoded_audio  # one decoder of a bench source (bench/gpu.py uses it too)
+
+    waves = decoded_audio(source)
     seconds = sum(len(w) for w in waves) / SR
     ref_waves, total = [], 0.0  # MimiModel.encode on (a prefix of) the same audio: a rate, not a total
     for w in waves:
