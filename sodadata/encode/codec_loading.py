@@ -158,6 +158,9 @@ def load_mimi(config: CodecConfig, encoder_only: bool = False):
         kwargs = {} if local.is_dir() else {"revision": config.revision}
         if local.is_dir():
             source = str(local)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar from every worker would tear the run's own bar
         try:
             mcfg = MimiConfig.from_pretrained(source, **kwargs)
             if encoder_only:

@@ -1,11 +1,33 @@
 """The seeded random Mimi models: ``tiny-random`` (small: tests, the offline demo) and ``full-random`` (the real
 architecture with random weights: benchmarks). Deterministic across processes and machines for the same torch;
-their codes are NOT real Mimi codes."""
+their codes are NOT real Mimi codes.
+
+Drawing full-random's 96 M weights costs a second per process on an idle core (several on a busy one), more than
+loading the real ``kyutai/mimi`` with ``from_pretrained``; so the first process on a machine saves the weights it
+drew in ``$SODADATA_CACHE/random-codecs/`` (see :func:`sodadata.encode.engine_check.cache_dir`) and later ones
+load them the way the real codec loads, after checking the file's SHA-256 against the one recorded beside it: a
+benchmark then times the start-up a user of the real codec meets. The entry's name holds everything the weights
+depend on (name, seed, torch and transformers versions): another version draws and saves its own.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 from sodadata.encode.codec_config import RANDOM_CODECS
 from sodadata.encode.codes import NUM_CODEBOOKS
+
+log = logging.getLogger(__name__)
+
+CACHED = ("full-random",)  # tiny-random draws in milliseconds: a cache would cost more than it saves
+_WEIGHTS = "model.safetensors"
+_FORMAT = 1
 
 
 def tiny_random_config():
@@ -44,8 +66,26 @@ def _fill_codebooks(model, seed: int) -> None:
             module._embed = None
 
 
-def build_random_mimi(name: str, seed: int = 0, encoder_only: bool = False):
-    """``tiny-random`` or ``full-random``: deterministic across processes and machines for the same torch."""
+def build_random_mimi(name: str, seed: int = 0, encoder_only: bool = False, cache: bool = True):
+    """``tiny-random`` or ``full-random``: deterministic across processes and machines for the same torch.
+
+    ``full-random`` comes from the machine's cache when an intact entry is there (``cache=False``: always draw).
+    """
+    model = None
+    entry = _cache_entry(name, seed) if cache and name in CACHED else None
+    if entry is not None:
+        model = _load_cached(entry)
+    if model is None:
+        model = draw_random_mimi(name, seed)
+        if entry is not None:
+            _save_cached(model, entry)
+    if encoder_only:  # built whole first so the weights do not depend on encoder_only
+        model.decoder = None
+    return model.eval()
+
+
+def draw_random_mimi(name: str, seed: int = 0):
+    """Draw the whole model from its seed (what the cache holds, and what it is checked against in the tests)."""
     import torch
     from transformers import MimiConfig, MimiModel
 
@@ -60,7 +100,71 @@ def build_random_mimi(name: str, seed: int = 0, encoder_only: bool = False):
         model = MimiModel(config)
     with torch.no_grad():
         _fill_codebooks(model, seed)
-    if encoder_only:  # built whole first so the weights do not depend on encoder_only
-        model.decoder = None
     return model.eval()
+
+
+def _cache_entry(name: str, seed: int) -> Path | None:
+    """This process's cache folder for ``name``/``seed``: None when the cache is off."""
+    import torch
+    import transformers
+
+    from sodadata.encode.engine_check import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return None
+    key = json.dumps([_FORMAT, name, seed, torch.__version__, transformers.__version__])
+    return root / "random-codecs" / f"{name}-seed{seed}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_cached(entry: Path):
+    """The model saved in ``entry``, or None (missing, or failing its checksum: then it is drawn again)."""
+    from transformers import MimiModel
+    from transformers.utils import logging as hf_logging
+
+    weights, recorded = entry / _WEIGHTS, entry / f"{_WEIGHTS}.sha256"
+    try:
+        expected = recorded.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
+        return None
+    try:
+        actual = _file_sha256(weights)
+    except OSError as exc:
+        log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
+        return None
+    if actual != expected:
+        log.info("ignoring the cached random codec in %s: its weights fail their SHA-256; drawing it again", entry)
+        return None
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per worker would tear the run's own bar
+    return MimiModel.from_pretrained(str(entry)).eval()
+
+
+def _save_cached(model, entry: Path) -> None:
+    """Save ``model`` as ``entry`` atomically (a folder renamed into place, the checksum last); racing processes
+    each write their own temporary folder and the first rename wins. A failure only costs the next process a draw."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+        model.save_pretrained(str(tmp))
+        (tmp / f"{_WEIGHTS}.sha256").write_text(_file_sha256(tmp / _WEIGHTS) + "\n", encoding="ascii")
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another process saved it first (the folder exists and is not empty)
+            shutil.rmtree(tmp)
+    except OSError as exc:
+        log.info("could not cache the random codec in %s (%s); each process draws it", entry, exc)
 
