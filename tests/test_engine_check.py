@@ -11,7 +11,7 @@ import torch
 from fixtures import speechlike
 
 from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
-from sodadata.encode.engine_check import cache_dir
+from sodadata.encode.engine_check import architecture_digest, cache_dir
 
 # The tiny model passes the bit check on 2 s chunks with 1 thread (tests/test_performance_paths.py).
 CONFIG = CodecConfig(codec="tiny-random", chunk_seconds=2.0)
@@ -163,6 +163,25 @@ def test_the_key_holds_what_could_change_the_verdict(encode, sodadata_cache):
               for k in [json.loads(p.read_text())["key"]]}
     by_key[(2, C)].write_text(by_key[(1, C)].read_text())
     assert encode().check.source == "wrong"  # still 2 threads
+
+
+def test_the_same_model_saved_and_loaded_again_finds_the_same_entry(encode, expected, sodadata_cache, tmp_path):
+    """Where a config was loaded from is not its architecture: full-random drawn in one process and loaded from the
+    cache in the next, or kyutai/mimi from the Hub cache and from a copy, must not miss (a 7-reference recheck)."""
+    from transformers import MimiModel
+
+    first = encode()
+    assert first.check.source == "miss"
+    build_random_mimi("tiny-random").save_pretrained(tmp_path / "copy")
+    loaded = MimiModel.from_pretrained(tmp_path / "copy").eval()
+    loaded.decoder = None
+    again = MimiEncoder(CONFIG, model=loaded)
+    for c, e in zip(again.encode(waves()), expected, strict=True):
+        np.testing.assert_array_equal(c, e)
+    assert again.check.source == "hit" and len(entries(sodadata_cache)) == 1
+    before = architecture_digest(loaded.config)
+    loaded.config.num_hidden_layers += 1  # the architecture does count
+    assert architecture_digest(loaded.config) != before
 
 
 def test_the_cache_can_be_turned_off(encode, sodadata_cache, monkeypatch, reference_runs):

@@ -84,6 +84,23 @@ def _engine_source() -> str:
     return _sha256(b"".join(Path(m.__file__).read_bytes() for m in (chunked_engine, padding_repair)))
 
 
+# Bookkeeping a config carries that is not the architecture: where it was loaded from, what saved it. With them in
+# the key, the same model drawn, saved and loaded again (or kyutai/mimi from the Hub cache and from a copy) missed.
+_NOT_ARCHITECTURE = frozenset({"_name_or_path", "architectures", "dtype", "torch_dtype", "transformers_version",
+                               "_commit_hash"})
+
+
+def architecture_digest(model_config) -> str:
+    """SHA-256 of a model config's architecture: every field, nested configs too, but :data:`_NOT_ARCHITECTURE`."""
+
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in _NOT_ARCHITECTURE}
+        return obj
+
+    return _sha256(_canonical(strip(model_config.to_dict())))
+
+
 def check_key(model, config, chunk: int, threads: int) -> dict:
     """Everything the check's outcome could depend on (see the module docstring)."""
     import torch
@@ -98,7 +115,7 @@ def check_key(model, config, chunk: int, threads: int) -> dict:
         "dtype": str(param.dtype),
         "device": str(param.device),
         "codec": {"name": config.codec, "revision": config.revision,
-                  "architecture": _sha256(model.config.to_json_string(use_diff=False).encode())},
+                  "architecture": architecture_digest(model.config)},
         "torch": torch.__version__,
         "torch_build": _sha256(torch.__config__.show().encode()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
