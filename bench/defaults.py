@@ -16,9 +16,11 @@ and interleaved over ``--reps`` repetitions, each figure as min / median / max:
    processes at once (N = usable cores), and in 1 process: what the hardware allows, Dask and tars aside;
 5. peak resident memory of each worker process of the default command (the target is <= 2 GB).
 
-And the same table for ``--codebooks 1`` (the SEANet costs the same; the quantizer shrinks).
+And the same table for ``--codebooks 1`` (the SEANet costs the same; the quantizer shrinks). The first source gets
+every row above for every ``--codebooks`` value; later (longer) sources get the default command, MimiModel.encode
+and the ceiling with 8 codebooks (``--full-grid``: everything everywhere, about twice as long).
 
-    python bench/defaults.py                 # 10 min in 4 tars and 1 h in 8 tars; writes its BENCHMARKS.md section
+    python bench/defaults.py                 # 10 min in 4 tars and 1 h in 8 tars (~45 min); writes BENCHMARKS.md
     python bench/defaults.py --quick         # 1 min in 2 tars, 1 repetition, prints only (for development)
     python bench/defaults.py --sources 10min --reps 3
 
@@ -207,8 +209,11 @@ def spread(values: list[float], fmt: str = "{:.1f}x") -> str:
     return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
+ALL_RUNS = ("default", "cold", "one", "shard", "shard_one")
+
+
 def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, reference_seconds: float,
-            codec: str) -> dict:
+            codec: str, kinds: tuple[str, ...] = ALL_RUNS) -> dict:
     from bench.pipeline import decoded_audio  # one decoder of a bench source (bench/gpu.py uses it too)
 
     waves = decoded_audio(source)
@@ -222,9 +227,8 @@ def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, ref
     extra = ["--no-progress"] + ([] if codebooks == 8 else ["--codebooks", str(codebooks)])
     warm_cache = work / f"cache-warm-{codebooks}"
     run_command(source, work, extra, warm_cache, codec)  # fills the engine check's cache (not timed)
-    rows: dict[str, list] = {k: [] for k in ("default", "cold", "one", "shard", "shard_one", "mimi", "ceiling_n",
-                                             "ceiling_1")}
-    runs: dict[str, list[dict]] = {"default": [], "cold": [], "one": [], "shard": [], "shard_one": []}
+    rows: dict[str, list] = {k: [] for k in (*kinds, "mimi", "ceiling_n", "ceiling_1")}
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
     loads = [load()]
     for rep in range(reps):
         for name, args, cache in (("default", extra, warm_cache),
@@ -234,6 +238,8 @@ def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, ref
                                   # threads; against one thread, as a worker of the many-shard layout has
                                   ("shard", [*extra, "--limit-shards", "1"], warm_cache),
                                   ("shard_one", [*extra, "--limit-shards", "1", "--torch-threads", "1"], warm_cache)):
+            if name not in kinds:
+                continue
             got = run_command(source, work, args, cache, codec)
             runs[name].append(got)
             rows[name].append(got["x"])
@@ -253,41 +259,62 @@ def table_for(name: str, m: dict, cores: int) -> str:
     from bench.report import table
 
     rows, runs = m["rows"], m["runs"]
-    layout = runs["default"][0]["layout"]
-    scaling = [d / o for d, o in zip(rows["default"], rows["one"])]
+    default = runs["default"]
+    layout = default[0]["layout"]
     ceiling_ratio = [n / o for n, o in zip(rows["ceiling_n"], rows["ceiling_1"])]
     peak = [r["worker_peak_gb"] for k in runs for r in runs[k]]
+    workers = int(layout.split(" workers")[0]) if " workers" in layout else 1
 
-    def startup(key):
-        return spread([r["startup"][key]["max"] for r in runs["default"]], "{:.1f}")
+    def startup(key, kind="default"):
+        return spread([r["startup"][key]["max"] for r in runs[kind]], "{:.1f}")
+
+    def share(values):
+        return spread([100 * v for v in values], "{:.0f} %")
 
     prefix = "" if m["reference_seconds"] >= m["seconds"] - 1 else f", first {m['reference_seconds'] / 60:.0f} min"
-    body = [
-        [f"default command ({layout}), engine check cached", spread(rows["default"])],
-        ["default command, first run on the machine (empty cache)", spread(rows["cold"])],
-        ["`--workers 1 --torch-threads 1`", spread(rows["one"])],
-        [f"one shard to do (`--limit-shards 1`), default ({runs['shard'][0]['layout']})", spread(rows["shard"])],
-        ["one shard to do, `--torch-threads 1`", spread(rows["shard_one"])],
+    labels = {
+        "default": f"default command ({layout}), caches warm",
+        "cold": "default command, first run on the machine (empty cache)",
+        "one": "`--workers 1 --torch-threads 1`",
+        "shard": f"one shard to do (`--limit-shards 1`), default ({runs['shard'][0]['layout'] if 'shard' in runs else ''})",
+        "shard_one": "one shard to do, `--torch-threads 1`",
+    }
+    body = [[labels[k], spread(rows[k])] for k in runs]
+    body += [
         [f"MimiModel.encode one utterance at a time ({cores} torch threads, warm, encode calls only{prefix})",
          spread(rows["mimi"])],
         [f"ceiling: bare warm encoder in {cores} processes at once", spread(rows["ceiling_n"])],
         ["ceiling: bare warm encoder in 1 process", spread(rows["ceiling_1"])],
     ]
+    # start-up: the cluster's start plus the longest codec load + engine check a worker's first shard paid
+    start = [(r["startup"]["cluster_start"] or 0.0) + r["startup"]["model_load"]["max"] + r["startup"]["engine_check"]["max"]
+             for r in default]
     lines = [table(["run", "x real time, min / median / max"], body), "",
-             f"- scaling 1 -> {cores} workers (default over `--workers 1 --torch-threads 1`, per repetition): "
-             f"{spread(scaling, '{:.2f}x')}; the ceiling's own ratio ({cores} bare encoders over 1): "
-             f"{spread(ceiling_ratio, '{:.2f}x')}.",
-             f"- one shard to do: the default's torch threads over one thread: "
-             f"{spread([a / b for a, b in zip(rows['shard'], rows['shard_one'])], '{:.2f}x')} (why fewer shards "
-             "than cores get the cores as torch threads: sodadata/run/worker_layout.py).",
+             f"- the default command against the ceiling ({cores} bare encoders), per repetition: "
+             f"{share([d / c for d, c in zip(rows['default'], rows['ceiling_n'])])}; the share of its wall clock "
+             f"outside encoding (interpreter, imports, cluster, codec load, engine check, decoding not overlapped, "
+             f"writing, the last shard's tail): {share([1 - r['encode'] / workers / r['wall'] for r in default])}.",
+             f"- start-up in the default command (cluster start + the longest codec load and engine check of a "
+             f"worker's first shard): {spread(start, '{:.1f}')} s, {share([s / r['wall'] for s, r in zip(start, default)])} "
+             f"of its wall clock; codec load {startup('model_load')} s (imports of torch and transformers included), "
+             f"engine check {startup('engine_check')} s, cluster start "
+             f"{spread([r['startup']['cluster_start'] or 0.0 for r in default], '{:.1f}')} s.",
              f"- peak resident memory of a worker process (every run above): {max(peak):.2f} GB at most "
              "(target <= 2 GB); the driver process: "
-             f"{max(r['driver_peak_gb'] for r in runs['default']):.2f} GB.",
-             f"- start-up in the default command, the most one shard spent (min / median / max, seconds): codec "
-             f"load {startup('model_load')}, engine check {startup('engine_check')}; cluster start "
-             f"{spread([r['startup']['cluster_start'] or 0.0 for r in runs['default']], '{:.1f}')} s; with an empty "
-             f"cache the check took {spread([r['startup']['engine_check']['max'] for r in runs['cold']], '{:.1f}')} s "
-             "of a shard."]
+             f"{max(r['driver_peak_gb'] for r in default):.2f} GB."]
+    if "cold" in runs:
+        lines.append(f"- with an empty cache (a machine's first run: the engine check's seven references, and "
+                     f"full-random's weights drawn and saved) codec load took {startup('model_load', 'cold')} s and "
+                     f"the check {startup('engine_check', 'cold')} s of a worker's first shard.")
+    if "one" in runs:
+        scaling = [d / o for d, o in zip(rows["default"], rows["one"])]
+        lines.append(f"- scaling 1 -> {workers} workers (default over `--workers 1 --torch-threads 1`, per "
+                     f"repetition): {spread(scaling, '{:.2f}x')}; the ceiling's own ratio ({cores} bare encoders "
+                     f"over 1): {spread(ceiling_ratio, '{:.2f}x')}.")
+    if "shard" in runs and "shard_one" in runs:
+        lines.append(f"- one shard to do: the default's torch threads over one thread: "
+                     f"{spread([a / b for a, b in zip(rows['shard'], rows['shard_one'])], '{:.2f}x')} (why fewer "
+                     "shards than cores get the cores as torch threads: sodadata/run/worker_layout.py).")
     return "\n".join(lines)
 
 
@@ -301,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="audio given to MimiModel.encode per source (a rate: the first N minutes)")
     parser.add_argument("--codec", default="full-random", choices=("full-random", "tiny-random"),
                         help="tiny-random: a smoke run of this script itself (its figures mean nothing; prints only)")
+    parser.add_argument("--full-grid", action="store_true",
+                        help="every row and codebooks value on every source (by default the sources after the first "
+                             "get the default command, MimiModel.encode and the ceiling, --codebooks 8 only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     if args.quick:
@@ -318,8 +348,12 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             source = build_source(minutes, tars)
             print(f"source {name}: {source} ({time.perf_counter() - t0:.0f} s to find or make)", flush=True)
+            first = name == args.sources.split(",")[0]
             for codebooks in (int(c) for c in args.codebooks.split(",")):
-                m = measure(source, work, args.reps, codebooks, cores, args.reference_minutes * 60, args.codec)
+                if not (first or args.full_grid or codebooks == 8):
+                    continue  # --codebooks 1 on the first source only (its cost is the SEANet's, as with 8)
+                kinds = ALL_RUNS if first or args.full_grid else ("default",)
+                m = measure(source, work, args.reps, codebooks, cores, args.reference_minutes * 60, args.codec, kinds)
                 title = (f"**{m['seconds'] / 60:.1f} min of speech in {tars} tars** ({m['utterances']} utterances), "
                          f"`--codebooks {codebooks}`{' (the default)' if codebooks == 8 else ''}; load average "
                          f"{min(m['loads']):.1f}–{max(m['loads']):.1f} around the runs:")
