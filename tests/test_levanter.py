@@ -1,10 +1,10 @@
 """The Levanter export against the real Levanter: its config classes parse each export (through draccus, as
 ``train_lm`` does) and its own cache builder tokenizes real sodadata rows of every component, in both schemas.
 
-The first run installs Levanter twice (scripts/levanter_envs.sh: marin-levanter and levanter 1.2, each in its own
-virtual environment under .cache/levanter, reused afterwards; on a machine without Python 3.12+ it also builds
-CPython 3.13 there). Levanter runs in those environments as a subprocess (tests/levanter_probe.py); nothing of
-Levanter is imported here.
+It needs Levanter twice (scripts/levanter_envs.sh: marin-levanter and levanter 1.2, each in its own virtual
+environment under .cache/levanter; on a machine without Python 3.12+ it also builds CPython 3.13 there), which
+``scripts/setup.sh --tests`` installs; where that was not run, the first run of this module installs them.
+Levanter runs in those environments as a subprocess (tests/levanter_probe.py); nothing of Levanter is imported here.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from sodadata.mix.mixture import MixtureConfig
 from sodadata.mix.streaming import list_shards
 from sodadata.mix.tokenizer import RowEncoder, load_tokenizer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # the first run installs Levanter (see module doc)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # without setup.sh --tests, the first run installs Levanter
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = Path(os.environ.get("SODADATA_LEVANTER_ENVS", REPO / ".cache" / "levanter"))
