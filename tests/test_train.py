@@ -3,7 +3,8 @@
 The shards come from tests/synthetic.py (four SODA-like components), the tokenizer is the extended one built on a
 small BPE base (vocabulary 144,644, SPEC ids), the recipe is recipes/soda.yaml itself with ``--data`` pointing
 at the shards. Every run is a subprocess (the device count is fixed when JAX starts); they share a persistent
-compilation cache so each program compiles once per session.
+compilation cache so each program compiles once per session. The resume tests share their runs (``uninterrupted``,
+``stopped_at_2``): each is made once per module and copied where a test goes on from it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,6 +71,33 @@ def train_cli(work: dict, *args: str, devices: int = DEVICES, check: bool = True
     return proc
 
 
+# The resume tests' schedule: 4 steps (the compiled step bakes the schedule in, so they share one program too).
+RESUMABLE = ("--steps", "4", "--lr", "3e-3", "--warmup", "1", "--mesh-data", "2")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(work) -> dict:
+    """RESUMABLE in one go, with a checkpoint at the end: what an interrupted run must equal."""
+    ckpt, metrics = work["root"] / "ckpt-uninterrupted", work["root"] / "uninterrupted.jsonl"
+    train_cli(work, *RESUMABLE, "--ckpt", str(ckpt), "--metrics", str(metrics))
+    return {"ckpt": ckpt, "metrics": metrics}
+
+
+@pytest.fixture(scope="module")
+def stopped_at_2(work) -> dict:
+    """RESUMABLE stopped after step 2 (``--stop-after 2``): its checkpoint and metrics, for a test to copy."""
+    ckpt, metrics = work["root"] / "ckpt-stopped", work["root"] / "stopped.jsonl"
+    train_cli(work, *RESUMABLE, "--ckpt", str(ckpt), "--metrics", str(metrics), "--stop-after", "2")
+    assert (ckpt / "step_00000002" / "meta.json").is_file() and not (ckpt / "step_00000004").exists()
+    return {"ckpt": ckpt, "metrics": metrics}
+
+
+def copy_run(run: dict, ckpt: Path, metrics: Path) -> None:
+    """A test's own copy of a shared run (its checkpoint folder and metrics file), to go on from."""
+    shutil.copytree(run["ckpt"], ckpt)
+    shutil.copyfile(run["metrics"], metrics)
+
+
 def records(path: Path) -> tuple[dict, list[dict], dict]:
     """(setup record of the first invocation, step records in order, end record of the last invocation)."""
     lines = [json.loads(line) for line in path.read_text().splitlines()]
@@ -105,15 +134,13 @@ def test_loss_falls_on_a_repeated_batch_sharded_over_8_devices(work):
     assert setup["params_sharding"]["layers/w_up"]["shard_shape"] == [2, 64, 192 // 4]
 
 
-def test_resume_sees_the_same_batches_and_losses(work):
+def test_resume_sees_the_same_batches_and_losses(work, uninterrupted, stopped_at_2):
     """An interrupted run (2 steps, checkpoint, new process, 2 more) equals an uninterrupted one, bit for bit."""
-    a_metrics, b_metrics = work["root"] / "a.jsonl", work["root"] / "b.jsonl"
-    a_ckpt, b_ckpt = work["root"] / "ckpt-a", work["root"] / "ckpt-b"
-    common = ("--steps", "4", "--lr", "3e-3", "--warmup", "1", "--mesh-data", "2")
-    train_cli(work, *common, "--ckpt", str(a_ckpt), "--metrics", str(a_metrics))
-    train_cli(work, *common, "--ckpt", str(b_ckpt), "--metrics", str(b_metrics), "--stop-after", "2")
+    a_metrics, a_ckpt = uninterrupted["metrics"], uninterrupted["ckpt"]
+    b_metrics, b_ckpt = work["root"] / "b.jsonl", work["root"] / "ckpt-b"
+    copy_run(stopped_at_2, b_ckpt, b_metrics)
     assert (b_ckpt / "step_00000002" / "meta.json").is_file() and not (b_ckpt / "step_00000004").exists()
-    train_cli(work, *common, "--ckpt", str(b_ckpt), "--metrics", str(b_metrics))
+    train_cli(work, *RESUMABLE, "--ckpt", str(b_ckpt), "--metrics", str(b_metrics))
 
     _, a, a_end = records(a_metrics)
     _, b, b_end = records(b_metrics)
@@ -145,7 +172,7 @@ def test_resume_sees_the_same_batches_and_losses(work):
     assert total["yodas2/en"] > total["nemotron-cc/hq-actual"]
 
 
-def test_changed_steps_on_resume_need_extend_and_the_extension_is_recorded(work):
+def test_changed_steps_on_resume_need_extend_and_the_extension_is_recorded(work, stopped_at_2):
     """--steps 4 stopped at step 2, resumed with --steps 6: refused (one line, exit 2, before any step) until
     --extend says how the schedule goes on; the extended schedule is in the checkpoint and the metrics, the LR of
     every step is the recorded schedule's, and rerunning the same command does not extend twice."""
@@ -154,7 +181,8 @@ def test_changed_steps_on_resume_need_extend_and_the_extension_is_recorded(work)
 
     ckpt, metrics = work["root"] / "ckpt-extend", work["root"] / "extend.jsonl"
     common = ("--lr", "3e-3", "--warmup", "1", "--mesh-data", "2", "--ckpt", str(ckpt), "--metrics", str(metrics))
-    train_cli(work, "--steps", "4", "--stop-after", "2", *common)
+    assert RESUMABLE[:2] == ("--steps", "4") and RESUMABLE[2:] == common[:6]  # stopped at 2 of these 4 steps
+    copy_run(stopped_at_2, ckpt, metrics)
     before = metrics.read_text()
     refused = train_cli(work, "--steps", "6", *common, check=False)
     assert refused.returncode == 2, refused.stderr[-3000:]
@@ -283,24 +311,21 @@ def train_two_hosts(work: dict, *args: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_hosts_train_like_one(work):
+def test_two_hosts_train_like_one(work, uninterrupted):
     """Each host feeds only its half of every batch (make_array_from_process_local_data); the global batches,
-    losses and token counts equal a one-host run's, and the 2-host checkpoint (gathered arrays, one stream
-    state per host) resumes on 2 hosts."""
-    one, two = work["root"] / "one.jsonl", work["root"] / "two.jsonl"
-    common = ("--steps", "3", "--lr", "3e-3", "--warmup", "1", "--mesh-data", "2")
-    train_cli(work, *common, "--metrics", str(one))
-    ckpt = work["root"] / "ckpt-two"
-    train_two_hosts(work, *common, "--metrics", str(two), "--ckpt", str(ckpt), "--stop-after", "2")
+    losses and token counts equal a one-host run's (``uninterrupted``, the same command), and the 2-host
+    checkpoint (gathered arrays, one stream state per host) resumes on 2 hosts."""
+    two, ckpt = work["root"] / "two.jsonl", work["root"] / "ckpt-two"
+    train_two_hosts(work, *RESUMABLE, "--metrics", str(two), "--ckpt", str(ckpt), "--stop-after", "2")
     assert sorted(p.name for p in (ckpt / "step_00000002").glob("stream_*.json")) == [
         "stream_p00000.json", "stream_p00001.json"]
-    train_two_hosts(work, *common, "--metrics", str(two), "--ckpt", str(ckpt))
-    _, a, a_end = records(one)
+    train_two_hosts(work, *RESUMABLE, "--metrics", str(two), "--ckpt", str(ckpt))
+    _, a, a_end = records(uninterrupted["metrics"])
     setup2, b, b_end = records(two)
     assert setup2["processes"] == 2 and setup2["devices"] == DEVICES
     assert setup2["batch"]["input_ids"]["shape"] == [work["batch"], SEQ_LEN]
     assert setup2["batch"]["input_ids"]["devices"] == DEVICES
-    assert [r["step"] for r in b] == [1, 2, 3]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         # Same global batch: same tokens per component; same model: the same loss (collectives may reorder sums).
         assert ra["batch_component_tokens"] == rb["batch_component_tokens"], ra["step"]
