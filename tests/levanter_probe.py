@@ -9,7 +9,8 @@ itself makes of an export.
    (``preprocessor_for_format(..., enforce_bos=True, ...)``) but with ``--control-tokenizer``, to show what a
    tokenizer that declares a BOS does to SODA rows.
 
-Writes one JSON object to ``--out``. Imports only Levanter and the standard library.
+Writes one JSON object per export to ``--out`` (one path per export: several exports share one process, so
+Levanter's imports are paid once). Imports only Levanter and the standard library.
 """
 
 from __future__ import annotations
@@ -31,12 +32,18 @@ def _rows(cache) -> list[list[int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("config")
+    p.add_argument("config", nargs="+")
     p.add_argument("--control-tokenizer", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", nargs="+", required=True, help="one report per config, in the same order")
     a = p.parse_args()
+    if len(a.out) != len(a.config):
+        p.error(f"{len(a.config)} configs but {len(a.out)} --out paths")
+    for config, out in zip(a.config, a.out):
+        probe(config, a.control_tokenizer, out)
 
-    cfg = draccus.parse(TrainLmConfig, config_path=a.config, args=[])
+
+def probe(config: str, control_tokenizer: str, out: str) -> None:
+    cfg = draccus.parse(TrainLmConfig, config_path=config, args=[])
     data = cfg.data
     current = hasattr(data, "components")  # 1.2 names them `configs`
     entries = data.components if current else data.configs
@@ -73,13 +80,13 @@ def main() -> None:
     name, entry = next((n, e) for n, e in entries.items() if data.train_weights.get(n, 0) > 0)
     source = (entry.source if current else entry).get_shard_source("train")
     first = next(iter(source.open_shard(source.shard_names[0])))
-    control = dataclasses.replace(data, tokenizer=a.control_tokenizer)
+    control = dataclasses.replace(data, tokenizer=control_tokenizer)
     processor = preprocessor_for_format(entry.format, control.the_tokenizer, enforce_bos=True,
                                         enforce_eos=control.enforce_eos)
     (encoded,) = processor([first])
     report["control"] = {"component": name, "text": first[entry.format.text_key],
                          "input_ids": [int(t) for t in encoded["input_ids"]]}
-    with open(a.out, "w", encoding="utf-8") as f:
+    with open(out, "w", encoding="utf-8") as f:
         json.dump(report, f)
 
 

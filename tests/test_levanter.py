@@ -97,20 +97,35 @@ def expected(recipe: MixtureConfig) -> dict[str, list[tuple[str, tuple[int, ...]
     return rows
 
 
-def levanter(envs: Path, version: str, recipe: MixtureConfig, tmp_path: Path, *options: str) -> tuple[dict, dict]:
-    """Export ``recipe`` for ``version`` and run Levanter's own code on it; (the export, what Levanter made)."""
+def levanter(envs: Path, version: str, recipe: MixtureConfig, runs: dict[Path, tuple[str, ...]]
+             ) -> dict[Path, tuple[dict, dict]]:
+    """Export ``recipe`` for ``version`` into each folder of ``runs`` (with its export options) and run Levanter's
+    own code on every export, in one process; folder -> (the export, what Levanter made)."""
     schema = "current" if version == "current" else "1.2"
-    export = tmp_path / f"levanter-{version}.yaml"
-    assert cli(["export", "levanter", str(recipe.source), "--levanter", schema, "--tokenizer-out",
-                str(tmp_path / "levanter-tokenizer"), "--cache-dir", str(tmp_path / "cache"), "--out", str(export),
-                *options]) == 0
-    report = tmp_path / "report.json"
+    exports, reports = [], []
+    for where, options in runs.items():
+        exports.append(where / f"levanter-{version}.yaml")
+        reports.append(where / "report.json")
+        assert cli(["export", "levanter", str(recipe.source), "--levanter", schema, "--tokenizer-out",
+                    str(where / "levanter-tokenizer"), "--cache-dir", str(where / "cache"), "--out", str(exports[-1]),
+                    *options]) == 0
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"JAX_PLATFORMS": "cpu"}
     done = subprocess.run([str(envs / version / "bin" / "python"), str(REPO / "tests" / "levanter_probe.py"),
-                           str(export), "--control-tokenizer", str(recipe.tokenizer), "--out", str(report)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+                           *map(str, exports), "--control-tokenizer", str(recipe.tokenizer), "--out", *map(str, reports)],
+                          cwd=exports[0].parent, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-5000:]
-    return yaml.safe_load(export.read_text()), json.loads(report.read_text())
+    return {where: (yaml.safe_load(export.read_text()), json.loads(report.read_text()))
+            for where, export, report in zip(runs, exports, reports)}
+
+
+@pytest.fixture(scope="module")
+def current(envs, recipe, tmp_path_factory) -> dict[str, tuple[Path, dict, dict]]:
+    """The current Levanter on two exports of the recipe, with sodadata's names and with ``--names soda``, in one
+    process (its imports, 5+ s, paid once): name -> (the export's folder, the export, what Levanter made)."""
+    runs = {"default": (), "soda": ("--names", "soda")}
+    folders = {name: tmp_path_factory.mktemp(f"levanter-current-{name}") for name in runs}
+    made = levanter(envs, "current", recipe, {folders[name]: options for name, options in runs.items()})
+    return {name: (folders[name], *made[folders[name]]) for name in runs}
 
 
 def assert_one_bos_per_row(rows: list[list[int]], expected: list[tuple[str, tuple[int, ...]]], tok: Tokenizer,
@@ -131,15 +146,20 @@ def assert_one_bos_per_row(rows: list[list[int]], expected: list[tuple[str, tupl
 
 
 @pytest.mark.parametrize("version", ["current", "1.2"])
-def test_levanter_parses_the_export_and_trains_each_row_with_one_bos(envs, recipe, expected, version, tmp_path):
-    exported, made = levanter(envs, version, recipe, tmp_path)
+def test_levanter_parses_the_export_and_trains_each_row_with_one_bos(request, envs, recipe, expected, version,
+                                                                     tmp_path):
+    if version == "current":
+        where, exported, made = request.getfixturevalue("current")["default"]
+    else:
+        where = tmp_path
+        exported, made = levanter(envs, version, recipe, {where: ()})[where]
     # Parsed by Levanter's own classes: the schema's names, every component with its shards, format and weight.
     if version == "current":
         assert (made["config_class"], made["seq_len"], made["train_seq_len"]) == ("LmDataConfig", 4096, 4096)
     else:
         assert (made["config_class"], made["seq_len"], made["train_seq_len"]) == ("LMMixtureDatasetConfig", 4096, None)
     assert made["model_class"] == "Qwen3Config"
-    assert made["tokenizer"] == str((tmp_path / "levanter-tokenizer").resolve()) == exported["data"]["tokenizer"]
+    assert made["tokenizer"] == str((where / "levanter-tokenizer").resolve()) == exported["data"]["tokenizer"]
     assert made["enforce_eos"] is False and made["mixture_block_size"] == recipe.block_size
     assert made["train_weights"] == {**{c.name: c.weight for c in recipe.components}, VALIDATION: 0.0}
     for c in recipe.components:
@@ -165,11 +185,11 @@ def test_levanter_parses_the_export_and_trains_each_row_with_one_bos(envs, recip
     assert made["control"]["input_ids"] == added + ours
 
 
-def test_soda_names_line_up_with_sodas_runs(envs, recipe, expected, tmp_path):
-    _, made = levanter(envs, "current", recipe, tmp_path, "--names", "soda")
+def test_soda_names_line_up_with_sodas_runs(current, recipe, expected):
+    where, _, made = current["soda"]
     assert made["mixture_block_size"] == 2048
     assert list(made["train_weights"]) == [*SODA_NAMES.values(), VALIDATION]
     for c in recipe.components:  # Levanter keys its caches (and its metrics) by these names
-        assert (tmp_path / "cache" / SODA_NAMES[c.name] / "train").is_dir()
+        assert (where / "cache" / SODA_NAMES[c.name] / "train").is_dir()
         rows = made["rows"]["train"][SODA_NAMES[c.name]]
         assert_one_bos_per_row(rows, expected[c.name], load_tokenizer(recipe.tokenizer), "current")
