@@ -264,7 +264,7 @@ def test_emilia_bucket_to_bucket_on_a_cluster_without_shared_disk_killed_and_rer
         second = subprocess.run(run, env=env, cwd=dirs["driver"], capture_output=True, text=True, timeout=420)
         outputs += [second.stdout, second.stderr]
     finally:
-        stop_processes(procs.values())
+        stop_processes(reversed(procs.values()))  # the workers, then their scheduler
     assert second.returncode == 1, second.stderr  # the cut tar, as in the serial run
     assert "emilia/en/EN-B000060" in second.stderr
     assert committed_then < 4

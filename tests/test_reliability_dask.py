@@ -143,7 +143,7 @@ def test_workers_killed_mid_task_and_the_run_completes_with_identical_output(tmp
         driver.join(timeout=60)
         assert not driver.is_alive(), "the run did not finish"
     finally:
-        stop_processes(procs.values())
+        stop_processes(reversed(procs.values()))  # the workers, then their scheduler
     assert "error" not in box, box.get("error")
     result = box["result"]
     assert len(kills) == 2, f"the workers were not caught mid-task: {kills}"
