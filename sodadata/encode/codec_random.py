@@ -117,20 +117,14 @@ def _cache_entry(name: str, seed: int) -> Path | None:
     return root / "random-codecs" / f"{name}-seed{seed}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _load_cached(entry: Path):
     """The model saved in ``entry``, or None (missing, or failing its checksum: then it is drawn again)."""
     from transformers import MimiModel
     from transformers.utils import logging as hf_logging
 
-    weights, recorded = entry / _WEIGHTS, entry / f"{_WEIGHTS}.sha256"
+    from sodadata.encode.codec_loading import weights_sha256
+
+    recorded = entry / f"{_WEIGHTS}.sha256"
     try:
         expected = recorded.read_text(encoding="ascii").strip()
     except FileNotFoundError:
@@ -139,8 +133,8 @@ def _load_cached(entry: Path):
         log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
         return None
     try:
-        actual = _file_sha256(weights)
-    except OSError as exc:
+        actual = weights_sha256(entry)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: no weight file left in the folder
         log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
         return None
     if actual != expected:
@@ -160,7 +154,9 @@ def _save_cached(model, entry: Path) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
         model.save_pretrained(str(tmp))
-        (tmp / f"{_WEIGHTS}.sha256").write_text(_file_sha256(tmp / _WEIGHTS) + "\n", encoding="ascii")
+        from sodadata.encode.codec_loading import weights_sha256
+
+        (tmp / f"{_WEIGHTS}.sha256").write_text(weights_sha256(tmp) + "\n", encoding="ascii")
         try:
             os.rename(tmp, entry)
         except OSError:  # another process saved it first (the folder exists and is not empty)
