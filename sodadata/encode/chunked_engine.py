@@ -12,7 +12,7 @@ with the reference's) and falls back to the reference path if they ever differ. 
 
 from __future__ import annotations
 
-from sodadata.encode.padding_repair import PaddingRepairer
+from sodadata.encode.padding_repair import PaddingRepairer, is_conv_layer, is_resnet_block
 
 # SEANet stages run chunked: up to and including this many strided convolutions (Mimi: strides 4, 5, 6 -> 200 Hz).
 # Past that the sequence is short and oneDNN is as fast or faster on it whole (bench/encode.py, chunked stages:
@@ -31,9 +31,6 @@ class ChunkedEncoder:
     """
 
     def __init__(self, model, repair: PaddingRepairer, chunk: int) -> None:
-        from transformers.models.mimi.modeling_mimi import MimiConv1d, MimiResnetBlock
-
-        self._conv_cls, self._block_cls = MimiConv1d, MimiResnetBlock
         self.model, self.repair = model, repair
         enc = getattr(model, "encoder", None)
         self.supported = enc is not None and all(
@@ -53,7 +50,7 @@ class ChunkedEncoder:
             for conv in self._convs(layer):
                 if not conv.causal or conv.pad_mode != "constant":
                     self.supported = False
-            if isinstance(layer, MimiConv1d) and layer.conv.stride[0] > 1:
+            if is_conv_layer(layer) and layer.conv.stride[0] > 1:
                 strided += 1
                 stride *= layer.conv.stride[0]
                 if strided == CHUNKED_STRIDED_CONVS:
@@ -62,11 +59,11 @@ class ChunkedEncoder:
         self.chunk = max(stride, chunk // stride * stride)
 
     def _convs(self, layer):
-        if isinstance(layer, self._conv_cls):
+        if is_conv_layer(layer):
             return [layer]
-        if isinstance(layer, self._block_cls):
-            convs = [m for m in layer.block if isinstance(m, self._conv_cls)]
-            return convs + ([layer.shortcut] if isinstance(layer.shortcut, self._conv_cls) else [])
+        if is_resnet_block(layer):
+            convs = [m for m in layer.block if is_conv_layer(m)]
+            return convs + ([layer.shortcut] if is_conv_layer(layer.shortcut) else [])
         return []
 
     def _conv(self, conv, x, state: dict, key, offset: int, last: bool, valid):
@@ -94,17 +91,17 @@ class ChunkedEncoder:
     def _run(self, h, layers, base: int, state: dict, offset: int, last: bool, valid: dict):
         """Layers ``base..`` over one chunk starting at ``offset`` (in the coordinates of the first layer's input)."""
         for i, layer in enumerate(layers, start=base):
-            if isinstance(layer, self._conv_cls):
+            if is_conv_layer(layer):
                 h = self._conv(layer, h, state, i, offset, last, valid.get(i))
                 offset //= layer.conv.stride[0]  # chunk starts are multiples of every chunked stride: exact
-            elif isinstance(layer, self._block_cls):  # stride 1 throughout
+            elif is_resnet_block(layer):  # stride 1 throughout
                 residual = h
                 for j, sub in enumerate(layer.block):
-                    if isinstance(sub, self._conv_cls):
+                    if is_conv_layer(sub):
                         h = self._conv(sub, h, state, (i, j), offset, last, valid.get((i, j)))
                     else:  # in place, except on the block input, which the residual still needs
                         h = _activation(sub, h, inplace=j > 0)
-                if isinstance(layer.shortcut, self._conv_cls):
+                if is_conv_layer(layer.shortcut):
                     residual = self._conv(layer.shortcut, residual, state, (i, "s"), offset, last, valid.get((i, "s")))
                 else:
                     residual = layer.shortcut(residual)
@@ -117,16 +114,16 @@ class ChunkedEncoder:
         """Valid input length of every SEANet convolution, per batch item (what PaddingRepairer tracks)."""
         valid: dict = {}
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, self._conv_cls):
+            if is_conv_layer(layer):
                 valid[i] = lengths
                 lengths = layer._get_output_length(lengths).to(lengths.device)
-            elif isinstance(layer, self._block_cls):
+            elif is_resnet_block(layer):
                 inner = lengths
                 for j, sub in enumerate(layer.block):
-                    if isinstance(sub, self._conv_cls):
+                    if is_conv_layer(sub):
                         valid[(i, j)] = inner
                         inner = sub._get_output_length(inner).to(lengths.device)
-                if isinstance(layer.shortcut, self._conv_cls):
+                if is_conv_layer(layer.shortcut):
                     valid[(i, "s")] = lengths
                 lengths = inner
         valid["out"] = lengths

@@ -40,6 +40,7 @@ from sodadata.encode.codec_loading import (
     check_codec,
     codec_identity,
     is_local_codec,
+    lean_model,
     load_mimi,
     weights_sha256,
 )
@@ -76,10 +77,19 @@ class MimiEncoder:
 
     def __init__(self, config: CodecConfig, model=None) -> None:
         self.config = config
+        if model is None:
+            model = lean_model(config)
         self.model = model if model is not None else load_mimi(config, encoder_only=True)
+        # transformers' MimiModel, what codes must equal: the model itself, or, when the chunked engine runs
+        # lean_mimi's restatement of it, loaded on first need (a check the cache does not hold, a verdict "differs")
+        self.lean = bool(getattr(self.model, "lean", False))
+        self._reference_model = None if self.lean else self.model
+        self._reference_repair: PaddingRepairer | None = None
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
         self._repair = PaddingRepairer(self.model.encoder if self.model.encoder is not None else self.model)
+        if not self.lean:
+            self._reference_repair = self._repair
         self.batch_size = config.effective_batch_size() if self._repair.supported else 1
         self.max_batch_samples = config.effective_max_batch_samples()
         self._fast: ChunkedEncoder | None = None
@@ -143,14 +153,10 @@ class MimiEncoder:
                 torch.set_num_threads(self.config.threads)
             inputs = torch.from_numpy(x).to(self.device, self.dtype)
             padded = len(waves) > 1 and min(lengths) != longest
-            self._repair.lengths = torch.tensor(lengths, device=self.device) if padded else None
-            try:
-                if self._fast is not None:
-                    audio_codes = self._encode_fast(inputs, lengths, padded)
-                else:
-                    audio_codes = self._encode_reference(inputs, lengths)
-            finally:
-                self._repair.lengths = None
+            if self._fast is not None:
+                audio_codes = self._encode_fast(inputs, lengths, padded)
+            else:
+                audio_codes = self._encode_reference(inputs, lengths, padded)
             codes = audio_codes[:, : self.config.num_codebooks].to("cpu", torch.int16).numpy()
         elapsed = time.perf_counter() - t0
         st = self.stats
@@ -172,26 +178,48 @@ class MimiEncoder:
         return out
 
 
-    def _encode_reference(self, inputs, lengths: list[int]):
-        """Plain ``MimiModel.encode`` (padded batches repaired by the hooks, whose lengths the caller set)."""
+    def _reference(self):
+        """transformers' MimiModel and its padding repairer (loaded now if the chunked engine runs lean_mimi's)."""
+        if self._reference_model is None:
+            t0 = time.perf_counter()
+            self._reference_model = load_mimi(self.config, encoder_only=True)
+            self._reference_repair = PaddingRepairer(self._reference_model.encoder)
+            log.info("loaded transformers' MimiModel for the chunked engine's check in %.1fs (pid %d)",
+                     time.perf_counter() - t0, os.getpid())
+        return self._reference_model, self._reference_repair
+
+    def _reference_latents(self, inputs, valid):
+        """``MimiModel.encoder(inputs).latents`` (padded items repaired: ``valid``, their lengths, or None)."""
+        model, repair = self._reference()
+        repair.lengths = valid
+        try:
+            return model.encoder(inputs).latents
+        finally:
+            repair.lengths = None
+
+    def _encode_reference(self, inputs, lengths: list[int], padded: bool):
+        """Plain ``MimiModel.encode`` (padded batches repaired by the hooks)."""
         import torch
 
+        model, repair = self._reference()
         longest = inputs.shape[-1]
         padding_mask = (torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]).to(self.device)
-        return self.model.encode(
-            inputs, padding_mask=padding_mask, num_quantizers=self.config.num_codebooks, return_dict=True
-        ).audio_codes
+        repair.lengths = torch.tensor(lengths, device=self.device) if padded else None
+        try:
+            return model.encode(
+                inputs, padding_mask=padding_mask, num_quantizers=self.config.num_codebooks, return_dict=True
+            ).audio_codes
+        finally:
+            repair.lengths = None
 
     def _encode_fast(self, inputs, lengths: list[int], padded: bool):
         import torch
 
         fast = self._fast
         valid = torch.tensor(lengths, device=self.device) if padded else None
-        self._repair.lengths = None  # the chunked path masks the SEANet itself; the hooks only for downsampling
         if self.verify and self._check_says_differs():
-            self._repair.lengths = valid  # as _encode_batch set them for the reference path
-            return self._encode_reference(inputs, lengths)
-        latents = fast.latents(inputs, valid)
+            return self._encode_reference(inputs, lengths, padded)
+        latents = fast.latents(inputs, valid)  # masks the SEANet itself; the repair hooks only for downsampling
         # oneDNN picks kernels (and how threads split the work) by shape, for the reference's whole-piece calls
         # as for our chunks. So the first batch of each width class (< 1 chunk, 1, < 4, < 8 ...: seven classes up
         # to a 60 s piece) is also run through the reference, and its latents must match bit for bit, or we stop
@@ -203,22 +231,26 @@ class MimiEncoder:
                 latents = self._check_width_class(width_class, inputs, valid, latents)
             finally:
                 self.stats.check_seconds += time.perf_counter() - t0
-        return self.model.quantizer.encode(latents, self.config.num_codebooks).transpose(0, 1)
+        quantizer = self.model.quantizer if self._fast is not None else self._reference()[0].quantizer
+        return quantizer.encode(latents, self.config.num_codebooks).transpose(0, 1)
 
     def _engine_check(self) -> EngineCheck:
         import torch
 
         if self.check is None:
-            def probe_latents(engine):
+            def probe_outputs(latents_of, model_of):
                 def run(wave):
                     x = torch.from_numpy(wave)[None, None].to(self.device, self.dtype)
-                    return engine(x)
+                    latents = latents_of(x)
+                    return latents, model_of().quantizer.encode(latents, None)  # every codebook
                 return run
 
             fast = self._fast
-            self.check = EngineCheck(check_key(self.model, self.config, fast.chunk, torch.get_num_threads()),
-                                     chunked=probe_latents(fast.latents),
-                                     reference=probe_latents(lambda x: self.model.encoder(x).latents))
+            self.check = EngineCheck(
+                check_key(self.model, self.config, fast.chunk, torch.get_num_threads()),
+                chunked=probe_outputs(fast.latents, lambda: self.model),
+                reference=probe_outputs(lambda x: self._reference_latents(x, None), lambda: self._reference()[0]),
+            )
         return self.check
 
     def _check_says_differs(self) -> bool:
@@ -247,13 +279,12 @@ class MimiEncoder:
         if known:
             self._verified.add(width_class)
             return latents
-        self._repair.lengths = valid
-        try:
-            reference = self.model.encoder(inputs).latents
-        finally:
-            self._repair.lengths = None
+        reference = self._reference_latents(inputs, valid)
         self._verified.add(width_class)
         equal = torch.equal(reference, latents)
+        if equal and self.lean:  # lean_mimi's quantizer too: every codebook, on these latents
+            reference_model = self._reference()[0]
+            equal = torch.equal(reference_model.quantizer.encode(reference, None), self.model.quantizer.encode(latents, None))
         check.record(width_class, equal)
         if not equal:
             # INFO: nothing is wrong and there is nothing to do; the codes are MimiModel.encode's either way
@@ -299,8 +330,9 @@ def get_encoder(config: CodecConfig) -> MimiEncoder:
             t0 = time.perf_counter()
             enc = MimiEncoder(config)
             log.info(
-                "loaded codec %s on %s/%s in %.1fs (pid %d, batch size %d)",
+                "loaded codec %s on %s/%s in %.1fs (pid %d, batch size %d%s)",
                 config.codec, config.device, config.dtype, time.perf_counter() - t0, os.getpid(), enc.batch_size,
+                ", sodadata.encode.lean_mimi's modules" if enc.lean else "",
             )
             _ENCODERS[config] = enc
         return enc

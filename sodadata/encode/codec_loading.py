@@ -183,6 +183,59 @@ def load_mimi(config: CodecConfig, encoder_only: bool = False):
     return model.to(device=config.device, dtype=dtype).eval()
 
 
+# SODADATA_LEAN_MIMI=0: always load transformers' MimiModel (to compare the two start-ups, or to rule lean_mimi out)
+LEAN_ENV = "SODADATA_LEAN_MIMI"
+
+
+def lean_model(config: CodecConfig):
+    """``sodadata.encode.lean_mimi``'s restatement of the codec's encoder, loaded without importing transformers, where
+    the chunked CPU engine will run it (CPU, float32, ``engine="auto"``) and its weights are in a local folder: a
+    ``save_pretrained`` directory, the Hub model's snapshot in the local Hugging Face cache, full-random's cache.
+    None otherwise, or when the checkpoint is not one it restates (said at INFO): then transformers loads it.
+    Its codes are checked against transformers' MimiModel.encode like the chunked engine's (engine_check)."""
+    import os
+
+    if (config.device != "cpu" or config.dtype != "float32" or config.engine != "auto"
+            or os.environ.get(LEAN_ENV, "1").strip() == "0"):
+        return None
+    if config.is_random:
+        from sodadata.encode.codec_random import cached_random_dir
+
+        directory = cached_random_dir(config.codec)
+    elif is_local_codec(config.codec):
+        directory = Path(config.codec).expanduser()
+    elif _is_local(config.codec):  # a path but no directory: load_mimi says what is wrong with it
+        directory = None
+    else:
+        directory = _hub_snapshot(config.codec, config.revision)
+    if directory is None:
+        return None
+    import torch
+
+    from sodadata.encode.lean_mimi import load_lean_mimi
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return load_lean_mimi(directory)
+    except (ValueError, OSError, RuntimeError) as exc:
+        log.info("codec %s: loading it with transformers (%s is not a checkpoint lean_mimi restates: %s)",
+                 config.codec, directory, exc)
+        return None
+
+
+def _hub_snapshot(repo: str, revision: str | None) -> Path | None:
+    """The folder of ``repo``@``revision`` in the local Hugging Face cache, if its config.json is there."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        path = try_to_load_from_cache(repo, "config.json", revision=revision or "main", repo_type="model")
+    except HFValidationError:  # not a Hub id: load_mimi says so
+        return None
+    return Path(path).parent if isinstance(path, str) else None
+
+
 # What from_pretrained reads the weights from (sharded checkpoints add an index and more files of the same kinds).
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -215,10 +268,8 @@ def weights_sha256(directory: str | Path) -> str:
 
 def _cached_commit(repo: str, revision: str | None) -> str | None:
     """The commit of ``repo``@``revision`` in the local Hugging Face cache (what an offline load would use)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    path = try_to_load_from_cache(repo, "config.json", revision=revision or "main", repo_type="model")
-    return Path(path).parent.name if isinstance(path, str) else None
+    snapshot = _hub_snapshot(repo, revision)
+    return None if snapshot is None else snapshot.name
 
 
 def codec_identity(config: CodecConfig) -> dict:

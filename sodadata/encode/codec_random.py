@@ -104,17 +104,59 @@ def draw_random_mimi(name: str, seed: int = 0):
 
 
 def _cache_entry(name: str, seed: int) -> Path | None:
-    """This process's cache folder for ``name``/``seed``: None when the cache is off."""
-    import torch
-    import transformers
+    """This process's cache folder for ``name``/``seed``: None when the cache is off. (The versions are read from
+    the packages' metadata: importing transformers is what a worker with a cached entry avoids, lean_mimi.)"""
+    from importlib import metadata
 
     from sodadata.encode.engine_check import cache_dir
 
     root = cache_dir()
     if root is None:
         return None
-    key = json.dumps([_FORMAT, name, seed, torch.__version__, transformers.__version__])
+    key = json.dumps([_FORMAT, name, seed, _torch_version(), metadata.version("transformers")])
     return root / "random-codecs" / f"{name}-seed{seed}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _torch_version() -> str:
+    """``torch.__version__`` (with its local part, +cpu: the CPU and CUDA builds are different packages), from the
+    imported module when there is one, else from the package's metadata."""
+    import sys
+    from importlib import metadata
+
+    torch = sys.modules.get("torch")
+    return str(torch.__version__) if torch is not None else metadata.version("torch")
+
+
+def cached_random_dir(name: str, seed: int = 0) -> Path | None:
+    """The folder of ``name``'s intact cached weights (a MimiModel ``save_pretrained``), or None: not a cached
+    random codec, the cache off, nothing saved yet, or an entry that fails its SHA-256 (drawn again on load)."""
+    if name not in CACHED:
+        return None
+    entry = _cache_entry(name, seed)
+    return entry if entry is not None and _entry_intact(entry) else None
+
+
+def _entry_intact(entry: Path) -> bool:
+    """``entry`` holds weights whose SHA-256 is the one recorded beside them (said at INFO when it does not)."""
+    from sodadata.encode.codec_loading import weights_sha256
+
+    recorded = entry / f"{_WEIGHTS}.sha256"
+    try:
+        expected = recorded.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return False
+    except (OSError, UnicodeDecodeError) as exc:
+        log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
+        return False
+    try:
+        actual = weights_sha256(entry)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: no weight file left in the folder
+        log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
+        return False
+    if actual != expected:
+        log.info("ignoring the cached random codec in %s: its weights fail their SHA-256; drawing it again", entry)
+        return False
+    return True
 
 
 def _load_cached(entry: Path):
@@ -122,23 +164,7 @@ def _load_cached(entry: Path):
     from transformers import MimiModel
     from transformers.utils import logging as hf_logging
 
-    from sodadata.encode.codec_loading import weights_sha256
-
-    recorded = entry / f"{_WEIGHTS}.sha256"
-    try:
-        expected = recorded.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
-        return None
-    try:
-        actual = weights_sha256(entry)
-    except (OSError, RuntimeError) as exc:  # RuntimeError: no weight file left in the folder
-        log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
-        return None
-    if actual != expected:
-        log.info("ignoring the cached random codec in %s: its weights fail their SHA-256; drawing it again", entry)
+    if not _entry_intact(entry):
         return None
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per worker would tear the run's own bar
     return MimiModel.from_pretrained(str(entry)).eval()

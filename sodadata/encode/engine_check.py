@@ -4,8 +4,9 @@ What the check protects against: the chunked CPU engine (``sodadata.encode.chunk
 latents bit for bit only while oneDNN picks the same kernels for its 1 s chunks as for the whole signal. That
 choice depends on the CPU (model, instruction sets), the torch/oneDNN/MKL build, the thread count, the dtype and
 the shapes (the model's architecture, the chunk, the width of the batch). So the first batch of each width class
-is also run through the reference and the latents compared; a mismatch sends the process to the reference path
-for good. That costs up to seven reference encodes (the slower path) per process: ~8 s of the first shard of
+is also run through the reference and the latents compared (and, where the engine runs ``lean_mimi``'s restatement
+of the model rather than transformers' modules, the codes of every codebook too); a mismatch sends the process to
+the reference path for good. That costs up to seven reference encodes (the slower path) per process: ~8 s of the first shard of
 every worker for full-size Mimi on Emilia-like audio.
 
 The verdicts are facts about an environment, so they are cached, keyed by everything above (:func:`check_key`),
@@ -16,9 +17,10 @@ both write a valid file; the later write may drop a width class the other added,
 A cache entry is never trusted blindly: it must parse, carry its own checksum (a truncated or edited file fails
 it), and hold exactly the key this process computed. And before a process trusts an entry that says "the chunked
 engine agrees", it encodes a fixed probe (2.5 s of seeded noise: two chunks, the second absorbing a tail) through
-the chunked engine and compares the latents' SHA-256 with the reference's recorded with the entry: an entry
+the chunked engine and compares the SHA-256 of its latents and codes with the reference's recorded with the entry: an entry
 written elsewhere (another machine, other weights, a key that misses a factor) or forged fails that and is
-checked again from scratch. The probe costs a fraction of one chunked second per process. A verdict "the chunked
+checked again from scratch. The probe costs a fraction of one chunked second per process, and needs no
+transformers: a worker whose check is cached never imports it (``sodadata.encode.lean_mimi``). A verdict "the chunked
 engine differs" is trusted without it: the reference path it sends the process to is MimiModel.encode itself.
 """
 
@@ -38,7 +40,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "SODADATA_CACHE"
-FORMAT = 1
+FORMAT = 2  # 2: the probe's digest covers the codes as well as the latents
 PROBE_SECONDS = 2.5
 # oneDNN/MKL/OpenMP settings that can change which kernels run (ISA caps, JIT, conditional numerical reproducibility)
 _KERNEL_ENV_PREFIXES = ("ONEDNN_", "DNNL_", "MKL_", "ATEN_CPU_CAPABILITY", "KMP_", "OMP_")
@@ -78,10 +80,13 @@ def _cpu() -> dict:
 
 
 def _engine_source() -> str:
-    """SHA-256 of the code whose arithmetic the check vouches for: any edit of it is a new key."""
+    """SHA-256 of the code whose arithmetic the check vouches for: any edit of it is a new key. (lean_mimi's source
+    is read, not imported: it imports torch, and this runs in processes that may not need it.)"""
     from sodadata.encode import chunked_engine, padding_repair
 
-    return _sha256(b"".join(Path(m.__file__).read_bytes() for m in (chunked_engine, padding_repair)))
+    files = [Path(m.__file__) for m in (chunked_engine, padding_repair)]
+    files.append(Path(chunked_engine.__file__).with_name("lean_mimi.py"))
+    return _sha256(b"".join(f.read_bytes() for f in files))
 
 
 # Bookkeeping a config carries that is not the architecture: where it was loaded from, what saved it. With them in
@@ -102,9 +107,12 @@ def architecture_digest(model_config) -> str:
 
 
 def check_key(model, config, chunk: int, threads: int) -> dict:
-    """Everything the check's outcome could depend on (see the module docstring)."""
+    """Everything the check's outcome could depend on (see the module docstring). ``model``: the one the chunked
+    engine runs, transformers' MimiModel or ``lean_mimi``'s restatement of it (``modules``); transformers' version is
+    read from its metadata, not by importing it (the lean path exists to avoid that import)."""
+    from importlib import metadata
+
     import torch
-    import transformers
 
     param = next(model.parameters())
     return {
@@ -119,7 +127,8 @@ def check_key(model, config, chunk: int, threads: int) -> dict:
         "torch": torch.__version__,
         "torch_build": _sha256(torch.__config__.show().encode()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "transformers": transformers.__version__,
+        "modules": "sodadata.encode.lean_mimi" if getattr(model, "lean", False) else "transformers",
+        "transformers": metadata.version("transformers"),
         "numpy": np.__version__,
         "cpu": _cpu(),
         "host": platform.node(),
@@ -133,12 +142,16 @@ def probe_audio() -> np.ndarray:
     return (0.1 * np.random.default_rng(20261202).standard_normal(n)).astype(np.float32)
 
 
-def latents_digest(latents) -> str:
-    """SHA-256 of a tensor's shape, dtype and bytes (any dtype: bfloat16 has no NumPy twin, so read as bytes)."""
+def outputs_digest(tensors) -> str:
+    """SHA-256 of tensors' shapes, dtypes and bytes, in order (any dtype: bfloat16 has no NumPy twin, so read as
+    bytes); what the probe's outputs (latents, codes) are remembered and compared by."""
     import torch
 
-    raw = latents.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-    return _sha256(f"{tuple(latents.shape)} {latents.dtype} ".encode() + raw)
+    digest = hashlib.sha256()
+    for t in tensors:
+        raw = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        digest.update(f"{tuple(t.shape)} {t.dtype} {len(raw)} ".encode() + raw)
+    return digest.hexdigest()
 
 
 def _read_entry(path: Path, key: dict) -> tuple[dict[int, bool], str]:
@@ -167,11 +180,12 @@ class EngineCheck:
     they come."""
 
     def __init__(self, key: dict, chunked: Callable, reference: Callable) -> None:
-        """``chunked`` / ``reference``: latents of a (1, 1, samples) tensor through the chunked engine / the reference."""
+        """``chunked`` / ``reference``: (latents, codes of every codebook) of a 1-D waveform through the chunked engine
+        and its model's quantizer / through transformers' MimiModel."""
         self.key = key
         self._chunked, self._reference = chunked, reference
         self.classes: dict[int, bool] = {}  # width class -> the chunked engine's latents equal the reference's
-        self.probe: str | None = None  # SHA-256 of the reference's latents on the probe
+        self.probe: str | None = None  # SHA-256 of the reference's latents and codes on the probe
         root = cache_dir()
         self.path = None if root is None else root / "engine-check" / f"{_sha256(_canonical(key))[:32]}.json"
         self.source: str | None = None  # none (no cache), miss, hit, corrupt, wrong; None: not read yet
@@ -188,8 +202,8 @@ class EngineCheck:
         except ValueError as exc:
             self._distrust("corrupt" if "another" not in str(exc) else "wrong", str(exc))
             return
-        if all(classes.values()) and latents_digest(self._chunked(probe_audio())) != probe:
-            self._distrust("wrong", "does not hold here: the chunked engine's latents on the probe differ from the "
+        if all(classes.values()) and outputs_digest(self._chunked(probe_audio())) != probe:
+            self._distrust("wrong", "does not hold here: the chunked engine's outputs on the probe differ from the "
                            "reference's it recorded")
             return
         self.classes, self.probe, self.source = classes, probe, "hit"
@@ -217,7 +231,7 @@ class EngineCheck:
             return
         try:
             if self.probe is None:
-                self.probe = latents_digest(self._reference(probe_audio()))
+                self.probe = outputs_digest(self._reference(probe_audio()))
             if self.source in ("miss", "hit"):  # never the verdicts of an entry found wrong or corrupt
                 try:
                     theirs, probe = _read_entry(self.path, self.key)  # written by another process meanwhile?

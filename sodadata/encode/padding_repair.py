@@ -10,17 +10,26 @@ past each item's valid length exactly as a one-item call would, so batched codes
 from __future__ import annotations
 
 
+def is_conv_layer(module) -> bool:
+    """A Mimi convolution layer: transformers' MimiConv1d or ``sodadata.encode.lean_mimi``'s (pads, then ``.conv``).
+    Told by what it has, so that this module and the chunked engine work on both without importing transformers."""
+    return hasattr(module, "padding_total") and hasattr(module, "_get_output_length") and hasattr(module, "conv")
+
+
+def is_resnet_block(module) -> bool:
+    """A SEANet residual block (transformers' MimiResnetBlock or lean_mimi's): ``.block`` and ``.shortcut``."""
+    return hasattr(module, "block") and hasattr(module, "shortcut")
+
+
 class PaddingRepairer:
     """Forward hooks that make a right-padded batch compute what each item alone would (see the module docstring)."""
 
     def __init__(self, encoder) -> None:
-        from transformers.models.mimi.modeling_mimi import MimiConv1d
-
         self.lengths = None  # valid input length of the next conv, per batch item (torch.LongTensor)
         self.handles = []
         self.supported = True
         for module in encoder.modules():
-            if isinstance(module, MimiConv1d):
+            if is_conv_layer(module):
                 if module.pad_mode not in ("constant", "replicate") or not module.causal:
                     self.supported = False
                 self.handles.append(module.register_forward_pre_hook(self._pre))
