@@ -120,14 +120,14 @@ def build_source(minutes: float, tars: int, seed: int = 17) -> Path:
 
 
 
-def run_command(source: Path, work: Path, extra: list[str], cache: Path, codec: str) -> dict:
+def run_command(source: Path, work: Path, extra: list[str], cache: Path, codec: str, env_extra: dict | None = None) -> dict:
     """One run of the recipe CLI in a fresh process: wall clock from exec to exit, peak RSS of every process."""
     import psutil
 
     out = Path(tempfile.mkdtemp(dir=work))
     cmd = [sys.executable, "-m", "sodadata.recipes.emilia", "--source", str(source), "--out", str(out),
            "--codec", codec, *extra]
-    env = {**os.environ, "SODADATA_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "SODADATA_CACHE": str(cache), "PYTHONPATH": str(REPO), **(env_extra or {})}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -209,7 +209,9 @@ def spread(values: list[float], fmt: str = "{:.1f}x") -> str:
     return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
-ALL_RUNS = ("default", "cold", "one", "shard", "shard_one")
+ALL_RUNS = ("default", "transformers", "cold", "one", "shard", "shard_one")
+# the default command with transformers' Mimi modules instead of sodadata.encode.lean_mimi's (what it did before)
+TRANSFORMERS_MODULES = {"SODADATA_LEAN_MIMI": "0"}
 
 
 def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, reference_seconds: float,
@@ -232,6 +234,7 @@ def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, ref
     loads = [load()]
     for rep in range(reps):
         for name, args, cache in (("default", extra, warm_cache),
+                                  ("transformers", extra, warm_cache),
                                   ("cold", extra, work / f"cache-cold-{codebooks}-{rep}"),
                                   ("one", [*extra, "--workers", "1", "--torch-threads", "1"], warm_cache),
                                   # one shard to do (--limit-shards 1): the default gives it the cores as torch
@@ -240,7 +243,8 @@ def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, ref
                                   ("shard_one", [*extra, "--limit-shards", "1", "--torch-threads", "1"], warm_cache)):
             if name not in kinds:
                 continue
-            got = run_command(source, work, args, cache, codec)
+            got = run_command(source, work, args, cache, codec,
+                              TRANSFORMERS_MODULES if name == "transformers" else None)
             runs[name].append(got)
             rows[name].append(got["x"])
             print(f"codebooks {codebooks} rep {rep} {name}: {got['x']:.1f}x ({got['wall']:.1f} s, {got['layout']}, "
@@ -274,6 +278,7 @@ def table_for(name: str, m: dict, cores: int) -> str:
     prefix = "" if m["reference_seconds"] >= m["seconds"] - 1 else f", first {m['reference_seconds'] / 60:.0f} min"
     labels = {
         "default": f"default command ({layout}), caches warm",
+        "transformers": "default command, transformers' Mimi modules (`SODADATA_LEAN_MIMI=0`), caches warm",
         "cold": "default command, first run on the machine (empty cache)",
         "one": "`--workers 1 --torch-threads 1`",
         "shard": f"one shard to do (`--limit-shards 1`), default ({runs['shard'][0]['layout'] if 'shard' in runs else ''})",
@@ -287,8 +292,11 @@ def table_for(name: str, m: dict, cores: int) -> str:
         ["ceiling: bare warm encoder in 1 process", spread(rows["ceiling_1"])],
     ]
     # start-up: the cluster's start plus the longest codec load + engine check a worker's first shard paid
-    start = [(r["startup"]["cluster_start"] or 0.0) + r["startup"]["model_load"]["max"] + r["startup"]["engine_check"]["max"]
-             for r in default]
+    def start_of(kind):
+        return [(r["startup"]["cluster_start"] or 0.0) + r["startup"]["model_load"]["max"]
+                + r["startup"]["engine_check"]["max"] for r in runs[kind]]
+
+    start = start_of("default")
     lines = [table(["run", "x real time, min / median / max"], body), "",
              f"- the default command against the ceiling ({cores} bare encoders), per repetition: "
              f"{share([d / c for d, c in zip(rows['default'], rows['ceiling_n'])])}; the share of its wall clock "
@@ -296,12 +304,18 @@ def table_for(name: str, m: dict, cores: int) -> str:
              f"writing, the last shard's tail): {share([1 - r['encode'] / workers / r['wall'] for r in default])}.",
              f"- start-up in the default command (cluster start + the longest codec load and engine check of a "
              f"worker's first shard): {spread(start, '{:.1f}')} s, {share([s / r['wall'] for s, r in zip(start, default)])} "
-             f"of its wall clock; codec load {startup('model_load')} s (imports of torch and transformers included), "
+             f"of its wall clock; codec load {startup('model_load')} s (the import of torch included), "
              f"engine check {startup('engine_check')} s, cluster start "
              f"{spread([r['startup']['cluster_start'] or 0.0 for r in default], '{:.1f}')} s.",
              f"- peak resident memory of a worker process (every run above): {max(peak):.2f} GB at most "
              "(target <= 2 GB); the driver process: "
              f"{max(r['driver_peak_gb'] for r in default):.2f} GB."]
+    if "transformers" in runs:
+        other = start_of("transformers")
+        lines.append(f"- with transformers' Mimi modules (`SODADATA_LEAN_MIMI=0`, which every worker imports): start-up "
+                     f"{spread(other, '{:.1f}')} s, {share([s / r['wall'] for s, r in zip(other, runs['transformers'])])} "
+                     f"of the wall clock; codec load {startup('model_load', 'transformers')} s; the default over it, "
+                     f"per repetition: {spread([a / b for a, b in zip(rows['default'], rows['transformers'])], '{:.2f}x')}.")
     if "cold" in runs:
         lines.append(f"- with an empty cache (a machine's first run: the engine check's seven references, and "
                      f"full-random's weights drawn and saved) codec load took {startup('model_load', 'cold')} s and "

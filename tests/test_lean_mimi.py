@@ -162,3 +162,20 @@ def test_a_worker_whose_check_is_cached_never_imports_transformers(tiny_dir, tin
     for codes, n in zip(second["codes"], (30_000, 100_000), strict=True):
         wave = (0.1 * rng.standard_normal(n)).astype(np.float32)
         np.testing.assert_array_equal(np.array(codes), reference_encode(tiny_reference, wave))
+
+
+@pytest.mark.slow
+def test_a_machines_first_full_random_run_checks_the_modules_later_runs_use(sodadata_cache):
+    """full-random's first process draws the weights with transformers and saves them; it then runs the lean modules
+    on them too, so the verdict it records is the one later processes (which load them lean) look for."""
+    config = CodecConfig(codec="full-random", threads=1)
+    wave = speechlike(3.0, 31)
+    first = MimiEncoder(config)
+    assert first.lean and first._reference_model is not None  # drawn by transformers, saved, loaded lean
+    (codes,) = first.encode([wave])
+    assert first.check.source == "miss" and first.stats.engine == "chunked"
+    second = MimiEncoder(config)
+    (again,) = second.encode([wave])
+    assert second.lean and second.check.source == "hit" and second._reference_model is None
+    np.testing.assert_array_equal(codes, again)
+    np.testing.assert_array_equal(codes, reference_encode(first._reference_model, wave))

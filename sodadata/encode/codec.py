@@ -77,19 +77,26 @@ class MimiEncoder:
 
     def __init__(self, config: CodecConfig, model=None) -> None:
         self.config = config
+        reference = None
         if model is None:
             model = lean_model(config)
-        self.model = model if model is not None else load_mimi(config, encoder_only=True)
+        if model is None:
+            model = reference = load_mimi(config, encoder_only=True)
+            if config.is_random:  # full-random's weights were just drawn and saved: the lean modules load them now,
+                model = lean_model(config) or reference  # so that a machine's first run checks what later ones run
+        self.model = model
         # transformers' MimiModel, what codes must equal: the model itself, or, when the chunked engine runs
         # lean_mimi's restatement of it, loaded on first need (a check the cache does not hold, a verdict "differs")
         self.lean = bool(getattr(self.model, "lean", False))
-        self._reference_model = None if self.lean else self.model
+        self._reference_model = reference if self.lean else self.model
         self._reference_repair: PaddingRepairer | None = None
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
         self._repair = PaddingRepairer(self.model.encoder if self.model.encoder is not None else self.model)
         if not self.lean:
             self._reference_repair = self._repair
+        elif reference is not None:
+            self._reference_repair = PaddingRepairer(reference.encoder)
         self.batch_size = config.effective_batch_size() if self._repair.supported else 1
         self.max_batch_samples = config.effective_max_batch_samples()
         self._fast: ChunkedEncoder | None = None
