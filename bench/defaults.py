@@ -228,7 +228,13 @@ def measure(source: Path, work: Path, reps: int, codebooks: int, cores: int, ref
         total += len(w) / SR
     extra = ["--no-progress"] + ([] if codebooks == 8 else ["--codebooks", str(codebooks)])
     warm_cache = work / f"cache-warm-{codebooks}"
-    run_command(source, work, extra, warm_cache, codec)  # fills the engine check's cache (not timed)
+    # Fill the caches (not timed) for each key the warm runs look up: the engine check is cached per modules
+    # (lean_mimi's or transformers') and torch thread count (one shard to do gets the cores as threads).
+    run_command(source, work, extra, warm_cache, codec)
+    if "transformers" in kinds:
+        run_command(source, work, extra, warm_cache, codec, TRANSFORMERS_MODULES)
+    if "shard" in kinds:
+        run_command(source, work, [*extra, "--limit-shards", "1"], warm_cache, codec)
     rows: dict[str, list] = {k: [] for k in (*kinds, "mimi", "ceiling_n", "ceiling_1")}
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     loads = [load()]

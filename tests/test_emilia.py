@@ -267,6 +267,11 @@ def test_real_dask_scheduler_and_two_worker_processes(source, serial_out, tmp_pa
         assert done.returncode == 0, done.stderr[-3000:]
         assert "NOT real Mimi codes" in done.stderr
         assert "emilia-yodas/en" in done.stdout and "rejects in emilia/en" in done.stdout
+        from distributed import Client
+
+        with Client(address) as client:  # the user's workers: still there, and not given our exit plugin
+            plugins = client.run(lambda dask_worker: sorted(dask_worker.plugins))
+        assert len(plugins) == 2 and not any("sodadata" in name for names in plugins.values() for name in names)
     finally:
         stop_processes(reversed(procs))
     assert read_rows(tmp_path) == read_rows(serial_out)

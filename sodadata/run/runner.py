@@ -411,6 +411,9 @@ def _run_dask(recipe, pending, pipeline, runner, result, redo) -> None:
         t0 = time.perf_counter()
         cluster = start_local_cluster(runner)
         client = Client(cluster)
+        from sodadata.run.worker_exit import ExitWithoutTeardown  # our own cluster's workers only
+
+        client.register_plugin(ExitWithoutTeardown(), name=ExitWithoutTeardown.name)
         result.cluster_start_seconds = time.perf_counter() - t0
         log.info(
             "LocalCluster: %d workers x %d threads, started in %.1f s%s", runner.workers, runner.threads_per_worker,
