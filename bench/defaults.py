@@ -6,7 +6,9 @@ and interleaved over ``--reps`` repetitions, each figure as min / median / max:
 
 1. the default command, as typed: ``python -m sodadata.recipes.emilia --source SRC --out OUT --codec full-random``
    (a fresh process: interpreter, imports, cluster, model load and the engine check all count), with the engine
-   check's cache warm (any run after the first on a machine) and empty (the first run on a machine);
+   check's cache warm (any run after the first on a machine) and empty (the first run on a machine), and with
+   transformers' Mimi modules in the workers instead of ``sodadata.encode.lean_mimi``'s (``SODADATA_LEAN_MIMI=0``:
+   what the start-up cost before);
 2. the same with ``--workers 1 --torch-threads 1``: the 1 -> N workers scaling; and one shard to do
    (``--limit-shards 1``) by default (the cores as torch threads) and with ``--torch-threads 1``: why fewer shards
    than cores get more torch threads;
