@@ -68,17 +68,6 @@ def test_latents_and_codes_are_transformers_bit_for_bit(tiny_dir, tiny_reference
     _assert_same_outputs(lean, tiny_reference, batch)
 
 
-@pytest.mark.slow
-def test_full_size_mimi_latents_and_codes_are_transformers_bit_for_bit(tmp_path):
-    model = build_random_mimi("full-random", encoder_only=False, cache=False)
-    model.save_pretrained(tmp_path / "full")
-    lean = load_lean_mimi(tmp_path / "full")
-    assert sum(p.numel() for p in lean.parameters()) == sum(p.numel() for p in model.encoder.parameters()) + sum(
-        p.numel() for p in model.quantizer.parameters())
-    for seconds in (4.0, 12.5):
-        _assert_same_outputs(lean, model, torch.from_numpy(speechlike(seconds, 6))[None, None])
-
-
 def test_the_encoder_runs_it_for_a_local_directory_and_codes_equal_mimimodel_encode(tiny_dir, tiny_reference,
                                                                                    sodadata_cache):
     enc = MimiEncoder(CodecConfig(codec=str(tiny_dir), chunk_seconds=2.0, threads=1, batch_size=4))
@@ -166,12 +155,18 @@ def test_a_worker_whose_check_is_cached_never_imports_transformers(tiny_dir, tin
 
 @pytest.mark.slow
 def test_a_machines_first_full_random_run_checks_the_modules_later_runs_use(sodadata_cache):
-    """full-random's first process draws the weights with transformers and saves them; it then runs the lean modules
-    on them too, so the verdict it records is the one later processes (which load them lean) look for."""
+    """Full size: the lean modules compute transformers' latents and codes bit for bit. full-random's first process
+    draws the weights with transformers and saves them; it then runs the lean modules on them too, so the verdict it
+    records is the one later processes (which load them lean) look for."""
     config = CodecConfig(codec="full-random", threads=1)
     wave = speechlike(3.0, 31)
     first = MimiEncoder(config)
     assert first.lean and first._reference_model is not None  # drawn by transformers, saved, loaded lean
+    lean, reference = first.model, first._reference_model
+    assert sum(p.numel() for p in lean.parameters()) == sum(p.numel() for p in reference.encoder.parameters()) + sum(
+        p.numel() for p in reference.quantizer.parameters())
+    for seconds in (4.0, 12.5):  # full size, both sides of the sliding window, whole-signal calls
+        _assert_same_outputs(lean, reference, torch.from_numpy(speechlike(seconds, 6))[None, None])
     (codes,) = first.encode([wave])
     assert first.check.source == "miss" and first.stats.engine == "chunked"
     second = MimiEncoder(config)
