@@ -43,6 +43,18 @@ def restore_torch_threads():
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (the chunked engine's bit check holds for the tiny model on 1 thread), restored
+    after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def s3_store(monkeypatch):
     """A bucket on moto's S3 server (127.0.0.1), with the environment a user would set (tests/object_store.py)."""
     from object_store import s3_store as start

@@ -18,7 +18,7 @@ from fixtures import speechlike
 
 from sodadata.encode.codec import CodecConfig, MimiEncoder, build_random_mimi, reference_encode
 from sodadata.encode.codec_loading import LEAN_ENV, lean_model
-from sodadata.encode.lean_mimi import load_lean_mimi
+from sodadata.encode.lean_mimi import LeanMimiConfig, load_lean_mimi
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +36,7 @@ def tiny_reference(tiny_dir):
     return MimiModel.from_pretrained(tiny_dir).eval()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _assert_same_outputs(lean, reference, x):
@@ -96,8 +91,6 @@ def test_a_checkpoint_it_does_not_restate_is_loaded_by_transformers(tiny_dir, ti
         assert "loading it with transformers" in caplog.text
     config = json.loads((tiny_dir / "config.json").read_text())
     with pytest.raises(ValueError, match="mimi"):
-        from sodadata.encode.lean_mimi import LeanMimiConfig
-
         LeanMimiConfig({**config, "model_type": "encodec"})
 
 

@@ -8,6 +8,7 @@ import difflib
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 from sodadata.encode.codec_config import DEFAULT_CODEC, RANDOM_CODECS, CodecConfig
@@ -193,8 +194,6 @@ def lean_model(config: CodecConfig):
     ``save_pretrained`` directory, the Hub model's snapshot in the local Hugging Face cache, full-random's cache.
     None otherwise, or when the checkpoint is not one it restates (said at INFO): then transformers loads it.
     Its codes are checked against transformers' MimiModel.encode like the chunked engine's (engine_check)."""
-    import os
-
     if (config.device != "cpu" or config.dtype != "float32" or config.engine != "auto"
             or os.environ.get(LEAN_ENV, "1").strip() == "0"):
         return None

@@ -104,27 +104,19 @@ def draw_random_mimi(name: str, seed: int = 0):
 
 
 def _cache_entry(name: str, seed: int) -> Path | None:
-    """This process's cache folder for ``name``/``seed``: None when the cache is off. (The versions are read from
-    the packages' metadata: importing transformers is what a worker with a cached entry avoids, lean_mimi.)"""
+    """This process's cache folder for ``name``/``seed``: None when the cache is off. (transformers' version is read
+    from its metadata: importing it is what a worker with a cached entry avoids, lean_mimi.)"""
     from importlib import metadata
+
+    import torch
 
     from sodadata.encode.engine_check import cache_dir
 
     root = cache_dir()
     if root is None:
         return None
-    key = json.dumps([_FORMAT, name, seed, _torch_version(), metadata.version("transformers")])
+    key = json.dumps([_FORMAT, name, seed, torch.__version__, metadata.version("transformers")])
     return root / "random-codecs" / f"{name}-seed{seed}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-
-
-def _torch_version() -> str:
-    """``torch.__version__`` (with its local part, +cpu: the CPU and CUDA builds are different packages), from the
-    imported module when there is one, else from the package's metadata."""
-    import sys
-    from importlib import metadata
-
-    torch = sys.modules.get("torch")
-    return str(torch.__version__) if torch is not None else metadata.version("torch")
 
 
 def cached_random_dir(name: str, seed: int = 0) -> Path | None:

@@ -58,19 +58,19 @@ class MimiConv1d(nn.Module):
         self.kernel_size = nn.Buffer(_int64(effective), persistent=False)
         self.padding_total = nn.Buffer(_int64(effective - stride), persistent=False)
 
-    def _get_extra_padding_for_conv1d(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        length = hidden_states.shape[-1]
+    def _ideal_length(self, length) -> torch.Tensor:
+        """The input length up to a whole number of strides (transformers' arithmetic, float division included)."""
         n_frames = (length - self.kernel_size + self.padding_total) / self.stride + 1
         n_frames = torch.ceil(n_frames).to(torch.int64) - 1
-        ideal_length = n_frames * self.stride + self.kernel_size - self.padding_total
-        return ideal_length - length
+        return n_frames * self.stride + self.kernel_size - self.padding_total
+
+    def _get_extra_padding_for_conv1d(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        length = hidden_states.shape[-1]
+        return self._ideal_length(length) - length
 
     def _get_output_length(self, input_length: torch.Tensor) -> torch.Tensor:
         input_length = torch.as_tensor(input_length, device=self.stride.device)
-        n_frames = (input_length - self.kernel_size + self.padding_total) / self.stride + 1
-        n_frames = torch.ceil(n_frames).to(torch.int64) - 1
-        ideal_length = n_frames * self.stride + self.kernel_size - self.padding_total
-        input_length = input_length + self.padding_total + (ideal_length - input_length)
+        input_length = self.padding_total + self._ideal_length(input_length)  # left padding, then up to the ideal
         return (input_length - self.conv.dilation[0] * (self.conv.kernel_size[0] - 1) - 1) // self.conv.stride[0] + 1
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
