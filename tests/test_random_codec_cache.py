@@ -5,14 +5,22 @@ again, never used."""
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
 import torch
 from fixtures import speechlike
 
+from sodadata.encode import codec_loading
 from sodadata.encode.codec import reference_encode
-from sodadata.encode.codec_random import _WEIGHTS, build_random_mimi, draw_random_mimi
+from sodadata.encode.codec_random import (
+    _VERIFIED,
+    _WEIGHTS,
+    _entry_intact,
+    build_random_mimi,
+    draw_random_mimi,
+)
 
 pytestmark = pytest.mark.slow  # full-size Mimi: a second to draw, 385 MB to save
 
@@ -43,7 +51,7 @@ def _assert_same_model(model, drawn, encoder_only: bool) -> None:
 
 
 def test_the_first_process_saves_what_it_drew_and_the_next_loads_it_unless_it_fails_its_checksum(
-        drawn, sodadata_cache, caplog):
+        drawn, sodadata_cache, caplog, monkeypatch):
     first = build_random_mimi("full-random", encoder_only=True)
     entry = _entry(sodadata_cache)
     assert entry.name.startswith("full-random-seed0-")
@@ -55,8 +63,19 @@ def test_the_first_process_saves_what_it_drew_and_the_next_loads_it_unless_it_fa
     assert [p.name for p in (sodadata_cache / "random-codecs").iterdir()] == [entry.name]  # nothing left beside it
     _assert_same_model(loaded, drawn, encoder_only=False)
 
-    # weights that fail their checksum are drawn again, never used
+    # hashed once per version of the file: while its stat is the stamped one, no process hashes it again
+    assert (entry / _VERIFIED).is_file()
     weights = entry / _WEIGHTS
+    hashed = []
+    real_sha256 = codec_loading.weights_sha256
+    monkeypatch.setattr(codec_loading, "weights_sha256", lambda d: hashed.append(d) or real_sha256(d))
+    assert _entry_intact(entry) and hashed == []
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same mtime, but the ctime moves: hashed again
+    assert _entry_intact(entry) and hashed == [entry]
+    assert _entry_intact(entry) and hashed == [entry]  # and stamped again
+
+    # weights that fail their checksum are drawn again, never used
     raw = bytearray(weights.read_bytes())
     raw[-1000] ^= 0xFF  # one bit pattern in one weight: a valid file that would give other codes
     weights.write_bytes(bytes(raw))

@@ -6,7 +6,10 @@ Drawing full-random's 96 M weights costs a second per process on an idle core (s
 loading the real ``kyutai/mimi`` with ``from_pretrained``; so the first process on a machine saves the weights it
 drew in ``$SODADATA_CACHE/random-codecs/`` (see :func:`sodadata.encode.engine_check.cache_dir`) and later ones
 load them the way the real codec loads, after checking the file's SHA-256 against the one recorded beside it: a
-benchmark then times the start-up a user of the real codec meets. The entry's name holds everything the weights
+benchmark then times the start-up a user of the real codec meets. The hash (0.26 s of an idle core for 385 MB, in
+every worker) is taken once per version of the file: a stamp beside it records the file's identity and times
+(inode, size, mtime, ctime) when it last matched, and while they are unchanged the file is the one that was hashed
+(any write changes its ctime, which no one can set back). The entry's name holds everything the weights
 depend on (name, seed, torch and transformers versions): another version draws and saves its own.
 """
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CACHED = ("full-random",)  # tiny-random draws in milliseconds: a cache would cost more than it saves
 _WEIGHTS = "model.safetensors"
+_VERIFIED = f"{_WEIGHTS}.verified"  # the stamp: the weights' stat when their SHA-256 last matched the recorded one
 _FORMAT = 1
 
 
@@ -140,6 +144,9 @@ def _entry_intact(entry: Path) -> bool:
     except (OSError, UnicodeDecodeError) as exc:
         log.info("ignoring the cached random codec in %s (%s); drawing it again", entry, exc)
         return False
+    stamp = _file_identity(entry / _WEIGHTS)
+    if stamp is not None and _read_stamp(entry) == {"stat": stamp, "sha256": expected}:
+        return True  # the very file whose SHA-256 matched: unchanged since (its ctime moves with any write)
     try:
         actual = weights_sha256(entry)
     except (OSError, RuntimeError) as exc:  # RuntimeError: no weight file left in the folder
@@ -148,7 +155,40 @@ def _entry_intact(entry: Path) -> bool:
     if actual != expected:
         log.info("ignoring the cached random codec in %s: its weights fail their SHA-256; drawing it again", entry)
         return False
+    _write_stamp(entry, stamp, actual)
     return True
+
+
+def _file_identity(path: Path) -> list[int] | None:
+    """What changes whenever the file's bytes may have: device, inode, size, mtime and ctime (ns); None if absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_stamp(entry: Path) -> dict | None:
+    try:
+        return json.loads((entry / _VERIFIED).read_text(encoding="ascii"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # a damaged stamp costs one hash, and is rewritten
+        log.info("ignoring the stamp of the cached random codec in %s (%s); hashing its weights", entry, exc)
+        return None
+
+
+def _write_stamp(entry: Path, stat: list[int] | None, sha256: str) -> None:
+    """Record that the weights with ``stat`` hashed to ``sha256`` (atomically; racing workers write the same)."""
+    if stat is None:
+        return
+    try:
+        with tempfile.NamedTemporaryFile("w", encoding="ascii", dir=entry, prefix=f".{_VERIFIED}-", suffix=".tmp",
+                                         delete=False) as f:
+            json.dump({"stat": stat, "sha256": sha256}, f)
+        os.replace(f.name, entry / _VERIFIED)
+    except OSError as exc:  # a read-only cache: every process hashes, as before
+        log.info("could not stamp the cached random codec in %s (%s); each process hashes its weights", entry, exc)
 
 
 def _load_cached(entry: Path):
@@ -174,7 +214,9 @@ def _save_cached(model, entry: Path) -> None:
         model.save_pretrained(str(tmp))
         from sodadata.encode.codec_loading import weights_sha256
 
-        (tmp / f"{_WEIGHTS}.sha256").write_text(weights_sha256(tmp) + "\n", encoding="ascii")
+        sha256 = weights_sha256(tmp)
+        (tmp / f"{_WEIGHTS}.sha256").write_text(sha256 + "\n", encoding="ascii")
+        _write_stamp(tmp, _file_identity(tmp / _WEIGHTS), sha256)  # the inode and its times survive the rename
         try:
             os.rename(tmp, entry)
         except OSError:  # another process saved it first (the folder exists and is not empty)
