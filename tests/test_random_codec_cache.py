@@ -74,6 +74,9 @@ def test_the_first_process_saves_what_it_drew_and_the_next_loads_it_unless_it_fa
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same mtime, but the ctime moves: hashed again
     assert _entry_intact(entry) and hashed == [entry]
     assert _entry_intact(entry) and hashed == [entry]  # and stamped again
+    (entry / _VERIFIED).write_text("{not json", encoding="ascii")  # a damaged stamp costs one hash
+    assert _entry_intact(entry) and hashed == [entry, entry]
+    assert _entry_intact(entry) and hashed == [entry, entry]
 
     # weights that fail their checksum are drawn again, never used
     raw = bytearray(weights.read_bytes())

@@ -180,13 +180,12 @@ def _read_stamp(entry: Path) -> dict | None:
 
 def _write_stamp(entry: Path, stat: list[int] | None, sha256: str) -> None:
     """Record that the weights with ``stat`` hashed to ``sha256`` (atomically; racing workers write the same)."""
+    from sodadata.write.shards import write_json_atomic  # only when stamping: once per version of the file
+
     if stat is None:
         return
     try:
-        with tempfile.NamedTemporaryFile("w", encoding="ascii", dir=entry, prefix=f".{_VERIFIED}-", suffix=".tmp",
-                                         delete=False) as f:
-            json.dump({"stat": stat, "sha256": sha256}, f)
-        os.replace(f.name, entry / _VERIFIED)
+        write_json_atomic(entry / _VERIFIED, {"stat": stat, "sha256": sha256})
     except OSError as exc:  # a read-only cache: every process hashes, as before
         log.info("could not stamp the cached random codec in %s (%s); each process hashes its weights", entry, exc)
 
