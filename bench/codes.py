@@ -172,10 +172,11 @@ def _documents(hours: float, seed: int):
 
 def write_phase(docs: dict, out: Path) -> float:
     """What run_task does after encoding: rows, shard commit, rejects file, JSON record. Seconds."""
+    from sodadata.locations import write_json_atomic
     from sodadata.read.recipe import ShardTask, SourceFile
     from sodadata.run.pipeline import TaskCounts, _DocumentRows, _UncommittedShard
     from sodadata.write.document import DEFAULT_FORMATS
-    from sodadata.write.shards import REJECT_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
+    from sodadata.write.shards import REJECT_SCHEMA, ShardPaths, ShardWriter
 
     task = ShardTask("emilia/en", "EN-B000000", "Emilia-EN-B000000", (SourceFile("bench://x", 0),))
     paths = ShardPaths(out, task.component, task.stem)

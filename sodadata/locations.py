@@ -10,6 +10,9 @@
 - :func:`check_location` is the driver's check before any work: the backend is installed, the credentials are
   accepted, the store answers (in seconds, not after endless retries) and, to write, a probe object can be written
   and deleted under the prefix. Each fault is one :class:`~sodadata.read.recipe.ConfigError` line.
+- :func:`write_json_atomic` writes a small JSON file whole or not at all, locally (temp name + fsync + rename) or as
+  one object upload; every stage uses it (shard records, run summaries, the random codec's stamp), so it lives here
+  rather than in a stage.
 
 Credentials are never part of a location: they come from the store's usual environment (``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` / ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ``AZURE_STORAGE_*``), on the
@@ -19,6 +22,7 @@ driver and on every worker alike, so a Dask task carries only the URL.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -201,4 +205,46 @@ def check_location(url: str | os.PathLike, *, write: bool) -> None:
         raise ConfigError(f"{display(text)} does not exist")
 
 
-__all__ = ["Location", "as_location", "check_location", "display", "fresh", "is_remote", "scheme"]
+def temp_name(final: Path) -> Path:
+    """A temp name beside ``final`` for a local write that is renamed into place when whole."""
+    # Hidden and not ending in .parquet/.json, so no glob of finished shards ever matches a partial file.
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside the local folder ``path`` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (network mounts) refuse directory fsync; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Location | str, obj: dict) -> None:
+    """Write ``obj`` as JSON whole or not at all: a local file by temp+fsync+rename, an object by one upload."""
+    path = as_location(path)
+    if is_remote(path):
+        data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
+        path.fs.pipe_file(path.path, data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+__all__ = ["Location", "as_location", "check_location", "display", "fresh", "fsync_dir", "is_remote", "scheme",
+           "temp_name", "write_json_atomic"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sodadata.encode.codes import codes_to_chars
+from sodadata.locations import write_json_atomic
 from sodadata.write.document import (
     AUDIO_FIRST,
     TEXT_FIRST,
@@ -31,7 +32,6 @@ from sodadata.write.shards import (
     ShardPaths,
     ShardWriter,
     shard_file_names,
-    write_json_atomic,
 )
 
 WORDS = "the a speech model learns from audio and text tokens of many hours in open data sets".split()

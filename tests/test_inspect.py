@@ -188,7 +188,8 @@ def test_cli_errors_say_what_to_do(tmp_path, capsys):
 
 
 def test_a_malformed_row_is_shown_as_such_and_the_rest_still_reported(tmp_path):
-    from sodadata.write.shards import ShardPaths, ShardWriter, write_json_atomic
+    from sodadata.locations import write_json_atomic
+    from sodadata.write.shards import ShardPaths, ShardWriter
 
     out = tmp_path / "out"
     make_output_dir(out, SPECS[2:3], seed=5)

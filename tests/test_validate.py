@@ -24,6 +24,7 @@ from synthetic import SPEECH_MADE_BY, ComponentSpec, make_output_dir
 from test_reliability_report import publish, table
 
 from sodadata.encode.codes import codes_to_chars
+from sodadata.locations import write_json_atomic
 from sodadata.tools.validate import CHECKS, main, validate
 from sodadata.write.document import (
     AUDIO_END,
@@ -38,7 +39,7 @@ from sodadata.write.document import (
     format_speech_row,
     parse_row,
 )
-from sodadata.write.shards import REJECT_SCHEMA, ROW_SCHEMA, ShardPaths, ShardWriter, write_json_atomic
+from sodadata.write.shards import REJECT_SCHEMA, ROW_SCHEMA, ShardPaths, ShardWriter
 
 REPO = Path(__file__).resolve().parent.parent
 COMPONENTS = (

@@ -180,7 +180,7 @@ def _read_stamp(entry: Path) -> dict | None:
 
 def _write_stamp(entry: Path, stat: list[int] | None, sha256: str) -> None:
     """Record that the weights with ``stat`` hashed to ``sha256`` (atomically; racing workers write the same)."""
-    from sodadata.write.shards import write_json_atomic  # only when stamping: once per version of the file
+    from sodadata.locations import write_json_atomic  # only when stamping: once per version of the file
 
     if stat is None:
         return

@@ -26,7 +26,7 @@ from sodadata import __version__
 from sodadata.encode.audio import DEFAULT_MAX_SECONDS, AudioError, decode_audio, to_mono_24k
 from sodadata.encode.codec import CodecConfig, MimiEncoder, get_encoder
 from sodadata.encode.codes import SAMPLE_RATE, codes_to_chars
-from sodadata.locations import display
+from sodadata.locations import display, write_json_atomic
 from sodadata.read.recipe import ConfigError, RawUtterance, Recipe, Reject, ShardTask, TextRecord
 from sodadata.read.sources import redact_secrets
 from sodadata.write import made_by
@@ -51,7 +51,6 @@ from sodadata.write.shards import (
     ShardWriter,
     shard_file_names,
     withdraw_record,
-    write_json_atomic,
 )
 
 log = logging.getLogger(__name__)

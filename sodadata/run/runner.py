@@ -26,14 +26,14 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from sodadata.locations import Location, as_location, check_location, display, is_remote
+from sodadata.locations import Location, as_location, check_location, display, is_remote, write_json_atomic
 from sodadata.read import completeness
 from sodadata.read.recipe import Completeness, ConfigError, Recipe, ShardError, ShardTask
 from sodadata.read.sources import redact_secrets
 from sodadata.run.pipeline import PipelineConfig, run_task
 from sodadata.run.worker_layout import Layout, choose_layout
 from sodadata.write import made_by
-from sodadata.write.shards import ShardPaths, write_json_atomic
+from sodadata.write.shards import ShardPaths
 
 log = logging.getLogger(__name__)
 WORKER_SATURATION = 1.0

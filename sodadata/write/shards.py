@@ -21,15 +21,21 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sodadata.locations import Location, as_location, display, fresh, is_remote
+from sodadata.locations import (
+    Location,
+    as_location,
+    display,
+    fresh,
+    fsync_dir,
+    is_remote,
+    temp_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,24 +178,6 @@ class ShardPaths:
         return removed
 
 
-def _temp_name(final: Path) -> Path:
-    # Hidden and not ending in .parquet/.json, so no glob of finished shards ever matches a partial file.
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (network mounts) refuse directory fsync; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
 def parquet_writer_options() -> dict:
     """Options for every Parquet file we write: zstd, page index, content-defined chunking where supported."""
     opts: dict = dict(
@@ -239,7 +227,7 @@ class ShardWriter:
             self._sink = pa.PythonFile(self._upload, mode="w")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = _temp_name(self.path)
+            self.tmp = temp_name(self.path)
             # The file is opened here, not by ParquetWriter: when the disk is full, ParquetWriter.close() raises
             # while writing the footer and never closes a file it opened itself, so each failed shard kept a
             # descriptor to its deleted temp file (space not freed, descriptors exhausted on a long run).
@@ -287,7 +275,7 @@ class ShardWriter:
             with open(self.tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(self.tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self.committed = True
         return self.path
 
@@ -321,27 +309,6 @@ class ShardWriter:
             self.abort()
 
 
-def write_json_atomic(path: Location | str, obj: dict) -> None:
-    """Write ``obj`` as JSON whole or not at all: a local file by temp+fsync+rename, an object by one upload."""
-    path = as_location(path)
-    if is_remote(path):
-        data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
-        path.fs.pipe_file(path.path, data)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
 def withdraw_record(paths: ShardPaths) -> bool:
     """Remove a finished shard's record before its files are replaced (``--redo-mismatched``); True if there was one.
 
@@ -357,7 +324,7 @@ def withdraw_record(paths: ShardPaths) -> bool:
             paths.record.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(paths.record.parent)
+        fsync_dir(paths.record.parent)
     log.info("%s/%s: old record withdrawn; replacing the shard", paths.component, paths.stem)
     return True
 
