@@ -11,7 +11,7 @@ every worker for full-size Mimi on Emilia-like audio.
 
 The verdicts are facts about an environment, so they are cached, keyed by everything above (:func:`check_key`),
 in ``$SODADATA_CACHE/engine-check/`` (default ``~/.cache/sodadata``; ``SODADATA_CACHE=off`` turns the cache off),
-one JSON file per key, written atomically (temporary file, then rename): two workers that race both check and
+one JSON file per key, written atomically (``write_json_atomic``: temporary file, then rename): two workers that race both check and
 both write a valid file; the later write may drop a width class the other added, which only costs a recheck.
 
 A cache entry is never trusted blindly: it must parse, carry its own checksum (a truncated or edited file fails
@@ -31,11 +31,12 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from sodadata.locations import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -241,15 +242,7 @@ class EngineCheck:
                     pass
             body = {"key": self.key, "classes": {str(c): v for c, v in sorted(self.classes.items())},
                     "probe": self.probe}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({**body, "checksum": _sha256(_canonical(body))}, f, indent=1, sort_keys=True)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_json_atomic(self.path, {**body, "checksum": _sha256(_canonical(body))})
         except OSError as exc:  # a read-only or full home: the check still holds for this process
             log.info("could not record the chunked engine's check in %s (%s); each process checks for itself",
                      self.path, exc)
