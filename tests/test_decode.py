@@ -218,6 +218,28 @@ def test_long_utterances_decode_in_pieces_like_a_whole_decode():
     assert np.abs(no_context - ref).max() > 1e-2  # without context the seams differ: the context is what helps
 
 
+def test_the_decoder_gives_mimimodel_decode_s_samples_without_onednn_s_transposed_convolutions():
+    """The CPU decoder runs its transposed convolutions with ATen's kernel (oneDNN JIT-builds one per input length:
+    seconds for tiny-random's narrow layers): the samples are MimiModel.decode's, to float rounding."""
+    from sodadata.encode.codec_random import build_random_mimi
+
+    model = build_random_mimi(TINY)
+    rng = np.random.default_rng(5)
+    codes = [rng.integers(0, 2048, size=(8, n)) for n in (40, 53, 61)]
+    with torch.inference_mode():
+        expected = [model.decode(torch.from_numpy(c)[None]).audio_values[0, 0].numpy() for c in codes]
+    transposed = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose1d)]
+    assert transposed and all(type(m) is torch.nn.ConvTranspose1d or m.groups > 1 for m in transposed)
+    decoder = MimiDecoder(CFG, model=model)
+    swapped = [m for m in transposed if type(m) is not torch.nn.ConvTranspose1d]
+    assert len(swapped) == sum(m.groups == 1 for m in transposed) >= 4  # the SEANet decoder's upsampling layers
+    got = decoder.decode(codes)
+    for w, e in zip(got, expected):
+        assert w.shape == e.shape and np.abs(e).max() > 1e-2
+        np.testing.assert_allclose(w, e, atol=1e-4)
+    assert not np.array_equal(got[0][: got[1].size], got[1][: got[0].size])  # different codes, different audio
+
+
 def test_padded_batches_decode_like_one_at_a_time():
     rng = np.random.default_rng(2)
     codes = [rng.integers(0, 2048, size=(8, n)) for n in (3, 11, 6, 1)]

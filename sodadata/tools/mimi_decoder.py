@@ -11,6 +11,7 @@ codes are NOT real Mimi codes. Decode with the codec that encoded the data (:mod
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -71,6 +72,8 @@ class MimiDecoder:
             raise ValueError("this Mimi model has no decoder (loaded with encoder_only=True?)")
         param = next(self.model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        if self.device.type == "cpu":
+            _native_transposed_convolutions(self.model)
         self.piece_frames = piece_frames
         self.context_frames = context_frames
         self.batch_size = config.effective_batch_size()
@@ -145,6 +148,42 @@ class MimiDecoder:
                 raise RuntimeError(f"codec returned {values.shape[1]} samples for {n} frames, expected {want}")
             out.append(np.ascontiguousarray(values[j, :want]))
         return out
+
+
+def _native_transposed_convolutions(model) -> None:
+    """Run the decoder's transposed convolutions on the CPU with ATen's own kernel instead of oneDNN's.
+
+    oneDNN builds (JIT-compiles) a deconvolution for every new input length, which for Mimi's narrow upsampling
+    layers costs up to seconds a shape (tiny-random decoded 50 s of audio in 10.8 s the first time, 0.2 s with ATen's
+    kernel); for the full-size model ATen's kernel is as fast once oneDNN's are built, and needs no building.
+    Decoding has no bit-exactness to keep (results agree to ~1e-7). Swapping the modules' class, rather than turning
+    oneDNN off around the call, leaves every other convolution in the process (an encoder's) as it was.
+    """
+    import torch
+
+    for module in model.modules():
+        if type(module) is torch.nn.ConvTranspose1d and module.groups == 1 and module.padding_mode == "zeros":
+            module.__class__ = _aten_conv_transpose1d_class()
+
+
+def _aten_conv_transpose1d(module, x, output_size=None):
+    import torch
+
+    if output_size is not None or x.dim() != 3:
+        return torch.nn.ConvTranspose1d.forward(module, x, output_size)
+    # conv_transpose1d's own CPU path without oneDNN: the 1-D case as a 2-D one of height 1
+    return torch.ops.aten.slow_conv_transpose2d(
+        x.unsqueeze(2), module.weight.unsqueeze(2), (1, module.kernel_size[0]), module.bias, (1, module.stride[0]),
+        (0, module.padding[0]), (0, module.output_padding[0]), (1, module.dilation[0]),
+    ).squeeze(2)
+
+
+@functools.cache
+def _aten_conv_transpose1d_class() -> type:
+    """nn.ConvTranspose1d with :func:`_aten_conv_transpose1d` as its forward (made on first use: torch loads late)."""
+    import torch
+
+    return type("AtenConvTranspose1d", (torch.nn.ConvTranspose1d,), {"forward": _aten_conv_transpose1d})
 
 
 _DECODERS: dict[CodecConfig, MimiDecoder] = {}
