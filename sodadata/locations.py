@@ -228,16 +228,15 @@ def fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Location | str, obj: dict) -> None:
     """Write ``obj`` as JSON whole or not at all: a local file by temp+fsync+rename, an object by one upload."""
     path = as_location(path)
+    data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     if is_remote(path):
-        data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
         path.fs.pipe_file(path.path, data)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
-            f.write("\n")
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

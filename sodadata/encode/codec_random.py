@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sodadata.encode.codec_config import RANDOM_CODECS
 from sodadata.encode.codes import NUM_CODEBOOKS
+from sodadata.locations import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,6 @@ def _read_stamp(entry: Path) -> dict | None:
 
 def _write_stamp(entry: Path, stat: list[int] | None, sha256: str) -> None:
     """Record that the weights with ``stat`` hashed to ``sha256`` (atomically; racing workers write the same)."""
-    from sodadata.locations import write_json_atomic  # only when stamping: once per version of the file
-
     if stat is None:
         return
     try:

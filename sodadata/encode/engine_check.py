@@ -11,8 +11,9 @@ every worker for full-size Mimi on Emilia-like audio.
 
 The verdicts are facts about an environment, so they are cached, keyed by everything above (:func:`check_key`),
 in ``$SODADATA_CACHE/engine-check/`` (default ``~/.cache/sodadata``; ``SODADATA_CACHE=off`` turns the cache off),
-one JSON file per key, written atomically (``write_json_atomic``: temporary file, then rename): two workers that race both check and
-both write a valid file; the later write may drop a width class the other added, which only costs a recheck.
+one JSON file per key, written atomically (``write_json_atomic``: temporary file, then rename): two workers that
+race both check and both write a valid file; the later write may drop a width class the other added, which only
+costs a recheck.
 
 A cache entry is never trusted blindly: it must parse, carry its own checksum (a truncated or edited file fails
 it), and hold exactly the key this process computed. And before a process trusts an entry that says "the chunked
